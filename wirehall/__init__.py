@@ -1,0 +1,1 @@
+"""wirehall: an async-first ASGI framework."""

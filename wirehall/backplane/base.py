@@ -1,0 +1,79 @@
+"""The `Backplane` protocol: how a `WebSocketService` reaches other processes.
+
+A backplane carries opaque byte payloads on named channels and keeps a shared view of
+who is present in which room. It knows nothing of WebSockets, envelopes or JSON: the
+`WebSocketService` decides what goes into a payload (origin, sequence number, exclusions)
+and makes delivery exactly-once. Implementations need not inherit from this class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Backplane"]
+
+
+@runtime_checkable
+class Backplane(Protocol):
+    """The contract every backplane keeps (checked by `tests/backplane/test_contract.py`)."""
+
+    @property
+    def node_id(self) -> str:
+        """This process's unique id on the backplane (stable for the backplane's life)."""
+        ...
+
+    async def start(self) -> None:
+        """Connect. Raises `BackplaneError` with a clear message when that is impossible."""
+        ...
+
+    async def subscribe(self, channel: str) -> None:
+        """Start receiving `channel`. Once this returns, nothing later published to it is missed.
+
+        Subscribing twice to the same channel is the same as once.
+        """
+        ...
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop receiving `channel` (no error when not subscribed)."""
+        ...
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        """Send `payload` to every node subscribed to `channel`, this node included.
+
+        Raises `BackplaneError` when the payload could not be handed to the backplane.
+        """
+        ...
+
+    def messages(self) -> AsyncIterator[tuple[str, bytes]]:
+        """Every payload published on a subscribed channel, as `(channel, payload)`.
+
+        Payloads of one channel arrive in the order the backplane ordered them; a payload
+        is yielded once per subscription. The iterator ends when the backplane is closed.
+        Only one consumer may iterate.
+        """
+        ...
+
+    async def add_presence(self, room: str, member: str, identity: str) -> None:
+        """Record that `member` (a connection id) is in `room` as `identity`."""
+        ...
+
+    async def remove_presence(self, room: str, member: str) -> None:
+        """Forget that `member` is in `room` (no error when it was not there)."""
+        ...
+
+    async def presence(self, room: str) -> dict[str, str]:
+        """Members of `room` on every live node, as `{member: identity}`."""
+        ...
+
+    async def heartbeat(self) -> list[str]:
+        """Renew this node's liveness and purge members of nodes that stopped renewing theirs.
+
+        Returns the rooms whose presence the purge changed (each reported by one node only).
+        Called by the service every `heartbeat_interval` seconds.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Remove this node's presence, disconnect, and end `messages()`."""
+        ...

@@ -1,0 +1,172 @@
+"""Typed events and the bus that dispatches them by type.
+
+Events are small frozen dataclasses. A subscriber receives every event that is an
+instance of the type it subscribed to (subclasses included). A subscriber that
+raises is logged and the others still run; publishing never raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+__all__ = [
+    "AppStarted",
+    "AppStopping",
+    "ErrorRaised",
+    "Event",
+    "EventBus",
+    "PresenceChanged",
+    "RequestCompleted",
+    "RequestStarted",
+    "WebSocketConnected",
+    "WebSocketDisconnected",
+    "WebSocketMessageReceived",
+]
+
+logger = logging.getLogger(__name__)
+
+E = TypeVar("E", bound="Event")
+Subscriber = Callable[[Any], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base class of all events; subclass it (as a frozen dataclass) for custom ones."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppStarted(Event):
+    """The app finished its startup."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppStopping(Event):
+    """The app is about to shut down."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStarted(Event):
+    """An HTTP request arrived."""
+
+    method: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCompleted(Event):
+    """An HTTP request was answered."""
+
+    method: str
+    path: str
+    status: int
+    duration: float
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRaised(Event):
+    """User code raised an exception that was not an `HTTPError` / `WebSocketError`."""
+
+    error: BaseException
+    path: str
+    kind: str  # "http", "websocket" or "lifespan"
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketConnected(Event):
+    """A WebSocket handshake was accepted."""
+
+    connection_id: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketMessageReceived(Event):
+    """A WebSocket message arrived (published only when somebody subscribes)."""
+
+    connection_id: str
+    path: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketDisconnected(Event):
+    """A WebSocket connection ended with `code`."""
+
+    connection_id: str
+    path: str
+    code: int
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChanged(Event):
+    """Somebody joined or left `room` (on this process or, through the backplane, another)."""
+
+    room: str
+
+
+class EventBus:
+    """Dispatches events to subscribers by type. One per app; never global."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[type[Event], list[Subscriber]] = {}
+        self._cache: dict[type[Event], tuple[Subscriber, ...]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def subscribe(self, event_type: type[E], subscriber: Callable[[E], Awaitable[None] | None]) -> None:
+        """Call `subscriber` (sync or async) with every event of `event_type`."""
+        self._subscribers.setdefault(event_type, []).append(subscriber)
+        self._cache.clear()
+
+    def unsubscribe(self, event_type: type[E], subscriber: Callable[[E], Awaitable[None] | None]) -> None:
+        """Stop calling `subscriber` for `event_type` (no error when it was not subscribed)."""
+        subscribers = self._subscribers.get(event_type, [])
+        if subscriber in subscribers:
+            subscribers.remove(subscriber)
+            self._cache.clear()
+
+    def on(self, event_type: type[E]) -> Callable[[Callable[[E], Any]], Callable[[E], Any]]:
+        """Decorator form of `subscribe`."""
+
+        def decorator(subscriber: Callable[[E], Any]) -> Callable[[E], Any]:
+            self.subscribe(event_type, subscriber)
+            return subscriber
+
+        return decorator
+
+    def _for(self, event_type: type[Event]) -> tuple[Subscriber, ...]:
+        found = self._cache.get(event_type)
+        if found is None:
+            found = tuple(
+                subscriber
+                for base in event_type.__mro__
+                for subscriber in self._subscribers.get(base, ())  # type: ignore[call-overload]
+            )
+            self._cache[event_type] = found
+        return found
+
+    def wants(self, event_type: type[Event]) -> bool:
+        """Whether anybody listens for `event_type` (lets hot paths skip building events)."""
+        return bool(self._for(event_type))
+
+    async def publish(self, event: Event) -> None:
+        """Run every subscriber for `event`, in order of subscription; failures are logged."""
+        for subscriber in self._for(type(event)):
+            try:
+                result = subscriber(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("event subscriber %r failed on %r", subscriber, event)
+
+    def publish_nowait(self, event: Event) -> None:
+        """Publish from synchronous code: subscribers run in a task of their own."""
+        if not self._for(type(event)):
+            return
+        task = asyncio.get_running_loop().create_task(self.publish(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
