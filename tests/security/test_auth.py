@@ -228,7 +228,7 @@ async def test_sync_authenticator_is_accepted() -> None:
     def authenticate(connection: Connection) -> Any:
         return connection.headers.get("x-user")
 
-    app = AuthenticationMiddleware(echo_scope_app, authenticate)  # type: ignore[arg-type]
+    app = AuthenticationMiddleware(echo_scope_app, authenticate)
     async with client(app) as http:
         assert (await http.get("/", headers={"x-user": "bo"})).json()["user"] == "bo"
 
@@ -264,7 +264,7 @@ async def test_generated_credentials_never_crash(authorization: str, token: byte
     app = AuthenticationMiddleware(echo_scope_app, bearer_token(_token_user))
     async with client(app) as http:
         response = await http.get(
-            "/", headers={"Authorization": authorization.strip().encode("latin-1")}
+            "/", headers={b"authorization": authorization.strip().encode("latin-1")}
         )
     assert response.status_code == 200
     query = b"token=" + token.replace(b"&", b"").replace(b"#", b"")
