@@ -1,0 +1,1 @@
+"""The chat room example: `wirehall run examples.chat:app`."""

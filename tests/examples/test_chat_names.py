@@ -1,0 +1,126 @@
+"""Room, user and text rules of the chat contract (examples/chat/names.py)."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from examples.chat.names import (
+    ROOM_MAX,
+    TEXT_MAX,
+    USER_MAX,
+    InvalidInputError,
+    check_room,
+    check_text,
+    check_user,
+)
+
+ROOM_ALPHABET = string.ascii_letters + string.digits + "_-"
+
+
+@given(st.text(alphabet=ROOM_ALPHABET, min_size=1, max_size=ROOM_MAX))
+def test_room_names_of_allowed_characters_are_accepted(room: str) -> None:
+    assert check_room(room) == room
+
+
+@given(st.text(max_size=ROOM_MAX + 10))
+def test_room_name_is_accepted_exactly_when_it_follows_the_rule(room: str) -> None:
+    valid = 1 <= len(room) <= ROOM_MAX and all(char in ROOM_ALPHABET for char in room)
+    if valid:
+        assert check_room(room) == room
+    else:
+        with pytest.raises(InvalidInputError, match="room name"):
+            check_room(room)
+
+
+@pytest.mark.parametrize(
+    "room",
+    ["", "a" * (ROOM_MAX + 1), "has space", "dot.ted", "slash/", "ümlaut", "lobby\n", "٣"],
+)
+def test_bad_room_names_are_refused(room: str) -> None:
+    with pytest.raises(InvalidInputError, match="room name"):
+        check_room(room)
+
+
+def test_longest_room_name_is_accepted() -> None:
+    assert check_room("r" * ROOM_MAX) == "r" * ROOM_MAX
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("ann", "ann"), ("  ann  ", "ann"), ("Ann Lee", "Ann Lee"), ("\tZoë\n", "Zoë"), ("😀", "😀")],
+)
+def test_user_names_are_trimmed(raw: str, expected: str) -> None:
+    assert check_user(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("u" * (USER_MAX + 1), "at most 32"),
+        ("a\x00b", "control"),
+        ("a\nb", "control"),
+        ("a\x7fb", "control"),
+        ("a\x9bb", "control"),
+        ("a\ud800b", "control"),
+    ],
+)
+def test_bad_user_names_are_refused(raw: str, why: str) -> None:
+    with pytest.raises(InvalidInputError, match=why):
+        check_user(raw)
+
+
+def test_user_name_length_counts_after_trimming() -> None:
+    assert check_user(" " + "u" * USER_MAX + " ") == "u" * USER_MAX
+
+
+@given(st.text(max_size=USER_MAX + 8))
+def test_user_name_rule_holds_for_any_text(raw: str) -> None:
+    name = raw.strip()
+    valid = 1 <= len(name) <= USER_MAX and not any(
+        ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F or 0xD800 <= ord(char) <= 0xDFFF
+        for char in name
+    )
+    if valid:
+        assert check_user(raw) == name
+    else:
+        with pytest.raises(InvalidInputError):
+            check_user(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("hi", "hi"), ("  hi \n", "hi"), ("two\nlines", "two\nlines"), ("<script>", "<script>")],
+)
+def test_texts_are_trimmed(raw: str, expected: str) -> None:
+    assert check_text(raw) == expected
+
+
+def test_text_length_limits() -> None:
+    assert check_text("x" * TEXT_MAX) == "x" * TEXT_MAX
+    assert check_text(" " * 100 + "x" * TEXT_MAX + " " * 100) == "x" * TEXT_MAX
+    with pytest.raises(InvalidInputError, match="at most 2000"):
+        check_text("x" * (TEXT_MAX + 1))
+    for blank in ("", " ", "\n\t  "):
+        with pytest.raises(InvalidInputError, match="empty"):
+            check_text(blank)
+
+
+def test_text_with_a_lone_surrogate_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="Unicode"):
+        check_text("a\udc80")
+
+
+@given(st.text(max_size=TEXT_MAX + 20))
+def test_text_rule_holds_for_any_text(raw: str) -> None:
+    text = raw.strip()
+    if 1 <= len(text) <= TEXT_MAX:
+        assert check_text(raw) == text
+    else:
+        with pytest.raises(InvalidInputError):
+            check_text(raw)
