@@ -47,7 +47,8 @@ def make_cookie(data: Any, key: str = "secret", timestamp: int | None = None) ->
 
 
 def set_cookie(response: httpx.Response) -> str | None:
-    return response.headers.get("set-cookie")
+    value: str | None = response.headers.get("set-cookie")
+    return value
 
 
 async def test_new_session_sets_signed_httponly_cookie() -> None:

@@ -73,4 +73,6 @@ async def refuse_websocket(
         )
         await send({"type": "websocket.http.response.body", "body": body})
     else:
-        await send({"type": "websocket.close", "code": int(close_code), "reason": detail[:120]})
+        # a close reason is at most 123 bytes of UTF-8
+        reason = detail.encode()[:123].decode("utf-8", "ignore")
+        await send({"type": "websocket.close", "code": int(close_code), "reason": reason})
