@@ -124,7 +124,13 @@ class URL:
     __slots__ = ("fragment", "host", "path", "port", "query", "scheme")
 
     def __init__(
-        self, scheme: str, host: str, port: int | None, path: str, query: str = "", fragment: str = ""
+        self,
+        scheme: str,
+        host: str,
+        port: int | None,
+        path: str,
+        query: str = "",
+        fragment: str = "",
     ) -> None:
         self.scheme = scheme
         self.host = host

@@ -348,7 +348,8 @@ class Container:
         self, provider: _Provider, resolver: ResolutionScope, stack: contextlib.AsyncExitStack
     ) -> Any:
         factory = provider.factory
-        assert factory is not None and provider.plan is not None
+        assert factory is not None
+        assert provider.plan is not None
         kwargs = provider.plan.kwargs(resolver)
         if not isinstance(kwargs, dict):
             kwargs = await kwargs

@@ -1,0 +1,523 @@
+"""`Wirehall`: the ASGI application, its lifespan, route registration and error handling."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from wirehall.config import Settings
+from wirehall.di import Container
+from wirehall.errors import ConfigurationError, HTTPError
+from wirehall.events import (
+    AppStarted,
+    AppStopping,
+    ErrorRaised,
+    EventBus,
+    RequestCompleted,
+    RequestStarted,
+)
+from wirehall.http.controller import HTTPController, build_http_endpoint, controller_methods
+from wirehall.http.request import DEFAULT_MAX_BODY_SIZE
+from wirehall.http.response import Response, error_response
+from wirehall.http.staticfiles import StaticFiles
+from wirehall.http.templates import Templates
+from wirehall.routing import Mount, Route, Router, WebSocketRoute, compile_path
+from wirehall.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from wirehall.backplane.base import Backplane
+    from wirehall.websocket.service import WebSocketService
+
+__all__ = ["Middleware", "RouteGroup", "Wirehall"]
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+Hook = Callable[[], Awaitable[None] | None]
+ExceptionHandler = Callable[[Any, BaseException], Awaitable[Response] | Response]
+
+
+@dataclass(frozen=True)
+class Middleware:
+    """A middleware class and its options: `Middleware(CORSMiddleware, allow_origins=[...])`."""
+
+    cls: Callable[..., ASGIApp]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(self, cls: Callable[..., ASGIApp], /, **options: Any) -> None:
+        object.__setattr__(self, "cls", cls)
+        object.__setattr__(self, "options", options)
+
+
+class _Registrar:
+    """Route decorators shared by the app and its groups."""
+
+    def _register_http(
+        self, path: str, endpoint: Any, methods: Sequence[str] | None, name: str | None
+    ) -> None:
+        raise NotImplementedError
+
+    def _register_websocket(self, path: str, endpoint: Any, name: str | None) -> None:
+        raise NotImplementedError
+
+    def route(
+        self, path: str, *, methods: Sequence[str] | None = None, name: str | None = None
+    ) -> Callable[[F], F]:
+        """Register a function (GET unless `methods` says otherwise) or an HTTPController class."""
+
+        def decorator(endpoint: F) -> F:
+            self._register_http(path, endpoint, methods, name)
+            return endpoint
+
+        return decorator
+
+    def get(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
+        """Register a GET endpoint (HEAD is served with it)."""
+        return self.route(path, methods=["GET"], name=name)
+
+    def post(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
+        """Register a POST endpoint."""
+        return self.route(path, methods=["POST"], name=name)
+
+    def put(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
+        """Register a PUT endpoint."""
+        return self.route(path, methods=["PUT"], name=name)
+
+    def patch(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
+        """Register a PATCH endpoint."""
+        return self.route(path, methods=["PATCH"], name=name)
+
+    def delete(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
+        """Register a DELETE endpoint."""
+        return self.route(path, methods=["DELETE"], name=name)
+
+    def options(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
+        """Register an OPTIONS endpoint."""
+        return self.route(path, methods=["OPTIONS"], name=name)
+
+    def websocket(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
+        """Register a WebSocketController class or a function endpoint for WebSocket connections."""
+
+        def decorator(endpoint: F) -> F:
+            self._register_websocket(path, endpoint, name)
+            return endpoint
+
+        return decorator
+
+    def add_route(
+        self,
+        path: str,
+        endpoint: Any,
+        *,
+        methods: Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> None:
+        """Register an HTTP endpoint without a decorator."""
+        self._register_http(path, endpoint, methods, name)
+
+    def add_websocket_route(self, path: str, endpoint: Any, *, name: str | None = None) -> None:
+        """Register a WebSocket endpoint without a decorator."""
+        self._register_websocket(path, endpoint, name)
+
+
+class RouteGroup(_Registrar):
+    """Routes sharing a path prefix (and a name prefix): `api = app.group("/api")`."""
+
+    def __init__(self, parent: _Registrar, prefix: str, name_prefix: str = "") -> None:
+        if not prefix.startswith("/") or prefix.endswith("/"):
+            raise ConfigurationError(f"group prefix {prefix!r} must start with '/' and not end with one")
+        self.parent = parent
+        self.prefix = prefix
+        self.name_prefix = name_prefix
+
+    def _name(self, name: str | None) -> str | None:
+        return f"{self.name_prefix}{name}" if name and self.name_prefix else name
+
+    def _register_http(
+        self, path: str, endpoint: Any, methods: Sequence[str] | None, name: str | None
+    ) -> None:
+        self.parent._register_http(self.prefix + path, endpoint, methods, self._name(name))
+
+    def _register_websocket(self, path: str, endpoint: Any, name: str | None) -> None:
+        self.parent._register_websocket(self.prefix + path, endpoint, self._name(name))
+
+    def group(self, prefix: str, *, name_prefix: str = "") -> RouteGroup:
+        """A nested group."""
+        return RouteGroup(self, prefix, self.name_prefix + name_prefix)
+
+
+class Wirehall(_Registrar):
+    """The application: an ASGI 3 callable that owns its container, event bus and services.
+
+    Args:
+        debug: put tracebacks in 500 responses (default: env WIREHALL_DEBUG, off).
+        backplane: URL of the WebSocket backplane (default: env WIREHALL_BACKPLANE or memory://),
+            or a ready Backplane object.
+        middleware: plain ASGI middleware, outermost first.
+        routes: a route table (Route, WebSocketRoute, Mount entries).
+        templates: a directory of Jinja2 templates (autoescaped) for `controller.render`.
+        max_body_size: request bodies larger than this get 413.
+        allowed_origins: origins (besides the app's own) allowed to open WebSockets;
+            `["*"]` allows any. Handshakes from other origins are refused (403).
+        security_headers: add nosniff / frame options / referrer policy / CSP (HTML) headers.
+        websockets: a ready WebSocketService (to set queue sizes, policies, heartbeats).
+    """
+
+    def __init__(
+        self,
+        *,
+        debug: bool | None = None,
+        backplane: str | Backplane | None = None,
+        middleware: Sequence[Middleware] = (),
+        routes: Iterable[Route | WebSocketRoute | Mount] = (),
+        templates: str | os.PathLike[str] | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        allowed_origins: Iterable[str] = (),
+        security_headers: bool = True,
+        websockets: WebSocketService | None = None,
+    ) -> None:
+        settings = Settings.from_env()
+        self.debug = settings.debug if debug is None else debug
+        self.max_body_size = max_body_size
+        self.container = Container()
+        self.events = EventBus()
+        self.router = Router()
+        self.templates = Templates(templates) if templates is not None else None
+        self.allowed_origins = tuple(allowed_origins)
+        self.security_headers = security_headers
+        self._middleware = list(middleware)
+        self._startup_hooks: list[Hook] = []
+        self._shutdown_hooks: list[Hook] = []
+        self._exception_handlers: dict[type[BaseException], ExceptionHandler] = {}
+        self._asgi: ASGIApp | None = None
+        self._started = False
+        self._start_lock = asyncio.Lock()
+        if websockets is None:
+            from wirehall.backplane import backplane_from_url
+            from wirehall.websocket.service import WebSocketService
+
+            chosen = backplane if backplane is not None else settings.backplane
+            websockets = WebSocketService(
+                backplane_from_url(chosen) if isinstance(chosen, str) else chosen,
+                events=self.events,
+            )
+        self.websockets = websockets
+        self.container.instance(Wirehall, self)
+        self.container.instance(Container, self.container)
+        self.container.instance(EventBus, self.events)
+        self.container.instance(type(websockets), websockets)
+        self.add_routes(routes)
+
+    # registration -------------------------------------------------------
+
+    def _register_http(
+        self, path: str, endpoint: Any, methods: Sequence[str] | None, name: str | None
+    ) -> None:
+        _, _, converters = compile_path(path)
+        if inspect.isclass(endpoint) and issubclass(endpoint, HTTPController):
+            chosen = [m.upper() for m in methods] if methods else controller_methods(endpoint)
+        else:
+            chosen = [m.upper() for m in methods] if methods else ["GET"]
+        for method in chosen:
+            if method == "HEAD" and "GET" in chosen:
+                continue
+            handler = build_http_endpoint(endpoint, method, self.container, converters)
+            self.router.add_http(path, [method], handler, name=None, endpoint=endpoint)
+        self.router._name(self._auto_name(endpoint, name), self.router._by_path[path].pattern)
+
+    def _register_websocket(self, path: str, endpoint: Any, name: str | None) -> None:
+        from wirehall.websocket.controller import build_websocket_endpoint
+
+        _, _, converters = compile_path(path)
+        handler = build_websocket_endpoint(endpoint, self.container, converters)
+        self.router.add_websocket(path, handler, name=None, endpoint=endpoint)
+        self.router._name(self._auto_name(endpoint, name), self.router._by_path[path].pattern)
+
+    def _auto_name(self, endpoint: Any, name: str | None) -> str | None:
+        if name is not None:
+            return name
+        auto = getattr(endpoint, "__name__", None)
+        return auto if auto and auto not in self.router._names else None
+
+    def add_routes(self, routes: Iterable[Route | WebSocketRoute | Mount]) -> None:
+        """Register a table of routes."""
+        for entry in routes:
+            if isinstance(entry, Route):
+                self._register_http(entry.path, entry.endpoint, entry.methods, entry.name)
+            elif isinstance(entry, WebSocketRoute):
+                self._register_websocket(entry.path, entry.endpoint, entry.name)
+            elif isinstance(entry, Mount):
+                self.mount(entry.prefix, entry.app, name=entry.name)
+            else:
+                raise ConfigurationError(f"{entry!r} is not a Route, WebSocketRoute or Mount")
+
+    def group(self, prefix: str, *, name_prefix: str = "") -> RouteGroup:
+        """Routes under a common path prefix: `api = app.group("/api")`, then `@api.get(...)`."""
+        return RouteGroup(self, prefix, name_prefix)
+
+    def mount(self, prefix: str, app: ASGIApp, *, name: str | None = None) -> None:
+        """Serve another ASGI app (a sub-app, static files) below `prefix`."""
+        self.router.mount(prefix, app, name=name)
+
+    def static(
+        self,
+        prefix: str,
+        directory: str | os.PathLike[str],
+        *,
+        name: str = "static",
+        html: bool = False,
+    ) -> None:
+        """Serve the files of `directory` below `prefix` (path traversal is refused)."""
+        self.mount(prefix, StaticFiles(directory, html=html), name=name)
+
+    def add_middleware(self, cls: Callable[..., ASGIApp], /, **options: Any) -> None:
+        """Add ASGI middleware (outside the ones given before). Only before the app starts."""
+        if self._asgi is not None:
+            raise ConfigurationError("middleware cannot be added once the app has started serving")
+        self._middleware.insert(0, Middleware(cls, **options))
+
+    def on_startup(self, hook: F) -> F:
+        """Run `hook` (sync or async) at startup, after the container's singletons are built."""
+        self._startup_hooks.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: F) -> F:
+        """Run `hook` at shutdown, before the container closes its services."""
+        self._shutdown_hooks.append(hook)
+        return hook
+
+    def exception_handler(self, exc_type: type[BaseException]) -> Callable[[F], F]:
+        """Answer exceptions of `exc_type` with `handler(request, exc) -> Response`."""
+
+        def decorator(handler: F) -> F:
+            self._exception_handlers[exc_type] = handler
+            return handler
+
+        return decorator
+
+    def url_path_for(self, name: str, /, **params: Any) -> str:
+        """The path of the route called `name`."""
+        return self.router.url_path_for(name, **params)
+
+    # lifecycle ----------------------------------------------------------
+
+    def _build_stack(self) -> ASGIApp:
+        app: ASGIApp = self._dispatch
+        if self.security_headers:
+            from wirehall.security.headers import SecurityHeadersMiddleware
+
+            app = SecurityHeadersMiddleware(app)
+        from wirehall.security.origin import WebSocketOriginMiddleware
+
+        app = WebSocketOriginMiddleware(app, allowed_origins=self.allowed_origins)
+        for middleware in reversed(self._middleware):
+            app = middleware.cls(app, **middleware.options)
+        return app
+
+    async def startup(self) -> None:
+        """Start services, build singletons, run startup hooks (the lifespan does this)."""
+        async with self._start_lock:
+            if self._started:
+                return
+            if self._asgi is None:
+                self._asgi = self._build_stack()
+            await self.container.start()
+            await self.websockets.start()
+            for hook in self._startup_hooks:
+                result = hook()
+                if inspect.isawaitable(result):
+                    await result
+            self._started = True
+        await self.events.publish(AppStarted())
+        logger.info("wirehall app started (%d routes)", len(self.router.table()))
+
+    async def shutdown(self) -> None:
+        """Close every WebSocket (1001), run shutdown hooks, close services."""
+        if not self._started:
+            return
+        await self.events.publish(AppStopping())
+        try:
+            await self.websockets.stop()
+            for hook in reversed(self._shutdown_hooks):
+                result = hook()
+                if inspect.isawaitable(result):
+                    await result
+        finally:
+            self._started = False
+            await self.container.aclose()
+        logger.info("wirehall app stopped")
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    logger.exception("startup failed")
+                    await send(
+                        {
+                            "type": "lifespan.startup.failed",
+                            "message": f"{type(exc).__name__}: {exc}",
+                        }
+                    )
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await self.shutdown()
+                except Exception as exc:
+                    logger.exception("shutdown failed")
+                    await send(
+                        {
+                            "type": "lifespan.shutdown.failed",
+                            "message": f"{type(exc).__name__}: {exc}",
+                        }
+                    )
+                    return
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # serving ------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self
+        if not self._started:
+            if scope["type"] == "lifespan":
+                await self._lifespan(receive, send)
+                return
+            await self.startup()
+        await self._asgi(scope, receive, send)  # type: ignore[misc]
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            match = self.router.match("http", scope["method"], scope["path"])
+            handler = match.handler
+            if handler is None:
+                if match.mount is not None:
+                    await self._mounted(match.mount.prefix, match.mount.app, scope, receive, send)
+                elif match.allow:
+                    await error_response(405, headers={"Allow": match.allow})(scope, receive, send)
+                else:
+                    await error_response(404)(scope, receive, send)
+                return
+            scope["path_params"] = match.path_params
+            if self.events.wants(RequestCompleted) or self.events.wants(RequestStarted):
+                await self._observed(handler, scope, receive, send)
+                return
+            try:
+                await handler(scope, receive, send)
+            except Exception as exc:  # noqa: BLE001 - the boundary that runs user code
+                await self._http_error(exc, scope, receive, send)
+        elif kind == "websocket":
+            match = self.router.match("websocket", "", scope["path"])
+            if match.handler is None:
+                if match.mount is not None:
+                    await self._mounted(match.mount.prefix, match.mount.app, scope, receive, send)
+                else:
+                    await self._refuse_websocket(scope, receive, send, 404)
+                return
+            scope["path_params"] = match.path_params
+            await match.handler(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _mounted(self, prefix: str, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        child = dict(scope)
+        child["root_path"] = scope.get("root_path", "") + prefix
+        child["path"] = scope["path"][len(prefix) :] or "/"
+        raw_path = scope.get("raw_path")
+        if raw_path is not None and raw_path.startswith(prefix.encode()):
+            child["raw_path"] = raw_path[len(prefix) :] or b"/"
+        try:
+            await app(child, receive, send)
+        except Exception as exc:
+            if scope["type"] != "http":
+                raise
+            await self._http_error(exc, scope, receive, send)
+
+    async def _observed(
+        self, handler: Callable[..., Awaitable[None]], scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        method, path = scope["method"], scope["path"]
+        started = time.perf_counter()
+        status = 500
+        await self.events.publish(RequestStarted(method, path))
+
+        async def watching_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await handler(scope, receive, watching_send)
+        except Exception as exc:  # noqa: BLE001 - the boundary that runs user code
+            status = await self._http_error(exc, scope, receive, watching_send)
+        finally:
+            await self.events.publish(RequestCompleted(method, path, status, time.perf_counter() - started))
+
+    async def _http_error(self, exc: Exception, scope: Scope, receive: Receive, send: Send) -> int:
+        """Answer an exception raised by user code; returns the status sent."""
+        handler = self._find_exception_handler(type(exc))
+        if handler is not None:
+            from wirehall.http.request import Request
+
+            try:
+                result = handler(Request(scope, receive), exc)
+                response = await result if inspect.isawaitable(result) else result
+            except Exception as inner:  # noqa: BLE001 - a failing exception handler gives a 500
+                exc = inner
+            else:
+                return await self._send_error_response(response, scope, receive, send)
+        if isinstance(exc, HTTPError):
+            return await self._send_error_response(
+                error_response(exc.status, exc.detail, exc.headers), scope, receive, send
+            )
+        logger.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+        await self.events.publish(ErrorRaised(exc, scope.get("path", ""), "http"))
+        detail = "".join(traceback.format_exception(exc)) if self.debug else "Internal Server Error"
+        return await self._send_error_response(error_response(500, detail), scope, receive, send)
+
+    async def _send_error_response(
+        self, response: Response, scope: Scope, receive: Receive, send: Send
+    ) -> int:
+        try:
+            await response(scope, receive, send)
+        except Exception:  # the response had already started: the server closes the connection
+            logger.debug("could not send the error response for %s", scope.get("path"), exc_info=True)
+        return response.status
+
+    def _find_exception_handler(self, exc_type: type[BaseException]) -> ExceptionHandler | None:
+        if not self._exception_handlers:
+            return None
+        for base in exc_type.__mro__:
+            handler = self._exception_handlers.get(base)
+            if handler is not None:
+                return handler
+        return None
+
+    async def _refuse_websocket(self, scope: Scope, receive: Receive, send: Send, status: int) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        if "websocket.http.response" in scope.get("extensions", {}) or {}:
+            response = error_response(status)
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": status,
+                    "headers": response.raw_headers,
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": response.body})
+        else:
+            await send({"type": "websocket.close", "code": 1008})

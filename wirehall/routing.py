@@ -1,0 +1,333 @@
+"""Path matching, route tables, groups, mounts and URL building.
+
+Static paths are found with one dictionary look-up; dynamic paths are bucketed by their
+first literal segment, so matching cost does not grow with the number of routes that
+have other static prefixes.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from wirehall.errors import ConfigurationError
+from wirehall.types import ASGIApp, Receive, Scope, Send
+
+__all__ = [
+    "Converter",
+    "Match",
+    "Mount",
+    "Route",
+    "Router",
+    "WebSocketRoute",
+    "compile_path",
+]
+
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Converter:
+    """How one kind of path parameter is matched, converted and written back."""
+
+    regex: str
+    convert: Callable[[str], Any]
+    to_string: Callable[[Any], str] = str
+
+
+def _float_to_string(value: Any) -> str:
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
+
+
+CONVERTERS: dict[str, Converter] = {
+    "str": Converter(r"[^/]+", str),
+    "int": Converter(r"[0-9]+", int),
+    "float": Converter(r"[0-9]+(?:\.[0-9]+)?", float, _float_to_string),
+    "uuid": Converter(
+        r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+        uuid.UUID,
+    ),
+    "path": Converter(r".*", str),
+}
+
+_PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::([a-zA-Z_][a-zA-Z0-9_]*))?}")
+
+
+def compile_path(path: str) -> tuple[re.Pattern[str] | None, str, dict[str, Converter]]:
+    """Compile `/users/{id:int}` into (regex or None when static, format string, converters)."""
+    if not path.startswith("/"):
+        raise ConfigurationError(f"route path {path!r} must start with '/'")
+    regex, fmt, converters = "^", "", {}
+    index = 0
+    for match in _PARAM.finditer(path):
+        name, kind = match.group(1), match.group(2) or "str"
+        converter = CONVERTERS.get(kind)
+        if converter is None:
+            raise ConfigurationError(
+                f"unknown converter {kind!r} in route {path!r}; use one of {', '.join(CONVERTERS)}"
+            )
+        if name in converters:
+            raise ConfigurationError(f"parameter {name!r} appears twice in route {path!r}")
+        literal = path[index : match.start()]
+        regex += re.escape(literal) + f"(?P<{name}>{converter.regex})"
+        fmt += literal.replace("{", "{{").replace("}", "}}") + "{" + name + "}"
+        converters[name] = converter
+        index = match.end()
+    rest = path[index:]
+    if "{" in rest or "}" in rest:
+        raise ConfigurationError(f"route {path!r} has a malformed parameter; write {{name}} or {{name:int}}")
+    if not converters:
+        return None, path, {}
+    regex += re.escape(rest) + "$"
+    fmt += rest.replace("{", "{{").replace("}", "}}")
+    return re.compile(regex), fmt, converters
+
+
+def _first_segment(path: str) -> str | None:
+    """The first path segment when it is a literal, else None."""
+    segment = path[1:].split("/", 1)[0]
+    return None if "{" in segment else segment
+
+
+class _Pattern:
+    """A compiled path shared by the HTTP methods of one route."""
+
+    __slots__ = ("converters", "format", "path", "regex")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.regex, self.format, self.converters = compile_path(path)
+
+    def match(self, path: str) -> dict[str, Any] | None:
+        if self.regex is None:
+            return {} if path == self.path else None
+        found = self.regex.match(path)
+        if found is None:
+            return None
+        try:
+            return {name: self.converters[name].convert(value) for name, value in found.groupdict().items()}
+        except (ValueError, OverflowError):
+            return None
+
+    def build(self, params: dict[str, Any]) -> str:
+        missing = set(self.converters) - set(params)
+        extra = set(params) - set(self.converters)
+        if missing or extra:
+            raise ConfigurationError(
+                f"route {self.path!r} takes parameters {sorted(self.converters)}, got {sorted(params)}"
+            )
+        return self.format.format(
+            **{name: self.converters[name].to_string(value) for name, value in params.items()}
+        )
+
+
+@dataclass(slots=True)
+class Route:
+    """An HTTP route: a path, an endpoint and the methods it answers.
+
+    Usable as a table entry: `app.add_routes([Route("/", home), ...])`.
+    """
+
+    path: str
+    endpoint: Any
+    methods: Sequence[str] | None = None
+    name: str | None = None
+
+
+@dataclass(slots=True)
+class WebSocketRoute:
+    """A WebSocket route (table entry form of `@app.websocket`)."""
+
+    path: str
+    endpoint: Any
+    name: str | None = None
+
+
+@dataclass(slots=True)
+class Mount:
+    """A sub-application served below `prefix` (table entry form of `app.mount`)."""
+
+    prefix: str
+    app: ASGIApp
+    name: str | None = None
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One path: its pattern, its HTTP handlers by method, its WebSocket handler."""
+
+    pattern: _Pattern
+    http: dict[str, Handler] = field(default_factory=dict)
+    websocket: Handler | None = None
+    allow: str = ""
+    endpoints: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _MountEntry:
+    prefix: str
+    app: ASGIApp
+    name: str | None
+
+
+@dataclass(slots=True)
+class Match:
+    """The outcome of matching a scope: a handler, or why there is none."""
+
+    handler: Handler | None
+    path_params: dict[str, Any]
+    allow: str = ""  # set (with handler None) when the path exists but not for this method
+    mount: _MountEntry | None = None
+
+
+class Router:
+    """Holds the route table and matches requests against it."""
+
+    def __init__(self) -> None:
+        self._static: dict[str, _Entry] = {}
+        self._buckets: dict[str, list[_Entry]] = {}
+        self._wild: list[_Entry] = []
+        self._by_path: dict[str, _Entry] = {}
+        self._mounts: list[_MountEntry] = []
+        self._names: dict[str, tuple[_Pattern | None, str]] = {}
+
+    # registration -------------------------------------------------------
+
+    def _entry(self, path: str) -> _Entry:
+        entry = self._by_path.get(path)
+        if entry is None:
+            entry = self._by_path[path] = _Entry(_Pattern(path))
+            if entry.pattern.regex is None:
+                self._static[path] = entry
+            else:
+                first = _first_segment(path)
+                if first is None:
+                    self._wild.append(entry)
+                else:
+                    self._buckets.setdefault(first, []).append(entry)
+        return entry
+
+    def _name(self, name: str | None, pattern: _Pattern | None, prefix: str = "") -> None:
+        if name is None:
+            return
+        if name in self._names:
+            raise ConfigurationError(f"route name {name!r} is used twice; names must be unique")
+        self._names[name] = (pattern, prefix)
+
+    def add_http(
+        self,
+        path: str,
+        methods: Iterable[str],
+        handler: Handler,
+        *,
+        name: str | None,
+        endpoint: Any,
+    ) -> None:
+        """Serve `methods` on `path` with `handler` (HEAD comes with GET)."""
+        entry = self._entry(path)
+        for method in methods:
+            method = method.upper()
+            if method in entry.http:
+                raise ConfigurationError(f"{method} {path} is registered twice")
+            entry.http[method] = handler
+            entry.endpoints[method] = endpoint
+        if "GET" in entry.http and "HEAD" not in entry.http:
+            entry.http["HEAD"] = entry.http["GET"]
+            entry.endpoints["HEAD"] = entry.endpoints["GET"]
+        entry.allow = ", ".join(sorted(entry.http))
+        self._name(name, entry.pattern)
+
+    def add_websocket(self, path: str, handler: Handler, *, name: str | None, endpoint: Any) -> None:
+        """Serve WebSocket connections on `path` with `handler`."""
+        entry = self._entry(path)
+        if entry.websocket is not None:
+            raise ConfigurationError(f"WebSocket route {path} is registered twice")
+        entry.websocket = handler
+        entry.endpoints["WEBSOCKET"] = endpoint
+        self._name(name, entry.pattern)
+
+    def mount(self, prefix: str, app: ASGIApp, *, name: str | None = None) -> None:
+        """Serve `app` below `prefix`; it sees the rest of the path, `root_path` extended."""
+        prefix = "/" + prefix.strip("/")
+        if prefix == "/":
+            raise ConfigurationError("mount a sub-app below a prefix such as '/static', not '/'")
+        self._mounts.append(_MountEntry(prefix, app, name))
+        self._mounts.sort(key=lambda m: len(m.prefix), reverse=True)
+        self._name(name, None, prefix)
+
+    # matching -----------------------------------------------------------
+
+    def _find(self, path: str) -> tuple[_Entry, dict[str, Any]] | None:
+        entry = self._static.get(path)
+        if entry is not None:
+            return entry, {}
+        slash = path.find("/", 1)
+        first = path[1:] if slash == -1 else path[1:slash]
+        for entry in self._buckets.get(first, ()):
+            params = entry.pattern.match(path)
+            if params is not None:
+                return entry, params
+        for entry in self._wild:
+            params = entry.pattern.match(path)
+            if params is not None:
+                return entry, params
+        return None
+
+    def match(self, scope_type: str, method: str, path: str) -> Match:
+        """Find the handler for a request or a WebSocket handshake."""
+        found = self._find(path)
+        if found is not None:
+            entry, params = found
+            if scope_type == "http":
+                handler = entry.http.get(method)
+                if handler is not None:
+                    return Match(handler, params)
+                if entry.http:
+                    return Match(None, params, allow=entry.allow)
+            elif entry.websocket is not None:
+                return Match(entry.websocket, params)
+        for mount in self._mounts:
+            if path == mount.prefix or path.startswith(mount.prefix + "/"):
+                return Match(None, {}, mount=mount)
+        return Match(None, {})
+
+    # introspection ------------------------------------------------------
+
+    def url_path_for(self, name: str, /, **params: Any) -> str:
+        """The path of the route called `name`, with `params` filled in.
+
+        For a mount, pass `path=` for the part below its prefix.
+        """
+        try:
+            pattern, prefix = self._names[name]
+        except KeyError:
+            raise ConfigurationError(f"no route is named {name!r}") from None
+        if pattern is None:
+            rest = str(params.pop("path", "")).lstrip("/")
+            if params:
+                raise ConfigurationError(f"mount {name!r} takes only path=, got {sorted(params)}")
+            return f"{prefix}/{rest}"
+        return pattern.build(params)
+
+    def table(self) -> list[tuple[str, str, str]]:
+        """Every route as (methods, path, endpoint), in registration order, mounts last."""
+        rows = []
+        for path, entry in self._by_path.items():
+            methods = [m for m in entry.http if m != "HEAD" or "GET" not in entry.http]
+            if methods:
+                endpoint = entry.endpoints[methods[0]]
+                rows.append((",".join(sorted(methods)), path, _describe(endpoint)))
+            if entry.websocket is not None:
+                rows.append(("WEBSOCKET", path, _describe(entry.endpoints["WEBSOCKET"])))
+        for mount in self._mounts:
+            rows.append(("MOUNT", mount.prefix + "/*", _describe(mount.app)))
+        return rows
+
+
+def _describe(endpoint: Any) -> str:
+    target = endpoint if hasattr(endpoint, "__qualname__") else type(endpoint)
+    return f"{target.__module__}.{target.__qualname__}"
