@@ -85,9 +85,7 @@ class WebSocketOriginMiddleware:
             await self.app(scope, receive, send)
             return
         else:
-            logger.info(
-                "refused WebSocket handshake to %s from origin %r", scope.get("path"), origin_value
-            )
+            logger.info("refused WebSocket handshake to %s from origin %r", scope.get("path"), origin_value)
         await refuse_websocket(
             scope, receive, send, 403, "WebSocket origin not allowed", CloseCode.POLICY_VIOLATION
         )
@@ -99,9 +97,7 @@ class WebSocketOriginMiddleware:
         if is_same_origin(origin, scope) or origin in self._exact:
             return True
         scheme, host, port = origin
-        return any(
-            scheme == s and port == p and host.endswith(suffix) for s, suffix, p in self._suffixes
-        )
+        return any(scheme == s and port == p and host.endswith(suffix) for s, suffix, p in self._suffixes)
 
 
 def is_same_origin(origin: Origin, scope: Scope) -> bool:

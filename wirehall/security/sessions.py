@@ -83,9 +83,7 @@ class SessionMiddleware:
                 "list of them (the first signs, all verify)"
             )
         if not cookie_name or not all(c.isalnum() or c in "-_." for c in cookie_name):
-            raise ConfigurationError(
-                f"cookie_name={cookie_name!r} must be letters, digits, '-', '_' or '.'"
-            )
+            raise ConfigurationError(f"cookie_name={cookie_name!r} must be letters, digits, '-', '_' or '.'")
         site = _SAME_SITE.get(str(same_site).lower())
         if site is None:
             raise ConfigurationError(f"same_site={same_site!r}; use 'lax', 'strict' or 'none'")
@@ -107,9 +105,7 @@ class SessionMiddleware:
         self._max_age = max_age
         self._cookie_key = cookie_name + "="
         # itsdangerous signs with the *last* key and verifies newest to oldest
-        self._signer = TimestampSigner(
-            list(reversed(keys)), salt=_SALT, digest_method=hashlib.sha256
-        )
+        self._signer = TimestampSigner(list(reversed(keys)), salt=_SALT, digest_method=hashlib.sha256)
         self._primary = TimestampSigner(keys[0], salt=_SALT, digest_method=hashlib.sha256)
 
         attrs = f"; Path={path}"
@@ -178,9 +174,7 @@ class SessionMiddleware:
             # forged, tampered, expired or malformed: an empty session, never an error
             return None
 
-    def _header_for(
-        self, scope: Scope, had_cookie: bool, loaded: bytes | None, stale: bool
-    ) -> bytes | None:
+    def _header_for(self, scope: Scope, had_cookie: bool, loaded: bytes | None, stale: bool) -> bytes | None:
         session = scope.get("session")
         secure = self.https_only
         if secure is None:
