@@ -109,9 +109,7 @@ class Handshake:
 
     @property
     def http_body(self) -> bytes:
-        return b"".join(
-            m.get("body", b"") for m in self.sent if m["type"] == "websocket.http.response.body"
-        )
+        return b"".join(m.get("body", b"") for m in self.sent if m["type"] == "websocket.http.response.body")
 
     def texts(self) -> list[Any]:
         return [msgspec.json.decode(m["text"]) for m in self.sent if m["type"] == "websocket.send"]

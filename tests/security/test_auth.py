@@ -263,9 +263,7 @@ async def _discard(message: Any) -> None:
 async def test_generated_credentials_never_crash(authorization: str, token: bytes) -> None:
     app = AuthenticationMiddleware(echo_scope_app, bearer_token(_token_user))
     async with client(app) as http:
-        response = await http.get(
-            "/", headers={b"authorization": authorization.strip().encode("latin-1")}
-        )
+        response = await http.get("/", headers={b"authorization": authorization.strip().encode("latin-1")})
     assert response.status_code == 200
     query = b"token=" + token.replace(b"&", b"").replace(b"#", b"")
     result = await handshake(app, websocket_scope(query_string=query))

@@ -71,9 +71,7 @@ async def test_own_origin_is_accepted(origin: str, host: str, scheme: str) -> No
         ("http://chat.example.com", None, "ws"),  # no Host; server is testserver
     ],
 )
-async def test_foreign_origin_is_refused_with_1008(
-    origin: str, host: str | None, scheme: str
-) -> None:
+async def test_foreign_origin_is_refused_with_1008(origin: str, host: str | None, scheme: str) -> None:
     app = WebSocketOriginMiddleware(echo_scope_app)
     result = await connect(app, origin, host, scheme)
     assert not result.accepted

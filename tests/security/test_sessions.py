@@ -200,9 +200,7 @@ async def test_valid_cookie_is_read() -> None:
             make_cookie({"user": "ann"}, timestamp=int(time.time()) - 15 * 24 * 3600),
             id="expired",
         ),
-        pytest.param(
-            make_cookie({"user": "ann"}, timestamp=int(time.time()) + 3600), id="from-the-future"
-        ),
+        pytest.param(make_cookie({"user": "ann"}, timestamp=int(time.time()) + 3600), id="from-the-future"),
         pytest.param(make_cookie(["not", "a", "dict"]), id="not-an-object"),
         pytest.param(make_cookie("text"), id="string-payload"),
         pytest.param(
@@ -225,9 +223,7 @@ async def test_valid_cookie_is_read() -> None:
 async def test_bad_cookies_give_an_empty_session(cookie: str) -> None:
     app = SessionMiddleware(session_app, "secret")
     async with client(app) as http:
-        response = await http.get(
-            "/read", headers={b"cookie": f"session={cookie}".encode("latin-1")}
-        )
+        response = await http.get("/read", headers={b"cookie": f"session={cookie}".encode("latin-1")})
     assert response.status_code == 200
     assert response.json() == {}
     # the bad cookie is removed from the browser
