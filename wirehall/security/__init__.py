@@ -1,0 +1,40 @@
+"""Security middleware and helpers: sessions, authentication, CSRF, CORS, hosts, headers.
+
+Every middleware is plain ASGI (`Middleware(app, **options)`) and treats HTTP requests
+and WebSocket handshakes alike where that makes sense.
+"""
+
+from wirehall.security.auth import (
+    AuthenticationMiddleware,
+    AuthRequirement,
+    access_denied,
+    bearer_token,
+    requires_auth,
+    session_user,
+)
+from wirehall.security.cors import CORSMiddleware
+from wirehall.security.csrf import CSRFMiddleware
+from wirehall.security.headers import DEFAULT_CONTENT_SECURITY_POLICY, SecurityHeadersMiddleware
+from wirehall.security.hosts import TrustedHostMiddleware
+from wirehall.security.origin import WebSocketOriginMiddleware
+from wirehall.security.passwords import hash_password, needs_rehash, verify_password
+from wirehall.security.sessions import SessionMiddleware
+
+__all__ = [
+    "DEFAULT_CONTENT_SECURITY_POLICY",
+    "AuthRequirement",
+    "AuthenticationMiddleware",
+    "CORSMiddleware",
+    "CSRFMiddleware",
+    "SecurityHeadersMiddleware",
+    "SessionMiddleware",
+    "TrustedHostMiddleware",
+    "WebSocketOriginMiddleware",
+    "access_denied",
+    "bearer_token",
+    "hash_password",
+    "needs_rehash",
+    "requires_auth",
+    "session_user",
+    "verify_password",
+]
