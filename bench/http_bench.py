@@ -1,0 +1,109 @@
+"""HTTP hello world under `wrk`: requests per second and p99 latency per framework.
+
+All servers run at once (idle ones cost nothing); each round loads every one in turn for
+the same duration, the order rotated between rounds, so that a burst of noise on the
+shared machine does not land on one framework only. Per framework: the median over rounds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from bench.servers import Placement, Server, serve
+
+__all__ = ["parse_wrk", "run_http"]
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_wrk(output: str) -> dict[str, Any]:
+    """Requests/s, p50/p99 latency (ms) and error counts from `wrk --latency` output."""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if rps is None:
+        raise ValueError(f"no Requests/sec in wrk output:\n{output}")
+    result: dict[str, Any] = {"rps": float(rps.group(1))}
+    for label, key in (("50%", "p50_ms"), ("99%", "p99_ms")):
+        match = re.search(rf"^\s+{re.escape(label)}\s+(\S+)", output, re.MULTILINE)
+        result[key] = _ms(match.group(1)) if match else None
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    result["non_2xx"] = int(non_2xx.group(1)) if non_2xx else 0
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    result["socket_errors"] = sum(int(g) for g in errors.groups()) if errors else 0
+    return result
+
+
+def _wrk(server: Server, where: Placement, seconds: float, connections: int) -> dict[str, Any]:
+    command = [
+        *where.client_prefix(),
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        f"http://127.0.0.1:{server.port}/",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
+    return parse_wrk(done.stdout)
+
+
+def run_http(
+    apps: dict[str, str],
+    where: Placement,
+    log_dir: Path,
+    rounds: int,
+    seconds: float,
+    connections: int = 64,
+    progress: Any = print,
+) -> dict[str, Any]:
+    """Load every app `rounds` times for `seconds` each; medians per framework."""
+    if shutil.which("wrk") is None:
+        return {"skipped": "wrk is not installed"}
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in apps}
+    with contextlib.ExitStack() as stack:
+        servers = {
+            name: stack.enter_context(serve(f"http-{name}", app, where, log_dir))
+            for name, app in apps.items()
+        }
+        names = list(apps)
+        for name in names:  # warm-up: imports, caches, the allocator
+            _wrk(servers[name], where, 1, connections)
+        for round_index in range(rounds):
+            shift = round_index % len(names)
+            order = names[shift:] + names[:shift]
+            for name in order:
+                sample = _wrk(servers[name], where, seconds, connections)
+                samples[name].append(sample)
+                progress(
+                    f"  http round {round_index + 1}/{rounds} {name:>10}: "
+                    f"{sample['rps']:>9.0f} req/s  p99 {sample['p99_ms']:.2f} ms"
+                )
+    result: dict[str, Any] = {
+        "rounds": rounds,
+        "seconds": seconds,
+        "connections": connections,
+        "frameworks": {},
+    }
+    for name, runs in samples.items():
+        result["frameworks"][name] = {
+            "rps": statistics.median(r["rps"] for r in runs),
+            "p99_ms": statistics.median(r["p99_ms"] for r in runs if r["p99_ms"] is not None),
+            "p50_ms": statistics.median(r["p50_ms"] for r in runs if r["p50_ms"] is not None),
+            "errors": sum(r["non_2xx"] + r["socket_errors"] for r in runs),
+            "runs": runs,
+        }
+    return result

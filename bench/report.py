@@ -1,0 +1,217 @@
+"""Tables for the terminal, and the targets the results are judged against."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Target", "evaluate_targets", "render"]
+
+BASELINE = "raw-asgi"
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    if value is None or not base:
+        return ""
+    return f"({value / base:.2f}x)"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def render_http(http: dict[str, Any]) -> str:
+    if "skipped" in http:
+        return f"HTTP: skipped: {http['skipped']}"
+    fws = http["frameworks"]
+    base = fws.get(BASELINE, {}).get("rps")
+    rows = []
+    for name, r in fws.items():
+        if "error" in r:
+            rows.append([name, "error", "", "", "", r["error"][:60]])
+            continue
+        rows.append(
+            [
+                name,
+                _fmt(r["rps"], 0),
+                f"{r['rps'] / base:.2f}x" if base else "",
+                _fmt(r["p50_ms"], 2),
+                _fmt(r["p99_ms"], 2),
+                str(r["errors"]),
+            ]
+        )
+    title = (
+        f"HTTP hello world: wrk -t1 -c{http['connections']}, {http['rounds']} rounds x "
+        f"{http['seconds']:g} s, median per framework"
+    )
+    return title + "\n" + _table(["framework", "req/s", "vs raw", "p50 ms", "p99 ms", "errors"], rows)
+
+
+def _cell(fws: dict[str, Any], name: str, get: Callable[[dict[str, Any]], Any], digits: int = 1) -> str:
+    r = fws[name]
+    if "error" in r:
+        return "error"
+    value = get(r)
+    base_r = fws.get(BASELINE, {})
+    base = get(base_r) if base_r and "error" not in base_r else None
+    if name == BASELINE or not isinstance(value, (int, float)):
+        return _fmt(value, digits) if isinstance(value, (int, float)) or value is None else str(value)
+    return f"{_fmt(value, digits)} {_ratio(value, base)}"
+
+
+def render_ws(ws: dict[str, Any]) -> str:
+    fws = ws["frameworks"]
+    s = ws["settings"]
+    names = list(fws)
+
+    def slow(r: dict[str, Any]) -> Any:
+        sc = r["slow_consumer"]
+        if sc["stalled"]:
+            return "stalled"
+        return sc.get("added_ms")
+
+    def mem(r: dict[str, Any]) -> float:
+        return float(r["memory_per_connection_bytes"]) / 1024
+
+    metrics: list[tuple[str, Callable[[dict[str, Any]], Any], int]] = [
+        (f"echo round trips/s ({s['echo_clients']} clients)", lambda r: r["echo_per_s"], 0),
+        ("echo p99 ms", lambda r: r["echo_p99_ms"], 2),
+        (f"fan-out {s['small_room']} median ms", lambda r: r["fanout_small"]["median_ms"], 1),
+        (f"fan-out {s['small_room']} p95 ms", lambda r: r["fanout_small"]["p95_ms"], 1),
+        (f"fan-out {s['big_room']} median ms", lambda r: r["fanout_big"]["median_ms"], 1),
+        (f"fan-out {s['big_room']} p95 ms", lambda r: r["fanout_big"]["p95_ms"], 1),
+        (f"idle memory KiB/conn ({s['big_room']} conns)", mem, 2),
+        (
+            f"slow consumer: {s['slow_size'] // 1024} KiB fan-out {s['small_room']} median ms",
+            lambda r: r["slow_consumer"]["baseline"]["median_ms"],
+            1,
+        ),
+        ("slow consumer: added ms with 1 stalled", slow, 2),
+    ]
+    rows = [[label, *(_cell(fws, n, get, d) for n in names)] for label, get, d in metrics]
+    title = (
+        f"WebSocket ({s['rounds']} rounds, framework order rotated; ratios to {BASELINE}; "
+        f"for fan-out and memory lower is better)"
+    )
+    notes = []
+    for name in names:
+        r = fws[name]
+        if "error" in r:
+            notes.append(f"  {name}: {r['error']}")
+            continue
+        sc = r["slow_consumer"]
+        if sc["stalled"]:
+            notes.append(
+                f"  {name}: the others stopped receiving after {sc['stalled_after']} broadcasts "
+                f"with one client not reading (waited {s['slow_timeout']:g} s): stalled"
+            )
+        else:
+            codes = sc["stalled_client_close_codes"]
+            notes.append(
+                f"  {name}: {max(sc['broadcasts_while_stalled'])} broadcasts of "
+                f"{s['slow_size']} B went by the stalled client; close codes it got: {codes}"
+            )
+        if r["malformed_payloads"]:
+            notes.append(f"  {name}: {r['malformed_payloads']} broadcasts arrived with a wrong size")
+    return title + "\n" + _table(["metric", *names], rows) + ("\n" + "\n".join(notes) if notes else "")
+
+
+def render_redis(redis: dict[str, Any]) -> str:
+    if "skipped" in redis:
+        return f"Redis backplane: skipped: {redis['skipped']}"
+    modes = redis["modes"]
+    base = modes["memory-1proc"]["median_ms"]
+    rows = [
+        [
+            mode,
+            _fmt(r["median_ms"], 1),
+            _fmt(r["p95_ms"], 1),
+            f"{r['median_ms'] / base:.2f}x" if base and r["median_ms"] else "",
+            str(r["timeouts"]),
+        ]
+        for mode, r in modes.items()
+    ]
+    title = f"Cross-process fan-out to {redis['clients']} clients (wirehall; publish -> last client)"
+    return title + "\n" + _table(["backplane", "median ms", "p95 ms", "vs memory", "timeouts"], rows)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    wanted: str
+    measured: str
+    passed: bool | None  # None: not measured
+
+
+def evaluate_targets(results: dict[str, Any]) -> list[Target]:
+    """The project's goals, checked against this run."""
+    targets: list[Target] = []
+    http = results.get("http", {}).get("frameworks", {})
+    if "wirehall" in http and BASELINE in http and "error" not in http["wirehall"]:
+        ratio = http["wirehall"]["rps"] / http[BASELINE]["rps"]
+        targets.append(Target("HTTP req/s", ">= 0.85x raw ASGI", f"{ratio:.2f}x", ratio >= 0.85))
+    ws = results.get("ws", {}).get("frameworks", {})
+    wh, raw = ws.get("wirehall"), ws.get(BASELINE)
+    if wh and raw and "error" not in wh and "error" not in raw:
+        ratio = wh["echo_per_s"] / raw["echo_per_s"]
+        targets.append(Target("WS echo round trips/s", ">= 0.9x raw ASGI", f"{ratio:.2f}x", ratio >= 0.9))
+        size = results["ws"]["settings"]
+        for key, n in (("fanout_small", size["small_room"]), ("fanout_big", size["big_room"])):
+            a, b = wh[key]["median_ms"], raw[key]["median_ms"]
+            if a is None or b is None:
+                targets.append(Target(f"fan-out {n} median", "<= 1.1x raw ASGI", "no samples", False))
+                continue
+            targets.append(Target(f"fan-out {n} median", "<= 1.1x raw ASGI", f"{a / b:.2f}x", a / b <= 1.1))
+        sc = wh["slow_consumer"]
+        if sc["stalled"]:
+            targets.append(Target("stalled client", "adds < 10 ms", "stalled", False))
+        else:
+            added = sc.get("added_ms")
+            targets.append(
+                Target(
+                    "stalled client", "adds < 10 ms", f"{_fmt(added, 2)} ms", added is not None and added < 10
+                )
+            )
+        diff = (wh["memory_per_connection_bytes"] - raw["memory_per_connection_bytes"]) / 1000
+        targets.append(Target("idle memory/conn", "within 3 KB of raw ASGI", f"{diff:+.2f} KB", diff <= 3))
+    return targets
+
+
+def render_targets(targets: list[Target]) -> str:
+    if not targets:
+        return "Targets: nothing to judge (wirehall or the baseline was not measured)"
+    rows = [
+        [t.name, t.wanted, t.measured, {True: "PASS", False: "MISS", None: "-"}[t.passed]] for t in targets
+    ]
+    return "Targets (wirehall)\n" + _table(["target", "wanted", "measured", ""], rows)
+
+
+def render(results: dict[str, Any]) -> str:
+    parts = []
+    env = results["environment"]
+    parts.append(
+        f"wirehall benchmarks  {results['started']}  commit {env['commit']}\n"
+        f"python {env['python']}  uvicorn {env['uvicorn']}  starlette {env['starlette']}  "
+        f"websockets {env['websockets']}  CPUs {env['cpus']}\n"
+        f"uvicorn {' '.join(env['uvicorn_options'])} (1 worker)\n"
+        f"{env['placement']}"
+    )
+    for key, fn in (("http", render_http), ("ws", render_ws), ("redis", render_redis)):
+        if key in results:
+            parts.append(fn(results[key]))
+    parts.append(render_targets(evaluate_targets(results)))
+    return "\n\n".join(parts)

@@ -1,0 +1,529 @@
+"""The WebSocket load client. It runs in a process of its own:
+
+    python -m bench.ws_client '<spec as JSON>'
+
+and prints one JSON document (the measurements) on stdout; progress goes to stderr.
+
+It speaks RFC 6455 itself over asyncio protocols on uvloop instead of using a client
+library: a library client costs tens of microseconds per received frame, which would
+make a fan-out to 5,000 connections measure the client rather than the server. Frames
+from the server are parsed with a few integer operations; frames to the server are
+masked as the RFC requires. No extension is offered, so nothing is compressed.
+
+Every wait is bounded; a broadcast that does not reach every counted connection within
+its timeout is reported as a timeout ("stalled"), never waited for forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import resource
+import socket
+import statistics
+import struct
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+__all__ = ["Connection", "main", "raise_fd_limit", "read_rss"]
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+SEQ_WIDTH = 10  # broadcast payloads start with a zero-padded sequence number
+_perf = time.perf_counter
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open files to the hard limit; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+def read_rss(pid: int) -> int:
+    """Resident set size of process `pid` in bytes (VmRSS from /proc)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS line in /proc/{pid}/status")
+
+
+def _log(message: str) -> None:
+    print(f"[ws_client] {message}", file=sys.stderr, flush=True)
+
+
+def _frame(opcode: int, payload: bytes, mask: bytes) -> bytes:
+    """A final, masked client frame."""
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+    elif n < 65536:
+        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+    key = (mask * (n // 4 + 1))[:n]
+    masked = (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+    return header + mask + masked
+
+
+def _ignore(conn: Connection, payload: bytes) -> None:
+    pass
+
+
+class Connection(asyncio.Protocol):
+    """One client WebSocket. `on_data(conn, payload)` is called for each data message."""
+
+    def __init__(self, host: str, port: int, path: str) -> None:
+        loop = asyncio.get_running_loop()
+        self.host = host
+        self.port = port
+        self.path = path
+        self.handshake: asyncio.Future[None] = loop.create_future()
+        self.lost: asyncio.Future[None] = loop.create_future()
+        self.transport: asyncio.Transport | None = None
+        self.on_data: Callable[[Connection, bytes], None] = _ignore
+        self.mask = os.urandom(4)
+        self.is_open = False
+        self.close_code: int | None = None
+        self.close_sent = False
+        self.received = 0
+        self.counted = True
+        self.sent_at = 0.0
+        self._buffer = b""
+        self._fragments: list[bytes] | None = None
+        self._key = base64.b64encode(os.urandom(16))
+
+    # asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not inherit from asyncio.Transport, hence the cast
+        self.transport = transport = cast(asyncio.Transport, transport)
+        transport.write(
+            b"GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            % (self.path.encode(), self.host.encode(), self.port, self._key)
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.is_open = False
+        if not self.handshake.done():
+            self.handshake.set_exception(ConnectionError(f"connection lost during the handshake: {exc!r}"))
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self._buffer:
+            data = self._buffer + data
+            self._buffer = b""
+        if not self.is_open:
+            data = self._handshake_response(data)
+            if not data:
+                return
+        pos = 0
+        end = len(data)
+        while end - pos >= 2:
+            b0 = data[pos]
+            length = data[pos + 1] & 0x7F
+            start = pos + 2
+            if length == 126:
+                if end - pos < 4:
+                    break
+                length = (data[pos + 2] << 8) | data[pos + 3]
+                start = pos + 4
+            elif length == 127:
+                if end - pos < 10:
+                    break
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                start = pos + 10
+            stop = start + length
+            if stop > end:
+                break
+            payload = data[start:stop]
+            pos = stop
+            opcode = b0 & 0x0F
+            if opcode in (_OP_TEXT, _OP_BINARY):
+                if b0 & 0x80:
+                    self.received += 1
+                    self.on_data(self, payload)
+                else:
+                    self._fragments = [payload]
+            elif opcode == _OP_CONT and self._fragments is not None:
+                self._fragments.append(payload)
+                if b0 & 0x80:
+                    whole = b"".join(self._fragments)
+                    self._fragments = None
+                    self.received += 1
+                    self.on_data(self, whole)
+            elif opcode == _OP_PING:
+                self.write_frame(_OP_PONG, payload)
+            elif opcode == _OP_CLOSE:
+                self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                if not self.close_sent:
+                    self.write_frame(_OP_CLOSE, payload[:2])
+                    self.close_sent = True
+        if pos < end:
+            self._buffer = data[pos:]
+
+    def _handshake_response(self, data: bytes) -> bytes:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end < 0:
+            self._buffer = data
+            return b""
+        head, rest = data[:head_end], data[head_end + 4 :]
+        lines = head.split(b"\r\n")
+        expected = base64.b64encode(hashlib.sha1(self._key + _GUID).digest())
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        if not lines[0].startswith(b"HTTP/1.1 101"):
+            error = ConnectionError(f"handshake refused: {lines[0].decode(errors='replace')}")
+        elif headers.get(b"sec-websocket-accept") != expected:
+            error = ConnectionError("handshake answered with a wrong Sec-WebSocket-Accept")
+        else:
+            self.is_open = True
+            self.handshake.set_result(None)
+            return rest
+        if not self.handshake.done():
+            self.handshake.set_exception(error)
+        assert self.transport is not None
+        self.transport.abort()
+        return b""
+
+    # sending --------------------------------------------------------------------------
+
+    def write_frame(self, opcode: int, payload: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(_frame(opcode, payload, self.mask))
+
+    def send_text(self, payload: bytes) -> None:
+        self.write_frame(_OP_TEXT, payload)
+
+    def begin_close(self) -> None:
+        if not self.close_sent:
+            self.close_sent = True
+            self.write_frame(_OP_CLOSE, struct.pack("!H", 1000))
+
+
+# connecting and closing ------------------------------------------------------------------
+
+
+async def _connect(host: str, port: int, path: str, timeout: float, tiny_buffers: bool = False) -> Connection:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if tiny_buffers:
+            # A stalled reader whose kernel buffers fill after a few KiB: a small receive
+            # buffer, and a small MSS so that the server's send buffer starts small too.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+        else:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await asyncio.wait_for(loop.sock_connect(sock, (host, port)), timeout)
+    except BaseException:
+        sock.close()
+        raise
+    _, conn = await loop.create_connection(lambda: Connection(host, port, path), sock=sock)
+    await asyncio.wait_for(conn.handshake, timeout)
+    return conn
+
+
+async def connect_many(
+    host: str, ports: list[int], path: str, count: int, concurrency: int = 100
+) -> list[Connection]:
+    """Open `count` connections, spread round-robin over `ports`, `concurrency` at a time."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(index: int) -> Connection:
+        async with gate:
+            return await _connect(host, ports[index % len(ports)], path, timeout=15.0)
+
+    results = await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
+    conns = [r for r in results if isinstance(r, Connection)]
+    failures = [r for r in results if not isinstance(r, Connection)]
+    if failures:
+        await close_all(conns)
+        raise RuntimeError(f"{len(failures)} of {count} connections failed; first: {failures[0]!r}")
+    return conns
+
+
+async def close_all(conns: list[Connection], timeout: float = 5.0) -> None:
+    """Close cleanly (close frame, wait for the server to hang up), abort the stragglers."""
+    for conn in conns:
+        conn.on_data = _ignore
+        if conn.transport is not None:
+            conn.transport.resume_reading()
+        conn.begin_close()
+    waiting = [conn.lost for conn in conns if not conn.lost.done()]
+    if waiting:
+        await asyncio.wait(waiting, timeout=timeout)
+    for conn in conns:
+        if conn.transport is not None and not conn.lost.done():
+            conn.transport.abort()
+
+
+# broadcasts --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Tally:
+    remaining: int
+    size: int
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    done_at: float = 0.0
+    malformed: int = 0
+
+
+class Broadcaster:
+    """Asks the server to broadcast through `trigger`, times until the last counted receipt."""
+
+    def __init__(self, trigger: Connection, members: list[Connection]) -> None:
+        self.trigger = trigger
+        self.members = members
+        self.seq = 0
+        self.pending: dict[bytes, _Tally] = {}
+        self.malformed = 0
+        for conn in members:
+            conn.on_data = self._receive
+
+    def _receive(self, conn: Connection, payload: bytes) -> None:
+        if not conn.counted:
+            return
+        tally = self.pending.get(payload[:SEQ_WIDTH])
+        if tally is None:
+            return
+        if len(payload) != tally.size:
+            tally.malformed += 1
+        tally.remaining -= 1
+        if tally.remaining == 0:
+            tally.done_at = _perf()
+            tally.event.set()
+
+    async def once(self, size: int, timeout: float) -> float | None:
+        """One broadcast of a `size`-byte payload: seconds until the last counted member got it."""
+        self.seq += 1
+        key = b"%0*d" % (SEQ_WIDTH, self.seq)
+        payload = key + b"|" + b"x" * (size - SEQ_WIDTH - 1)
+        counted = sum(1 for conn in self.members if conn.counted)
+        tally = _Tally(remaining=counted, size=size)
+        self.pending[key] = tally
+        started = _perf()
+        self.trigger.send_text(b"b" + payload)
+        try:
+            await asyncio.wait_for(tally.event.wait(), timeout)
+        except TimeoutError:
+            return None
+        finally:
+            del self.pending[key]
+            self.malformed += tally.malformed
+        return tally.done_at - started
+
+    async def sync(self, timeout: float = 15.0) -> None:
+        """Broadcast until one reaches every member: all have joined the room."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await self.once(size=32, timeout=1.0) is not None:
+                return
+        raise RuntimeError(f"no broadcast reached all {len(self.members)} connections within {timeout:.0f} s")
+
+    async def series(self, reps: int, size: int, timeout: float, gap: float) -> dict[str, Any]:
+        samples: list[float] = []
+        timeouts = 0
+        for _ in range(reps):
+            elapsed = await self.once(size, timeout)
+            if elapsed is None:
+                timeouts += 1
+            else:
+                samples.append(elapsed * 1000)
+            await asyncio.sleep(gap)
+        return {
+            "members": len(self.members),
+            "size": size,
+            "samples_ms": samples,
+            "timeouts": timeouts,
+            "median_ms": statistics.median(samples) if samples else None,
+        }
+
+
+# the steps ---------------------------------------------------------------------------------
+
+
+async def run_echo(host: str, ports: list[int], path: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Each client sends a frame, waits for its echo, sends again, for `duration` seconds."""
+    conns = await connect_many(host, ports, path, spec["clients"])
+    message = b"e" + b"x" * (spec["size"] - 1)
+    frame = _frame(_OP_TEXT, message, conns[0].mask)
+    running = True
+    replies = 0
+    wrong = 0
+    latencies: list[float] = []
+    idle = 0
+    all_idle = asyncio.Event()
+
+    def on_echo(conn: Connection, payload: bytes) -> None:
+        nonlocal replies, wrong, idle
+        now = _perf()
+        if payload != message:
+            wrong += 1
+        if running:
+            replies += 1
+            latencies.append(now - conn.sent_at)
+            conn.sent_at = now
+            conn.transport.write(frame)  # type: ignore[union-attr]
+        else:
+            idle += 1
+            if idle == len(conns):
+                all_idle.set()
+
+    for conn in conns:
+        conn.mask = conns[0].mask
+        conn.on_data = on_echo
+    # warm up for a short moment, then count
+    started = _perf()
+    for conn in conns:
+        conn.sent_at = started
+        conn.transport.write(frame)  # type: ignore[union-attr]
+    await asyncio.sleep(min(1.0, spec["duration"] / 5))
+    replies = 0
+    latencies.clear()
+    started = _perf()
+    await asyncio.sleep(spec["duration"])
+    running = False
+    stopped = _perf()
+    counted = replies
+    try:
+        await asyncio.wait_for(all_idle.wait(), 5.0)
+    except TimeoutError:
+        _log(f"echo: {len(conns) - idle} clients never got their last echo back")
+    await close_all(conns)
+    latencies.sort()
+    return {
+        "clients": len(conns),
+        "duration_s": stopped - started,
+        "replies": counted,
+        "per_s": counted / (stopped - started),
+        "p50_ms": latencies[len(latencies) // 2] * 1000 if latencies else None,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000 if latencies else None,
+        "wrong_payloads": wrong,
+    }
+
+
+async def run_slow_consumer(
+    host: str, port: int, path: str, caster: Broadcaster, spec: dict[str, Any]
+) -> dict[str, Any]:
+    """Fan-out time of the others, without and then with one connection that stopped reading."""
+    size, timeout, gap = spec["size"], spec["timeout"], spec["gap"]
+    baseline = await caster.series(spec["reps"], size, timeout, gap)
+
+    staller = await _connect(host, port, path, timeout=15.0, tiny_buffers=True)
+    staller.counted = False
+    caster.members.append(staller)
+    staller.on_data = _ignore
+    # It is in the room once it has received a broadcast; then it stops reading.
+    deadline = time.monotonic() + 15.0
+    while staller.received == 0 and time.monotonic() < deadline:
+        await caster.once(size=32, timeout=1.0)
+    if staller.received == 0:
+        raise RuntimeError("the slow consumer never received a broadcast")
+    assert staller.transport is not None
+    staller.transport.pause_reading()
+
+    samples: list[float] = []
+    stalled_at: int | None = None
+    for index in range(spec["stall_reps"]):
+        elapsed = await caster.once(size, timeout)
+        if elapsed is None:
+            stalled_at = index
+            break
+        samples.append(elapsed * 1000)
+        await asyncio.sleep(gap)
+    held_back = spec["stall_reps"] if stalled_at is None else stalled_at + 1
+    # Read again: whatever the server kept for it arrives now, or a close frame.
+    received_before = staller.received
+    staller.transport.resume_reading()
+    await asyncio.sleep(1.0)
+    close_code = staller.close_code  # set only if the server closed it
+    caster.members.remove(staller)
+    await close_all([staller], timeout=2.0)
+    return {
+        "members": len(caster.members),
+        "size": size,
+        "baseline": baseline,
+        "stalled_samples_ms": samples,
+        "stalled_at": stalled_at,
+        "broadcasts_while_stalled": held_back,
+        "stalled_client_close_code": close_code,
+        "stalled_client_caught_up": staller.received - received_before,
+        "median_ms": statistics.median(samples) if samples and stalled_at is None else None,
+    }
+
+
+async def run(spec: dict[str, Any]) -> dict[str, Any]:
+    host, ports, path = spec["host"], spec["ports"], spec.get("path", "/ws")
+    result: dict[str, Any] = {"fd_limit": raise_fd_limit()}
+    if spec.get("echo"):
+        _log(f"echo with {spec['echo']['clients']} clients for {spec['echo']['duration']} s")
+        result["echo"] = await run_echo(host, ports, path, spec["echo"])
+        await asyncio.sleep(spec.get("settle", 1.0))
+    if spec.get("warmup"):
+        conns = await connect_many(host, ports, path, spec["warmup"])
+        await Broadcaster(conns[0], conns).sync()
+        await close_all(conns)
+    pids: list[int] = spec.get("memory_pids") or []
+    members: list[Connection] = []
+    try:
+        if pids:
+            await asyncio.sleep(spec.get("settle", 1.0))
+            before = sum(read_rss(pid) for pid in pids)
+        _log(f"opening {spec['members']} connections")
+        opened = _perf()
+        members = await connect_many(host, ports, path, spec["members"])
+        result["connect_s"] = _perf() - opened
+        if pids:
+            await asyncio.sleep(spec.get("settle", 1.0))
+            after = sum(read_rss(pid) for pid in pids)
+            result["memory"] = {
+                "connections": len(members),
+                "rss_before": before,
+                "rss_after": after,
+                "per_connection_bytes": (after - before) / len(members),
+            }
+        caster = Broadcaster(members[0], members)
+        await caster.sync()
+        await caster.sync()
+        if spec.get("fanout"):
+            fan = spec["fanout"]
+            _log(f"fan-out to {len(members)}: {fan['reps']} broadcasts")
+            result["fanout"] = await caster.series(fan["reps"], fan["size"], fan["timeout"], fan["gap"])
+        if spec.get("slow"):
+            _log(f"slow consumer among {len(members)}")
+            result["slow"] = await run_slow_consumer(host, ports[0], path, caster, spec["slow"])
+        result["malformed_payloads"] = caster.malformed
+    finally:
+        await close_all(members, timeout=3.0)
+    return result
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        result = runner.run(run(spec))
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
