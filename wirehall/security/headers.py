@@ -76,12 +76,18 @@ class SecurityHeadersMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = dict(message)
-                message["headers"] = self._add(list(message.get("headers", ())), https)
+                headers = list(message.get("headers", ()))
+                self.add_headers(headers, https=https)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
 
-    def _add(self, headers: list[tuple[bytes, bytes]], https: bool) -> list[tuple[bytes, bytes]]:
+    def add_headers(self, headers: list[tuple[bytes, bytes]], *, https: bool) -> None:
+        """Append the missing security headers to a response's raw `headers`, in place.
+
+        For a framework that builds the response itself and so needs no `send` wrapper.
+        """
         present: set[bytes] = set()
         is_html = False
         for key, value in headers:
@@ -96,4 +102,6 @@ class SecurityHeadersMiddleware:
             headers.append(self._csp)
         if https and self._hsts is not None and b"strict-transport-security" not in present:
             headers.append(self._hsts)
-        return headers
+
+    def _add(self, headers: list[tuple[bytes, bytes]], https: bool) -> None:
+        self.add_headers(headers, https=https)
