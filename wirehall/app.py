@@ -29,6 +29,7 @@ from wirehall.http.response import Response, error_response
 from wirehall.http.staticfiles import StaticFiles
 from wirehall.http.templates import Templates
 from wirehall.routing import Mount, Route, Router, WebSocketRoute, compile_path
+from wirehall.security.headers import SecurityHeadersMiddleware
 from wirehall.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -192,12 +193,22 @@ class Wirehall(_Registrar):
         self.templates = Templates(templates) if templates is not None else None
         self.allowed_origins = tuple(allowed_origins)
         self.security_headers = security_headers
+        self._headers: SecurityHeadersMiddleware | None = None
+        self._finish: Callable[[Response, Scope], None] | None = None
+        if security_headers:
+            # applied to each Response before it is sent (cheaper than wrapping `send`);
+            # mounted apps, whose responses we never see, go through the middleware itself
+            self._headers = SecurityHeadersMiddleware(self._serve_mount)
+            self._finish = self._add_security_headers
         self._middleware = list(middleware)
         self._startup_hooks: list[Hook] = []
         self._shutdown_hooks: list[Hook] = []
         self._exception_handlers: dict[type[BaseException], ExceptionHandler] = {}
         self._asgi: ASGIApp | None = None
+        self._websocket_entry: ASGIApp | None = None
         self._started = False
+        self._events_version = -1
+        self._observed_requests = False
         self._start_lock = asyncio.Lock()
         if websockets is None:
             from wirehall.backplane import backplane_from_url
@@ -228,7 +239,7 @@ class Wirehall(_Registrar):
         for method in chosen:
             if method == "HEAD" and "GET" in chosen:
                 continue
-            handler = build_http_endpoint(endpoint, method, self.container, converters)
+            handler = build_http_endpoint(endpoint, method, self.container, converters, self._finish)
             self.router.add_http(path, [method], handler, name=None, endpoint=endpoint)
         self.router._name(self._auto_name(endpoint, name), self.router._by_path[path].pattern)
 
@@ -309,14 +320,13 @@ class Wirehall(_Registrar):
     # lifecycle ----------------------------------------------------------
 
     def _build_stack(self) -> ASGIApp:
-        app: ASGIApp = self._dispatch
-        if self.security_headers:
-            from wirehall.security.headers import SecurityHeadersMiddleware
-
-            app = SecurityHeadersMiddleware(app)
         from wirehall.security.origin import WebSocketOriginMiddleware
 
-        app = WebSocketOriginMiddleware(app, allowed_origins=self.allowed_origins)
+        # the origin check only concerns handshakes, so it wraps the WebSocket branch alone
+        self._websocket_entry = WebSocketOriginMiddleware(
+            self._dispatch_websocket, allowed_origins=self.allowed_origins
+        )
+        app: ASGIApp = self._dispatch
         for middleware in reversed(self._middleware):
             app = middleware.cls(app, **middleware.options)
         return app
@@ -399,18 +409,17 @@ class Wirehall(_Registrar):
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            match = self.router.match("http", scope["method"], scope["path"])
-            handler = match.handler
+            handler, params = self.router.match_http(scope["method"], scope["path"])
             if handler is None:
-                if match.mount is not None:
-                    await self._mounted(match.mount.prefix, match.mount.app, scope, receive, send)
-                elif match.allow:
-                    await error_response(405, headers={"Allow": match.allow})(scope, receive, send)
-                else:
-                    await error_response(404)(scope, receive, send)
+                await self._unmatched_http(scope, receive, send)
                 return
-            scope["path_params"] = match.path_params
-            if self.events.wants(RequestCompleted) or self.events.wants(RequestStarted):
+            scope["path_params"] = params
+            if self._events_version != self.events.version:
+                self._events_version = self.events.version
+                self._observed_requests = self.events.wants(RequestStarted) or self.events.wants(
+                    RequestCompleted
+                )
+            if self._observed_requests:
                 await self._observed(handler, scope, receive, send)
                 return
             try:
@@ -418,19 +427,45 @@ class Wirehall(_Registrar):
             except Exception as exc:  # noqa: BLE001 - the boundary that runs user code
                 await self._http_error(exc, scope, receive, send)
         elif kind == "websocket":
-            match = self.router.match("websocket", "", scope["path"])
-            if match.handler is None:
-                if match.mount is not None:
-                    await self._mounted(match.mount.prefix, match.mount.app, scope, receive, send)
-                else:
-                    await self._refuse_websocket(scope, receive, send, 404)
-                return
-            scope["path_params"] = match.path_params
-            await match.handler(scope, receive, send)
+            await self._websocket_entry(scope, receive, send)  # type: ignore[misc]
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
+    async def _dispatch_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = self.router.match("websocket", "", scope["path"])
+        if match.handler is None:
+            if match.mount is not None:
+                await self._mounted(match.mount.prefix, match.mount.app, scope, receive, send)
+            else:
+                await self._refuse_websocket(scope, receive, send, 404)
+            return
+        scope["path_params"] = match.path_params
+        await match.handler(scope, receive, send)
+
+    async def _unmatched_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = self.router.match("http", scope["method"], scope["path"])
+        if match.mount is not None:
+            await self._mounted(match.mount.prefix, match.mount.app, scope, receive, send)
+        elif match.allow:
+            await self._send_error_response(
+                error_response(405, headers={"Allow": match.allow}), scope, receive, send
+            )
+        else:
+            await self._send_error_response(error_response(404), scope, receive, send)
+
     async def _mounted(self, prefix: str, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["wirehall.mount"] = (prefix, app)
+        if self._headers is not None and scope["type"] == "http":
+            await self._headers(scope, receive, send)
+        else:
+            await self._serve_mount(scope, receive, send)
+
+    def _add_security_headers(self, response: Response, scope: Scope) -> None:
+        assert self._headers is not None
+        self._headers._add(response.raw_headers, scope.get("scheme") == "https")
+
+    async def _serve_mount(self, scope: Scope, receive: Receive, send: Send) -> None:
+        prefix, app = scope.pop("wirehall.mount")
         child = dict(scope)
         child["root_path"] = scope.get("root_path", "") + prefix
         child["path"] = scope["path"][len(prefix) :] or "/"
@@ -490,9 +525,11 @@ class Wirehall(_Registrar):
     async def _send_error_response(
         self, response: Response, scope: Scope, receive: Receive, send: Send
     ) -> int:
+        if self._finish is not None:
+            self._finish(response, scope)
         try:
             await response(scope, receive, send)
-        except Exception:  # the response had already started: the server closes the connection
+        except Exception:
             logger.debug("could not send the error response for %s", scope.get("path"), exc_info=True)
         return response.status
 

@@ -49,6 +49,7 @@ class _Provider:
     instance: Any = _MISSING
     plan: CallPlan | None = None
     owned: bool = True  # whether the container closes the value at shutdown
+    lock: asyncio.Lock | None = None
 
 
 class _Kind(enum.IntEnum):
@@ -122,10 +123,10 @@ class ResolutionScope:
 
     __slots__ = ("_cache", "_stack", "container")
 
-    def __init__(self, container: Container) -> None:
+    def __init__(self, container: Container, stack: contextlib.AsyncExitStack | None = None) -> None:
         self.container = container
         self._cache: dict[type[Any], Any] = {}
-        self._stack: contextlib.AsyncExitStack | None = None
+        self._stack = stack
 
     async def resolve(self, key: type[T]) -> T:
         """The value for `key` in this scope."""
@@ -167,7 +168,6 @@ class Container:
         self._ready_values: dict[type[Any], Any] = {}
         self._plans: list[CallPlan] = []
         self._stack = contextlib.AsyncExitStack()
-        self._lock = asyncio.Lock()
         self._started = False
 
     # registration -------------------------------------------------------
@@ -300,6 +300,14 @@ class Container:
             for key in plan.provided_types
             if not self.has(key)
         ]
+        problems.extend(
+            f"the singleton {_name(provider.key)} needs {_name(key)}, which is scoped to a request; "
+            "make it a singleton or the dependant scoped"
+            for provider in self._providers.values()
+            if provider.lifetime is Lifetime.SINGLETON and provider.plan is not None
+            for key in provider.plan.provided_types
+            if self.has(key) and self._provider(key).lifetime is Lifetime.SCOPED
+        )
         if problems:
             raise ConfigurationError(
                 "unresolvable dependencies: "
@@ -332,14 +340,18 @@ class Container:
         provider = self._provider(key)
         if provider.lifetime is Lifetime.SCOPED:
             raise ConfigurationError(f"{_name(key)} is scoped; resolve it inside a request")
-        async with ResolutionScope(self) as resolver:
-            return await resolver.resolve(key)
+        # built on the container's own stack: torn down at `aclose`, never before it is used
+        return await ResolutionScope(self, self._stack).resolve(key)
 
     async def _singleton(self, provider: _Provider) -> Any:
         if provider.instance is _MISSING:
-            async with self._lock:
+            if provider.lock is None:
+                provider.lock = asyncio.Lock()
+            async with provider.lock:
                 if provider.instance is _MISSING:
-                    provider.instance = await self._create(provider, ResolutionScope(self), self._stack)
+                    # what a singleton's factory needs lives as long as the singleton
+                    resolver = ResolutionScope(self, self._stack)
+                    provider.instance = await self._create(provider, resolver, self._stack)
                     if provider.key not in self._overrides:
                         self._ready_values[provider.key] = provider.instance
         return provider.instance

@@ -116,11 +116,13 @@ class EventBus:
         self._subscribers: dict[type[Event], list[Subscriber]] = {}
         self._cache: dict[type[Event], tuple[Subscriber, ...]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.version = 0  # changes with every (un)subscription, so callers can cache `wants`
 
     def subscribe(self, event_type: type[E], subscriber: Callable[[E], Awaitable[None] | None]) -> None:
         """Call `subscriber` (sync or async) with every event of `event_type`."""
         self._subscribers.setdefault(event_type, []).append(subscriber)
         self._cache.clear()
+        self.version += 1
 
     def unsubscribe(self, event_type: type[E], subscriber: Callable[[E], Awaitable[None] | None]) -> None:
         """Stop calling `subscriber` for `event_type` (no error when it was not subscribed)."""
@@ -128,6 +130,7 @@ class EventBus:
         if subscriber in subscribers:
             subscribers.remove(subscriber)
             self._cache.clear()
+            self.version += 1
 
     def on(self, event_type: type[E]) -> Callable[[Callable[[E], Any]], Callable[[E], Any]]:
         """Decorator form of `subscribe`."""

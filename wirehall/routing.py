@@ -184,6 +184,9 @@ class Match:
     mount: _MountEntry | None = None
 
 
+_NO_PARAMS: dict[str, Any] = {}
+
+
 class Router:
     """Holds the route table and matches requests against it."""
 
@@ -276,6 +279,16 @@ class Router:
             if params is not None:
                 return entry, params
         return None
+
+    def match_http(self, method: str, path: str) -> tuple[Handler | None, dict[str, Any]]:
+        """The handler and path parameters for a request, or (None, {}) to fall back on `match`."""
+        entry = self._static.get(path)
+        if entry is not None:
+            return entry.http.get(method), _NO_PARAMS
+        found = self._find(path)
+        if found is not None:
+            return found[0].http.get(method), found[1]
+        return None, _NO_PARAMS
 
     def match(self, scope_type: str, method: str, path: str) -> Match:
         """Find the handler for a request or a WebSocket handshake."""

@@ -139,13 +139,33 @@ class HTTPController:
         return self._keep(templates.response(template, context, status))
 
 
+_TEXT = (b"content-type", b"text/plain; charset=utf-8")
+_JSON = (b"content-type", b"application/json")
+_encode = msgspec.json.Encoder().encode
+_send_whole = Response.__call__
+
+
+def _quick(cls: type[Response], body: bytes, content_type: tuple[bytes, bytes]) -> Response:
+    # the hot path for the commonest return values: what Response.__init__ does, unrolled
+    response = cls.__new__(cls)
+    response.status = 200
+    response.body = body
+    response.raw_headers = [(b"content-length", str(len(body)).encode()), content_type]
+    return response
+
+
 def to_response(value: Any, controller: HTTPController | None = None) -> Response:
     """Turn what an endpoint returned into a Response."""
     if isinstance(value, Response):
         return value
     if isinstance(value, str):
-        return PlainTextResponse(value)
-    if isinstance(value, (dict | list, msgspec.Struct)):
+        return _quick(PlainTextResponse, value.encode(), _TEXT)
+    if isinstance(value, dict | list):
+        try:
+            return _quick(JSONResponse, _encode(value), _JSON)
+        except (TypeError, msgspec.EncodeError):
+            return JSONResponse(value)  # raises with a clear message
+    if isinstance(value, msgspec.Struct):
         return JSONResponse(value)
     if value is None:
         if controller is not None and controller._response is not None:
@@ -177,16 +197,26 @@ def controller_methods(endpoint: type[HTTPController]) -> list[str]:
     return methods
 
 
+Finisher = Callable[[Response, Scope], None]
+
+
 def build_http_endpoint(
-    endpoint: Any, method: str, container: Container, path_params: Collection[str]
+    endpoint: Any,
+    method: str,
+    container: Container,
+    path_params: Collection[str],
+    finish: Finisher | None = None,
 ) -> Handler:
-    """Compile `endpoint` (a function or an HTTPController class) for one HTTP method."""
+    """Compile `endpoint` (a function or an HTTPController class) for one HTTP method.
+
+    `finish`, when given, may change every response before it is sent (default headers).
+    """
     from wirehall.security.auth import access_denied
 
     if _is_controller(endpoint):
         func = getattr(endpoint, method.lower())
         plan = container.plan(func, path_params=path_params, context=(Request,), skip=1)
-        return _controller_handler(endpoint, func, plan, access_denied)
+        return _controller_handler(endpoint, func, plan, access_denied, finish)
     if not callable(endpoint):
         raise ConfigurationError(f"endpoint {endpoint!r} is neither a function nor an HTTPController")
     if not inspect.iscoroutinefunction(endpoint):
@@ -194,10 +224,12 @@ def build_http_endpoint(
             f"endpoint {getattr(endpoint, '__qualname__', endpoint)!r} must be an async function (async def)"
         )
     plan = container.plan(endpoint, path_params=path_params, context=(Request,))
-    return _function_handler(endpoint, plan, access_denied)
+    return _function_handler(endpoint, plan, access_denied, finish)
 
 
-def _function_handler(endpoint: Callable[..., Any], plan: CallPlan, access_denied: Any) -> Handler:
+def _function_handler(
+    endpoint: Callable[..., Any], plan: CallPlan, access_denied: Any, finish: Finisher | None
+) -> Handler:
     needs_request = any(p.kind == 2 for p in plan.params)
     needs_path = any(p.kind == 1 for p in plan.params)
     has_params = bool(plan.params)
@@ -207,12 +239,31 @@ def _function_handler(endpoint: Callable[..., Any], plan: CallPlan, access_denie
         if guarded:
             status = access_denied(endpoint, scope)
             if status is not None:
-                await error_response(status)(scope, receive, send)
+                refusal = error_response(status)
+                if finish is not None:
+                    finish(refusal, scope)
+                await refusal(scope, receive, send)
                 return
         if not has_params:
-            result = await endpoint()
-            response = to_response(result)
-            await response(scope, receive, send)
+            response = to_response(await endpoint())
+            if finish is not None:
+                finish(response, scope)
+            if type(response).__call__ is _send_whole:  # a complete body: two sends, no extra frame
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": response.status,
+                        "headers": response.raw_headers,
+                    }
+                )
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": b"" if scope["method"] == "HEAD" else response.body,
+                    }
+                )
+            else:
+                await response(scope, receive, send)
             return
         request = Request(scope, receive) if needs_request else None
         resolver = ResolutionScope(scope["app"].container)
@@ -222,6 +273,8 @@ def _function_handler(endpoint: Callable[..., Any], plan: CallPlan, access_denie
                 kwargs = await kwargs
             result = await endpoint(**kwargs)
             response = to_response(result)
+            if finish is not None:
+                finish(response, scope)
             await response(scope, receive, send)
         finally:
             await resolver.aclose()
@@ -232,7 +285,11 @@ def _function_handler(endpoint: Callable[..., Any], plan: CallPlan, access_denie
 
 
 def _controller_handler(
-    cls: type[HTTPController], func: Callable[..., Any], plan: CallPlan, access_denied: Any
+    cls: type[HTTPController],
+    func: Callable[..., Any],
+    plan: CallPlan,
+    access_denied: Any,
+    finish: Finisher | None,
 ) -> Handler:
     guard_class = getattr(cls, "__wirehall_auth__", None) is not None
     guard_method = getattr(func, "__wirehall_auth__", None) is not None
@@ -243,7 +300,10 @@ def _controller_handler(
             if status is None and guard_method:
                 status = access_denied(func, scope)
             if status is not None:
-                await error_response(status)(scope, receive, send)
+                refusal = error_response(status)
+                if finish is not None:
+                    finish(refusal, scope)
+                await refusal(scope, receive, send)
                 return
         request = Request(scope, receive)
         controller = cls(request)
@@ -254,6 +314,8 @@ def _controller_handler(
                 kwargs = await kwargs
             result = await func(controller, **kwargs)
             response = to_response(result, controller)
+            if finish is not None:
+                finish(response, scope)
             await response(scope, receive, send)
         finally:
             await resolver.aclose()

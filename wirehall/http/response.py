@@ -47,13 +47,20 @@ class Response:
         media_type: str | None = None,
     ) -> None:
         self.status = status
-        self.body = self.render(content)
+        body = self.body = self.render(content)
         if media_type is not None:
             self.media_type = media_type
-        raw: list[tuple[bytes, bytes]] = []
-        if headers:
-            raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
-        self.raw_headers = raw
+        if headers is None:  # the common case, kept short: it runs on every response
+            raw = (
+                [(b"content-length", str(len(body)).encode())]
+                if status >= 200 and status not in (204, 304)
+                else []
+            )
+            if self.media_type is not None:
+                raw.append((b"content-type", _content_type(self.media_type, self.charset)))
+            self.raw_headers = raw
+            return
+        self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         self._finish_headers()
 
     def render(self, content: Any) -> bytes:
@@ -72,10 +79,12 @@ class Response:
         if b"content-length" not in names and self.status not in (204, 304) and self.status >= 200:
             raw.append((b"content-length", str(len(self.body)).encode()))
         if self.media_type is not None and b"content-type" not in names:
-            media = self.media_type
-            if media.startswith("text/") and "charset" not in media:
-                media += f"; charset={self.charset}"
-            raw.append((b"content-type", media.encode("latin-1")))
+            raw.append((b"content-type", _content_type(self.media_type, self.charset)))
+
+    def add_default_headers(self, defaults: Iterable[tuple[bytes, bytes]]) -> None:
+        """Add each of `defaults` whose name the response does not already carry."""
+        names = {name for name, _ in self.raw_headers}
+        self.raw_headers.extend(item for item in defaults if item[0] not in names)
 
     @property
     def headers(self) -> Headers:
@@ -128,6 +137,19 @@ class Response:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status})"
+
+
+_CONTENT_TYPES: dict[tuple[str, str], bytes] = {}
+
+
+def _content_type(media_type: str, charset: str) -> bytes:
+    value = _CONTENT_TYPES.get((media_type, charset))
+    if value is None:
+        text = media_type
+        if media_type.startswith("text/") and "charset" not in media_type:
+            text += f"; charset={charset}"
+        value = _CONTENT_TYPES[(media_type, charset)] = text.encode("latin-1")
+    return value
 
 
 class PlainTextResponse(Response):
