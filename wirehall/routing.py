@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,7 +163,6 @@ class _Entry:
     pattern: _Pattern
     http: dict[str, Handler] = field(default_factory=dict)
     websocket: Handler | None = None
-    allow: str = ""
     endpoints: dict[str, Any] = field(default_factory=dict)
 
 
@@ -241,7 +240,6 @@ class Router:
         if "GET" in entry.http and "HEAD" not in entry.http:
             entry.http["HEAD"] = entry.http["GET"]
             entry.endpoints["HEAD"] = entry.endpoints["GET"]
-        entry.allow = ", ".join(sorted(entry.http))
         self._name(name, entry.pattern)
 
     def add_websocket(self, path: str, handler: Handler, *, name: str | None, endpoint: Any) -> None:
@@ -264,49 +262,51 @@ class Router:
 
     # matching -----------------------------------------------------------
 
-    def _find(self, path: str) -> tuple[_Entry, dict[str, Any]] | None:
+    def _candidates(self, path: str) -> Iterator[tuple[_Entry, dict[str, Any]]]:
+        """Every entry whose pattern matches `path`, static first, then in registration order."""
         entry = self._static.get(path)
         if entry is not None:
-            return entry, {}
+            yield entry, _NO_PARAMS
         slash = path.find("/", 1)
         first = path[1:] if slash == -1 else path[1:slash]
-        for entry in self._buckets.get(first, ()):
-            params = entry.pattern.match(path)
-            if params is not None:
-                return entry, params
-        for entry in self._wild:
-            params = entry.pattern.match(path)
-            if params is not None:
-                return entry, params
-        return None
+        for group in (self._buckets.get(first, ()), self._wild):
+            for entry in group:
+                params = entry.pattern.match(path)
+                if params is not None:
+                    yield entry, params
 
     def match_http(self, method: str, path: str) -> tuple[Handler | None, dict[str, Any]]:
         """The handler and path parameters for a request, or (None, {}) to fall back on `match`."""
         entry = self._static.get(path)
-        if entry is not None:
-            return entry.http.get(method), _NO_PARAMS
-        found = self._find(path)
-        if found is not None:
-            return found[0].http.get(method), found[1]
+        if entry is not None:  # the commonest case, without a generator
+            handler = entry.http.get(method)
+            if handler is not None:
+                return handler, _NO_PARAMS
+        for entry, params in self._candidates(path):
+            handler = entry.http.get(method)
+            if handler is not None:
+                return handler, params
         return None, _NO_PARAMS
 
     def match(self, scope_type: str, method: str, path: str) -> Match:
-        """Find the handler for a request or a WebSocket handshake."""
-        found = self._find(path)
-        if found is not None:
-            entry, params = found
+        """Find the handler for a request or a WebSocket handshake.
+
+        The first route that matches the path and serves the method wins; when routes match
+        the path but none serves the method, the answer is 405 with their methods in `allow`.
+        """
+        allowed: set[str] = set()
+        for entry, params in self._candidates(path):
             if scope_type == "http":
                 handler = entry.http.get(method)
                 if handler is not None:
                     return Match(handler, params)
-                if entry.http:
-                    return Match(None, params, allow=entry.allow)
+                allowed.update(entry.http)
             elif entry.websocket is not None:
                 return Match(entry.websocket, params)
         for mount in self._mounts:
             if path == mount.prefix or path.startswith(mount.prefix + "/"):
                 return Match(None, {}, mount=mount)
-        return Match(None, {})
+        return Match(None, {}, allow=", ".join(sorted(allowed)))
 
     # introspection ------------------------------------------------------
 
