@@ -462,7 +462,7 @@ class Wirehall(_Registrar):
 
     def _add_security_headers(self, response: Response, scope: Scope) -> None:
         assert self._headers is not None
-        self._headers._add(response.raw_headers, scope.get("scheme") == "https")
+        self._headers.add_headers(response.raw_headers, https=scope.get("scheme") == "https")
 
     async def _serve_mount(self, scope: Scope, receive: Receive, send: Send) -> None:
         prefix, app = scope.pop("wirehall.mount")
