@@ -1,0 +1,336 @@
+"""The per-connection outbound queue: broadcasting never awaits a socket.
+
+There is no writer task per idle connection. A message for an idle connection is
+written *eagerly*: the server's ASGI `send(message)` coroutine is stepped once, right
+here. With uvicorn that step finishes (the frame went to the transport) unless the
+transport is paused because the peer is not reading. Only then is the started
+coroutine handed to a writer task, which finishes it, drains the messages queued
+meanwhile, and exits. So a writer task exists only while a socket is backed up, and the
+queue (a deque) only while something waits in it. See docs/websocket-outbox.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections import deque
+from collections.abc import Awaitable, Coroutine, Generator
+from types import CoroutineType
+from typing import Any, Protocol
+
+from wirehall.errors import WebSocketDisconnectError
+from wirehall.types import Message, Send
+from wirehall.websocket.codes import CloseCode
+
+__all__ = ["Outbox", "OutboxOwner", "SlowConsumerPolicy"]
+
+logger = logging.getLogger(__name__)
+
+_Step = Generator[Any, None, Any]
+
+
+class SlowConsumerPolicy(enum.Enum):
+    """What to do when a connection's outbound queue is full."""
+
+    CLOSE = "close"
+    """Close the connection with 1013 (try again later) and drop what it had queued."""
+    DROP_OLDEST = "drop_oldest"
+    """Drop the oldest queued broadcast to make room."""
+    DROP_NEWEST = "drop_newest"
+    """Drop the broadcast that did not fit."""
+
+
+class OutboxOwner(Protocol):
+    """What the outbox tells the connection it belongs to."""
+
+    def _outbox_failed(self, error: BaseException) -> None: ...
+
+    def _outbox_overflow(self, depth: int) -> None: ...
+
+
+class _Pending:
+    """A message whose sender awaits its writing (`Outbox.put`)."""
+
+    __slots__ = ("future", "message")
+
+    def __init__(self, message: Message, future: asyncio.Future[None]) -> None:
+        self.message = message
+        self.future = future
+
+
+class _Resume:
+    """Awaiting this finishes a `send` coroutine that was already stepped once.
+
+    Its `__await__` does what `yield from` delegation does: it hands each future the
+    coroutine yields up to the task, and passes back what the task sends or throws.
+    """
+
+    __slots__ = ("first", "step")
+
+    def __init__(self, step: _Step, first: Any) -> None:
+        self.step = step
+        self.first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        step = self.step
+        value = self.first
+        self.first = None
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                step.close()
+                raise
+            except BaseException as exc:  # noqa: BLE001  # delegated to the coroutine, as `yield from` does
+                try:
+                    value = step.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = step.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+def _stepper(awaitable: Awaitable[None]) -> _Step:
+    if type(awaitable) is CoroutineType or isinstance(awaitable, Coroutine):
+        return awaitable  # type: ignore[return-value]  # a coroutine steps like a generator
+    return awaitable.__await__()  # generator-based awaitables
+
+
+class Outbox:
+    """Bounded, ordered outbound messages of one connection.
+
+    `put_nowait` (broadcasts) never waits; `put` waits until its message was written,
+    keeping order with what was queued before it. Over `max_queue` waiting messages
+    the `policy` decides: close the connection (the owner is told), or drop a message.
+    """
+
+    __slots__ = (
+        "_busy",
+        "_closed",
+        "_dead",
+        "_max_queue",
+        "_owner",
+        "_policy",
+        "_queue",
+        "_send",
+        "_writer",
+    )
+
+    def __init__(
+        self,
+        send: Send,
+        owner: OutboxOwner,
+        max_queue: int = 1024,
+        policy: SlowConsumerPolicy = SlowConsumerPolicy.CLOSE,
+    ) -> None:
+        self._send = send
+        self._owner = owner
+        self._max_queue = max_queue
+        self._policy = policy
+        self._queue: deque[Message | _Pending] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        # Busy until `open()`: messages for a connection not yet accepted wait in the queue.
+        self._busy = True
+        self._closed = False  # no more broadcasts (closing or dead)
+        self._dead = False  # aborted or the socket failed: nothing more is written
+
+    @property
+    def depth(self) -> int:
+        """How many messages wait to be written."""
+        return len(self._queue) if self._queue else 0
+
+    @property
+    def is_backed_up(self) -> bool:
+        """Whether a write is in flight in a writer task (the socket is not keeping up)."""
+        return self._writer is not None
+
+    def configure(self, max_queue: int, policy: SlowConsumerPolicy) -> None:
+        """Set the limit and the slow-consumer policy (the service does this on register)."""
+        self._max_queue = max_queue
+        self._policy = policy
+
+    def open(self) -> None:
+        """The handshake was accepted: write what was queued before it, then write directly."""
+        if self._dead:
+            return
+        self._busy = False
+        if self._queue:
+            self._flush()
+
+    # writing -----------------------------------------------------------------
+
+    def put_nowait(self, message: Message) -> None:
+        """Write `message` now if the socket takes it, else queue it. Never waits."""
+        if self._closed:
+            return
+        if self._busy:
+            queue = self._queue
+            if queue is None:
+                queue = self._queue = deque()
+            elif len(queue) >= self._max_queue and not self._overflow(queue):
+                return
+            queue.append(message)
+            return
+        try:
+            step = _stepper(self._send(message))
+            first = step.send(None)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001  # any error from the server's send means the socket is gone
+            self._fail(exc)
+            return
+        self._hand_over(step, first, None)
+
+    async def put(self, message: Message) -> None:
+        """Write `message` after everything queued before it; return once it was written.
+
+        Raises:
+            WebSocketDisconnectError: the connection closed before the message was written.
+        """
+        if self._dead:
+            raise WebSocketDisconnectError(CloseCode.ABNORMAL, "the connection is closed")
+        if self._busy:
+            future = asyncio.get_running_loop().create_future()
+            queue = self._queue
+            if queue is None:
+                queue = self._queue = deque()
+            queue.append(_Pending(message, future))
+            await future
+            return
+        self._busy = True
+        try:
+            await self._send(message)
+        except Exception as exc:
+            self._fail(exc)
+            raise WebSocketDisconnectError(CloseCode.ABNORMAL, "the connection was lost") from exc
+        finally:
+            if not self._dead:
+                self._busy = False
+                if self._queue:
+                    self._flush()
+
+    def _overflow(self, queue: deque[Message | _Pending]) -> bool:
+        """Apply the policy to a full queue; True when the new message may still be queued."""
+        policy = self._policy
+        if policy is SlowConsumerPolicy.DROP_NEWEST:
+            return False
+        if policy is SlowConsumerPolicy.DROP_OLDEST:
+            for index, item in enumerate(queue):
+                if type(item) is not _Pending:
+                    del queue[index]
+                    return True
+            return False
+        depth = len(queue)
+        self.abort()
+        self._owner._outbox_overflow(depth)
+        return False
+
+    def _flush(self) -> None:
+        """Write queued messages eagerly until one has to wait."""
+        queue = self._queue
+        send = self._send
+        while queue and not self._busy and not self._dead:
+            item = queue.popleft()
+            pending = item if type(item) is _Pending else None
+            if pending is not None:
+                if pending.future.done():  # its sender was cancelled
+                    continue
+                message = pending.message
+            else:
+                message = item  # type: ignore[assignment]
+            try:
+                step = _stepper(send(message))
+                first = step.send(None)
+            except StopIteration:
+                if pending is not None:
+                    pending.future.set_result(None)
+                continue
+            except Exception as exc:  # noqa: BLE001  # the socket is gone
+                if pending is not None:
+                    _fail_pending(pending, exc)
+                self._fail(exc)
+                return
+            self._hand_over(step, first, pending)
+            return
+
+    def _hand_over(self, step: _Step, first: Any, pending: _Pending | None) -> None:
+        self._busy = True
+        if self._queue is None:
+            self._queue = deque()
+        self._writer = asyncio.get_running_loop().create_task(
+            self._write_backlog(_Resume(step, first), pending)
+        )
+
+    async def _write_backlog(self, first: _Resume, pending: _Pending | None) -> None:
+        queue = self._queue
+        assert queue is not None
+        send = self._send
+        try:
+            await first
+            if pending is not None and not pending.future.done():
+                pending.future.set_result(None)
+            while queue:
+                item = queue.popleft()
+                if type(item) is _Pending:
+                    pending = item
+                    if pending.future.done():
+                        continue
+                    await send(pending.message)
+                    if not pending.future.done():
+                        pending.future.set_result(None)
+                else:
+                    pending = None
+                    await send(item)  # type: ignore[arg-type]
+        except asyncio.CancelledError:
+            if pending is not None:
+                _fail_pending(pending, None)
+            raise
+        except Exception as exc:  # noqa: BLE001  # the socket died under a queued write
+            if pending is not None:
+                _fail_pending(pending, exc)
+            self._fail(exc)
+        finally:
+            if self._writer is asyncio.current_task():
+                self._writer = None
+                if not self._dead:
+                    self._busy = False
+
+    # ending --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Take no more broadcasts; queued messages and later `put` calls are still written."""
+        self._closed = True
+
+    def abort(self) -> None:
+        """Drop what is queued and stop the writer; waiting `put` calls get a disconnect."""
+        self._closed = True
+        self._dead = True
+        self._busy = True
+        writer, self._writer = self._writer, None
+        if writer is not None and not writer.done() and writer is not asyncio.current_task():
+            writer.cancel()
+        queue, self._queue = self._queue, None
+        if queue:
+            for item in queue:
+                if type(item) is _Pending:
+                    _fail_pending(item, None)
+
+    def _fail(self, error: BaseException) -> None:
+        if self._dead:
+            return
+        logger.debug("write failed, the connection is gone: %r", error)
+        self.abort()
+        self._owner._outbox_failed(error)
+
+
+def _fail_pending(pending: _Pending, error: BaseException | None) -> None:
+    future = pending.future
+    if not future.done():
+        disconnect = WebSocketDisconnectError(CloseCode.ABNORMAL, "the connection closed before the write")
+        if error is not None:
+            disconnect.__cause__ = error
+        future.set_exception(disconnect)

@@ -1,0 +1,466 @@
+"""`WebSocketHandler`: one WebSocket connection, the one place that speaks ASGI WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import uuid
+from collections.abc import Iterable, Mapping
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+
+import msgspec
+
+from wirehall.connection import Connection
+from wirehall.errors import WebSocketDisconnectError, WebSocketError, WebSocketStateError
+from wirehall.types import Message, Receive, Scope, Send
+from wirehall.websocket._outbox import Outbox
+from wirehall.websocket.codes import CloseCode
+
+if TYPE_CHECKING:
+    from wirehall.websocket.service import WebSocketService
+
+__all__ = ["WebSocketHandler", "WebSocketState", "is_sendable_close_code"]
+
+logger = logging.getLogger(__name__)
+
+_encode_json = msgspec.json.Encoder().encode
+_decode_json = msgspec.json.Decoder().decode
+_JSON_HEADERS = ((b"content-type", b"application/json"),)
+
+
+class WebSocketState(enum.Enum):
+    """Where a connection is in its life."""
+
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+_CONNECTING = WebSocketState.CONNECTING
+_OPEN = WebSocketState.OPEN
+_CLOSED = WebSocketState.CLOSED
+
+
+def is_sendable_close_code(code: int) -> bool:
+    """Whether `code` may be sent in a close frame (RFC 6455 section 7.4)."""
+    return code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+def _truncate_reason(reason: str) -> str:
+    # A close frame's reason must fit in 123 bytes of UTF-8.
+    data = reason.encode()
+    if len(data) <= 123:
+        return reason
+    return data[:123].decode(errors="ignore")
+
+
+class WebSocketHandler(Connection):
+    """One WebSocket connection: accept, receive, send and close, in the right order.
+
+    Out-of-order use (sending before `accept()`, accepting twice, receiving after the
+    close was reported) raises `WebSocketStateError`. The peer going away surfaces as
+    `WebSocketDisconnectError(code)` from `receive()` and from later sends.
+    """
+
+    __slots__ = (
+        "_aborting",
+        "_close_code",
+        "_closer",
+        "_connected",
+        "_id",
+        "_main_task",
+        "_outbox",
+        "_receive",
+        "_reported",
+        "_send",
+        "_service",
+        "_state",
+    )
+
+    close_timeout: ClassVar[float] = 5.0
+    """How long a close may wait for a backed-up socket before the connection is dropped."""
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        super().__init__(scope)
+        self._receive = receive
+        self._send = send
+        self._state = _CONNECTING
+        self._outbox = Outbox(send, self)
+        self._id: str | None = None
+        self._service: WebSocketService | None = None
+        self._close_code: int | None = None
+        self._connected = False  # websocket.connect was received
+        self._reported = False  # the app was told that the connection is closed
+        self._aborting = False  # we cancelled the main task because the peer is stuck
+        self._main_task: asyncio.Task[Any] | None = None
+        self._closer: asyncio.Task[None] | None = None
+
+    # identity and state ----------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """This connection's id: `"{node_id}.{n}"` once registered with a `WebSocketService`."""
+        if self._id is None:
+            self._id = uuid.uuid4().hex
+        return self._id
+
+    @property
+    def websocket_state(self) -> WebSocketState:
+        """CONNECTING until accepted, OPEN, then CLOSED."""
+        return self._state
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the connection was accepted and is not closed."""
+        return self._state is _OPEN
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once closed (by either side), else None."""
+        return self._close_code
+
+    @property
+    def subprotocols(self) -> list[str]:
+        """The subprotocols the client offered, in its order of preference."""
+        return list(self.scope.get("subprotocols") or ())
+
+    @property
+    def queued(self) -> int:
+        """How many outgoing messages wait for a slow socket."""
+        return self._outbox.depth
+
+    # handshake ------------------------------------------------------------------
+
+    async def receive_connect(self) -> None:
+        """Consume the client's `websocket.connect` (accept() does it when needed)."""
+        if self._state is not _CONNECTING or self._connected:
+            raise WebSocketStateError(
+                "receive_connect() was called twice or after the handshake; "
+                "the connect message is consumed once, before accept()"
+            )
+        message = await self._receive()
+        kind = message["type"]
+        if kind == "websocket.connect":
+            self._connected = True
+            return
+        if kind == "websocket.disconnect":
+            code = message.get("code", CloseCode.ABNORMAL)
+            self._set_closed(code)
+            self._reported = True
+            raise WebSocketDisconnectError(code, message.get("reason") or "")
+        raise WebSocketStateError(f"expected a websocket.connect message, got {kind!r}")
+
+    async def accept(
+        self,
+        subprotocol: str | None = None,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    ) -> None:
+        """Accept the handshake, optionally choosing a subprotocol and adding headers."""
+        if self._state is not _CONNECTING:
+            raise WebSocketStateError(
+                f"accept() was called on a connection that is already {self._state.value}; "
+                "accept once, in on_connect"
+            )
+        if not self._connected:
+            await self.receive_connect()
+        message: Message = {"type": "websocket.accept", "subprotocol": subprotocol}
+        if headers is not None:
+            pairs = headers.items() if isinstance(headers, Mapping) else headers
+            message["headers"] = [
+                (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in pairs
+            ]
+        try:
+            await self._send(message)
+        except Exception as exc:  # the server refused: the client is gone
+            self._set_closed(CloseCode.ABNORMAL)
+            self._reported = True
+            raise WebSocketDisconnectError(
+                CloseCode.ABNORMAL, "the client left during the handshake"
+            ) from exc
+        if self._state is _CONNECTING:
+            self._state = _OPEN
+            self._outbox.open()
+
+    async def refuse(self, status: int = 403, detail: str | None = None) -> None:
+        """Refuse the handshake with HTTP `status` (a JSON `{"error": detail}` body).
+
+        Without the server's `websocket.http.response` extension the refusal is a close
+        before accept, which servers answer with 403.
+        """
+        if self._state is _OPEN:
+            raise WebSocketStateError(
+                "refuse() is only possible before accept(); close(code) an open connection instead"
+            )
+        if self._state is _CLOSED:
+            return
+        if not self._connected:
+            try:
+                await self.receive_connect()
+            except WebSocketDisconnectError:
+                return  # the client left already: nobody to answer
+        if detail is None:
+            try:
+                detail = HTTPStatus(status).phrase
+            except ValueError:
+                detail = "refused"
+        extensions = self.scope.get("extensions") or {}
+        denial = "websocket.http.response" in extensions
+        self._set_closed(CloseCode.ABNORMAL if denial else CloseCode.POLICY_VIOLATION)
+        self._reported = True
+        try:
+            if denial:
+                body = _encode_json({"error": detail})
+                await self._send(
+                    {
+                        "type": "websocket.http.response.start",
+                        "status": status,
+                        "headers": [
+                            *_JSON_HEADERS,
+                            (b"content-length", str(len(body)).encode("latin-1")),
+                        ],
+                    }
+                )
+                await self._send({"type": "websocket.http.response.body", "body": body})
+            else:
+                await self._send(
+                    {
+                        "type": "websocket.close",
+                        "code": CloseCode.POLICY_VIOLATION,
+                        "reason": _truncate_reason(detail),
+                    }
+                )
+        except Exception as exc:  # noqa: BLE001  # the client left meanwhile
+            logger.debug("refusing %s failed, the client is gone: %r", self.id, exc)
+
+    # receiving ------------------------------------------------------------------
+
+    async def receive(self) -> str | bytes:
+        """The next message: `str` for a text frame, `bytes` for a binary one.
+
+        Raises:
+            WebSocketDisconnectError: the peer closed (or the connection was closed).
+        """
+        if self._state is not _OPEN:
+            self._check_receivable()
+        message = await self._receive()
+        if message["type"] == "websocket.receive":
+            text: str | None = message.get("text")
+            if text is not None:
+                return text
+            data: bytes | None = message.get("bytes")
+            return data if data is not None else b""
+        self._unexpected(message)
+
+    def _unexpected(self, message: Message) -> NoReturn:
+        kind = message["type"]
+        if kind == "websocket.disconnect":
+            code = message.get("code", CloseCode.NO_STATUS)
+            if self._state is not _CLOSED:
+                self._set_closed(code)
+            self._reported = True
+            raise WebSocketDisconnectError(self._close_code or code, message.get("reason") or "")
+        raise WebSocketStateError(f"the server sent an unexpected ASGI message {kind!r}")
+
+    def _check_receivable(self) -> None:
+        if self._state is _CONNECTING:
+            raise WebSocketStateError(
+                "receive() was called before accept(); accept the connection first (in on_connect)"
+            )
+        code = self._close_code or CloseCode.NO_STATUS
+        if not self._reported:
+            self._reported = True
+            raise WebSocketDisconnectError(code, "the connection was closed")
+        raise WebSocketStateError(
+            f"receive() was called after the connection closed (code {code}); "
+            "stop receiving once WebSocketDisconnectError is raised"
+        )
+
+    async def receive_text(self) -> str:
+        """The next message, which must be a text frame (a binary one raises 1003)."""
+        message = await self.receive()
+        if isinstance(message, str):
+            return message
+        raise WebSocketError(CloseCode.UNSUPPORTED_DATA, "expected a text frame, got a binary one")
+
+    async def receive_bytes(self) -> bytes:
+        """The next message, which must be a binary frame (a text one raises 1003)."""
+        message = await self.receive()
+        if isinstance(message, bytes):
+            return message
+        raise WebSocketError(CloseCode.UNSUPPORTED_DATA, "expected a binary frame, got a text one")
+
+    async def receive_json(self) -> Any:
+        """The next message decoded as JSON (invalid JSON raises `WebSocketError(1007)`)."""
+        message = await self.receive()
+        try:
+            return _decode_json(message)
+        except msgspec.DecodeError as exc:
+            raise WebSocketError(CloseCode.INVALID_PAYLOAD, f"invalid JSON: {exc}") from exc
+
+    def __aiter__(self) -> WebSocketHandler:
+        return self
+
+    async def __anext__(self) -> str | bytes:
+        if self._state is _CLOSED and self._reported:
+            raise StopAsyncIteration
+        try:
+            return await self.receive()
+        except WebSocketDisconnectError:
+            raise StopAsyncIteration from None
+
+    # sending --------------------------------------------------------------------
+
+    async def send_text(self, text: str) -> None:
+        """Send a text frame; returns once written, after anything queued before it."""
+        if self._state is not _OPEN:
+            self._check_sendable()
+        await self._outbox.put({"type": "websocket.send", "text": text})
+
+    async def send_bytes(self, data: bytes) -> None:
+        """Send a binary frame; returns once written, after anything queued before it."""
+        if self._state is not _OPEN:
+            self._check_sendable()
+        await self._outbox.put({"type": "websocket.send", "bytes": data})
+
+    async def send_json(self, data: Any) -> None:
+        """Send `data` encoded as JSON (msgspec: dicts, lists, Structs, dataclasses...) in a text frame."""
+        if self._state is not _OPEN:
+            self._check_sendable()
+        await self._outbox.put({"type": "websocket.send", "text": _encode_json(data).decode()})
+
+    def send_nowait(self, message: Message) -> None:
+        """Queue a ready ASGI `websocket.send` message; never waits (used by broadcasts).
+
+        Messages for a connection not yet accepted wait until it is; a closed one drops them.
+        """
+        self._outbox.put_nowait(message)
+
+    def _check_sendable(self) -> None:
+        if self._state is _CONNECTING:
+            raise WebSocketStateError(
+                "a message was sent before accept(); accept the connection first (in on_connect)"
+            )
+        raise WebSocketDisconnectError(self._close_code or CloseCode.NO_STATUS, "the connection is closed")
+
+    # closing --------------------------------------------------------------------
+
+    async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Close with `code` after the messages already queued; before accept, refuse (403).
+
+        Waits at most `close_timeout` seconds for a backed-up socket. Closing twice is harmless.
+        """
+        if not is_sendable_close_code(code):
+            raise ValueError(
+                f"close code {code} cannot be sent in a close frame; use 1000-1003, 1007-1014 or 3000-4999"
+            )
+        if self._state is _CONNECTING:
+            await self.refuse(403, reason or None)
+            return
+        if self._state is _CLOSED:
+            return
+        self._set_closed(code)
+        self._reported = True
+        await self._write_close(code, reason)
+
+    async def _write_close(self, code: int, reason: str) -> None:
+        outbox = self._outbox
+        outbox.close()
+        message = {"type": "websocket.close", "code": int(code), "reason": _truncate_reason(reason)}
+        try:
+            async with asyncio.timeout(self.close_timeout):
+                await outbox.put(message)
+        except TimeoutError:
+            logger.warning(
+                "connection %s did not take its close frame within %.1fs (%d messages queued); dropped",
+                self.id,
+                self.close_timeout,
+                outbox.depth,
+            )
+        except WebSocketDisconnectError:
+            pass  # gone already
+        outbox.abort()
+
+    def _set_closed(self, code: int) -> None:
+        self._state = _CLOSED
+        if self._close_code is None:
+            self._close_code = code
+
+    def _close_soon(self, code: int) -> None:
+        """Close from outside the connection's task without waiting (slow consumer)."""
+        if self._state is _CLOSED:
+            return
+        was_open = self._state is _OPEN
+        self._set_closed(code)
+        self._outbox.abort()
+        if self._service is not None:
+            self._service.unregister(self)
+        self._closer = asyncio.get_running_loop().create_task(
+            self._finish_outside_close(code, was_open=was_open, graceful=False)
+        )
+
+    async def _close_from_outside(self, code: int) -> None:
+        """Close gracefully from another task (service shutdown), bounded in time."""
+        if self._state is _CLOSED:
+            return
+        was_open = self._state is _OPEN
+        self._set_closed(code)
+        if self._service is not None:
+            self._service.unregister(self)
+        await self._finish_outside_close(code, was_open=was_open, graceful=True)
+
+    async def _finish_outside_close(self, code: int, *, was_open: bool, graceful: bool) -> None:
+        # The connection's own task learns of the close from its next (or current) receive;
+        # if it stays stuck there because the peer takes nothing, that task is cancelled.
+        if graceful and was_open:
+            await self._write_close(code, "")
+            sent = True
+        else:
+            self._outbox.abort()
+            sent = await self._send_close_now(code)
+        task = self._main_task
+        if task is None or task is asyncio.current_task() or task.done():
+            return
+        if sent:
+            await asyncio.wait((task,), timeout=self.close_timeout)
+        if not task.done() and not self._reported:
+            self._aborting = True
+            task.cancel()
+
+    async def _send_close_now(self, code: int) -> bool:
+        try:
+            async with asyncio.timeout(self.close_timeout):
+                await self._send({"type": "websocket.close", "code": int(code), "reason": ""})
+        except TimeoutError:
+            logger.warning(
+                "connection %s did not take its close frame within %.1fs; dropped",
+                self.id,
+                self.close_timeout,
+            )
+            return False
+        except Exception as exc:  # noqa: BLE001  # the socket is gone already
+            logger.debug("close of %s failed, the socket is gone: %r", self.id, exc)
+        return True
+
+    # outbox callbacks -------------------------------------------------------------
+
+    def _outbox_failed(self, error: BaseException) -> None:
+        if self._state is not _CLOSED:
+            self._set_closed(CloseCode.ABNORMAL)
+        if self._service is not None:
+            self._service.unregister(self)
+
+    def _outbox_overflow(self, depth: int) -> None:
+        if self._state is _CLOSED:
+            return
+        logger.warning(
+            "closing slow consumer %s with %d (%d messages queued, the limit)",
+            self.id,
+            int(CloseCode.TRY_AGAIN_LATER),
+            depth,
+        )
+        self._close_soon(CloseCode.TRY_AGAIN_LATER)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} {self._state.value} {self.scope.get('path', '')!r}>"
