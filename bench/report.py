@@ -15,8 +15,8 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def _ratio(value: float | None, base: float | None) -> str:
-    if value is None or not base:
+def _ratio(value: object, base: object) -> str:
+    if not isinstance(value, (int, float)) or not isinstance(base, (int, float)) or not base:
         return ""
     return f"({value / base:.2f}x)"
 
@@ -70,7 +70,7 @@ def _cell(fws: dict[str, Any], name: str, get: Callable[[dict[str, Any]], Any], 
     base = get(base_r) if base_r and "error" not in base_r else None
     if name == BASELINE or not isinstance(value, (int, float)):
         return _fmt(value, digits) if isinstance(value, (int, float)) or value is None else str(value)
-    return f"{_fmt(value, digits)} {_ratio(value, base)}"
+    return f"{_fmt(value, digits)} {_ratio(value, base)}".strip()
 
 
 def render_ws(ws: dict[str, Any]) -> str:
@@ -125,6 +125,9 @@ def render_ws(ws: dict[str, Any]) -> str:
                 f"  {name}: {max(sc['broadcasts_while_stalled'])} broadcasts of "
                 f"{s['slow_size']} B went by the stalled client; close codes it got: {codes}"
             )
+        busy = {k: v for k, v in r["client_cpu_share"].items() if v and v > 0.9}
+        if busy:
+            notes.append(f"  {name}: the load client was the bottleneck here (CPU share {busy})")
         if r["malformed_payloads"]:
             notes.append(f"  {name}: {r['malformed_payloads']} broadcasts arrived with a wrong size")
     return title + "\n" + _table(["metric", *names], rows) + ("\n" + "\n".join(notes) if notes else "")

@@ -36,21 +36,21 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class WsSettings:
-    rounds: int = 2
+    rounds: int = 3
     echo_clients: int = 64
     echo_seconds: float = 5.0
     small_room: int = 1000
     big_room: int = 5000
-    fanout_reps: int = 15  # per round (small room) / in total (big room: x2)
+    fanout_reps: int = 10  # per round (small room) / in total (big room: x3)
     fanout_size: int = 64
-    slow_reps: int = 15
+    slow_reps: int = 10
     slow_stall_reps: int = 100
     slow_size: int = 4096
     slow_timeout: float = 2.0
     fanout_timeout: float = 5.0
     gap: float = 0.02
     redis_room: int = 1000
-    redis_reps: int = 15  # per round
+    redis_reps: int = 10  # per round
 
 
 def percentile(values: list[float], fraction: float) -> float | None:
@@ -129,7 +129,7 @@ def _scale_spec(server: Server, s: WsSettings) -> dict[str, Any]:
         "settle": 1.5,
         "members": s.big_room,
         "fanout": {
-            "reps": 2 * s.fanout_reps,
+            "reps": 3 * s.fanout_reps,
             "size": s.fanout_size,
             "timeout": s.fanout_timeout,
             "gap": s.gap,
@@ -222,6 +222,11 @@ def run_ws(
             "memory_per_connection_bytes": big["memory"]["per_connection_bytes"],
             "memory": big["memory"],
             "slow_consumer": slow,
+            "client_cpu_share": {
+                "echo": max(r["echo"]["client_cpu_share"] for r in runs),
+                "fanout_small": max(r["fanout"]["client_cpu_share"] for r in runs),
+                "fanout_big": big["fanout"]["client_cpu_share"],
+            },
             "malformed_payloads": sum(r["malformed_payloads"] for r in runs) + big["malformed_payloads"],
             "runs": {"room": runs, "scale": big},
         }

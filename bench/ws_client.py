@@ -340,8 +340,12 @@ class Broadcaster:
     async def series(self, reps: int, size: int, timeout: float, gap: float) -> dict[str, Any]:
         samples: list[float] = []
         timeouts = 0
+        busy = wall = 0.0
         for _ in range(reps):
+            cpu, started = time.process_time(), _perf()
             elapsed = await self.once(size, timeout)
+            busy += time.process_time() - cpu
+            wall += _perf() - started
             if elapsed is None:
                 timeouts += 1
             else:
@@ -353,6 +357,9 @@ class Broadcaster:
             "samples_ms": samples,
             "timeouts": timeouts,
             "median_ms": statistics.median(samples) if samples else None,
+            # how busy this client was while broadcasts were in flight: near 1.0 would
+            # mean the client, not the server, set the pace
+            "client_cpu_share": busy / wall if wall else None,
         }
 
 
@@ -397,10 +404,11 @@ async def run_echo(host: str, ports: list[int], path: str, spec: dict[str, Any])
     await asyncio.sleep(min(1.0, spec["duration"] / 5))
     replies = 0
     latencies.clear()
-    started = _perf()
+    cpu, started = time.process_time(), _perf()
     await asyncio.sleep(spec["duration"])
     running = False
     stopped = _perf()
+    busy = time.process_time() - cpu
     counted = replies
     try:
         await asyncio.wait_for(all_idle.wait(), 5.0)
@@ -416,6 +424,7 @@ async def run_echo(host: str, ports: list[int], path: str, spec: dict[str, Any])
         "p50_ms": latencies[len(latencies) // 2] * 1000 if latencies else None,
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000 if latencies else None,
         "wrong_payloads": wrong,
+        "client_cpu_share": busy / (stopped - started),
     }
 
 
