@@ -1,0 +1,1051 @@
+"""`RedisBackplane`: several processes act as one through Redis pub/sub and a few keys.
+
+Channels are Redis pub/sub channels named `{prefix}:{channel}`. Presence is a hash per
+room, `{prefix}:presence:{room}` (member -> identity), where each member is a connection
+id starting with the id of the node that owns it and a dot. Each node keeps a liveness key
+`{prefix}:node:{node_id}` that expires after `heartbeat_ttl` seconds unless renewed, a set
+`{prefix}:node-rooms:{node_id}` of the rooms it has members in, and is listed in the set
+`{prefix}:nodes`. Whoever notices a node's liveness key gone first purges its members.
+
+Design notes, URL options and failure behaviour: docs/redis-backplane.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TypeVar
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from wirehall.errors import BackplaneError, ConfigurationError, MissingDependencyError
+
+try:
+    import redis.asyncio as aioredis
+    from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool, ConnectionPool
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import RedisError
+except ImportError as exc:  # pragma: no cover - depends on what is installed
+    raise MissingDependencyError("redis", extra="redis") from exc
+
+__all__ = ["RedisBackplane"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_MIN_BACKOFF: Final = 0.1
+_MAX_BACKOFF: Final = 5.0
+_POOL_SIZE: Final = 32
+_PUBLISH_BATCH: Final = 1000
+_SUBSCRIBE_CHUNK: Final = 500
+# Anything a broken or unreachable Redis can raise: redis-py's errors, socket errors and
+# timeouts (TimeoutError is an OSError).
+_FAILURES: Final = (RedisError, OSError)
+
+# Deletes the members of node ARGV-style `n` from every room listed in its node-rooms set
+# and returns the rooms that lost a member. Shared by the scripts below.
+_DROP_NODE_LUA: Final = """
+local function drop_node(prefix, n)
+  local rooms_key = prefix .. ':node-rooms:' .. n
+  local head = n .. '.'
+  local len = #head
+  local changed = {}
+  for _, room in ipairs(redis.call('SMEMBERS', rooms_key)) do
+    local key = prefix .. ':presence:' .. room
+    local removed = 0
+    for _, field in ipairs(redis.call('HKEYS', key)) do
+      if string.sub(field, 1, len) == head then
+        removed = removed + redis.call('HDEL', key, field)
+      end
+    end
+    if removed > 0 then changed[#changed + 1] = room end
+  end
+  redis.call('DEL', rooms_key)
+  return changed
+end
+"""
+
+# ARGV: prefix, node, ttl_ms, purge ("1"/"0"). Renews this node's liveness and, when asked,
+# claims every registered node whose liveness key is gone (SREM inside this atomic script,
+# so exactly one caller gets to purge it). Returns {existed, dead_nodes, changed_rooms}.
+_HEARTBEAT_LUA: Final = (
+    _DROP_NODE_LUA
+    + """
+local prefix, node, ttl, purge = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local nodes_key = prefix .. ':nodes'
+local live_key = prefix .. ':node:' .. node
+local existed = redis.call('EXISTS', live_key)
+redis.call('SET', live_key, '1', 'PX', ttl)
+redis.call('SADD', nodes_key, node)
+local dead, rooms, seen = {}, {}, {}
+if purge == '1' then
+  for _, n in ipairs(redis.call('SMEMBERS', nodes_key)) do
+    if redis.call('EXISTS', prefix .. ':node:' .. n) == 0 then
+      redis.call('SREM', nodes_key, n)
+      dead[#dead + 1] = n
+      for _, room in ipairs(drop_node(prefix, n)) do
+        if not seen[room] then
+          seen[room] = true
+          rooms[#rooms + 1] = room
+        end
+      end
+    end
+  end
+end
+return {existed, dead, rooms}
+"""
+)
+
+# ARGV: prefix, node, ttl_ms, then (room, member, identity) triples: the complete presence
+# of this node. Replaces whatever Redis holds for this node with exactly that, renews its
+# liveness, and returns the rooms whose content for this node changed.
+_RESYNC_LUA: Final = """
+local prefix, node, ttl = ARGV[1], ARGV[2], ARGV[3]
+local rooms_key = prefix .. ':node-rooms:' .. node
+local head = node .. '.'
+local len = #head
+local old, new = {}, {}
+for _, room in ipairs(redis.call('SMEMBERS', rooms_key)) do
+  local key = prefix .. ':presence:' .. room
+  local flat = redis.call('HGETALL', key)
+  local members = {}
+  for i = 1, #flat, 2 do
+    if string.sub(flat[i], 1, len) == head then
+      members[flat[i]] = flat[i + 1]
+      redis.call('HDEL', key, flat[i])
+    end
+  end
+  old[room] = members
+end
+redis.call('DEL', rooms_key)
+for i = 4, #ARGV, 3 do
+  local room, member, identity = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  redis.call('HSET', prefix .. ':presence:' .. room, member, identity)
+  redis.call('SADD', rooms_key, room)
+  local members = new[room]
+  if not members then
+    members = {}
+    new[room] = members
+  end
+  members[member] = identity
+end
+redis.call('SET', prefix .. ':node:' .. node, '1', 'PX', ttl)
+redis.call('SADD', prefix .. ':nodes', node)
+local changed = {}
+for room, members in pairs(old) do
+  local now = new[room] or {}
+  local same = true
+  for member, identity in pairs(members) do
+    if now[member] ~= identity then same = false break end
+  end
+  if same then
+    for member, identity in pairs(now) do
+      if members[member] ~= identity then same = false break end
+    end
+  end
+  if not same then changed[#changed + 1] = room end
+end
+for room, _ in pairs(new) do
+  if not old[room] then changed[#changed + 1] = room end
+end
+return changed
+"""
+
+# ARGV: prefix, node. Removes this node entirely (used by close()).
+_LEAVE_LUA: Final = (
+    _DROP_NODE_LUA
+    + """
+local prefix, node = ARGV[1], ARGV[2]
+local rooms = drop_node(prefix, node)
+redis.call('DEL', prefix .. ':node:' .. node)
+redis.call('SREM', prefix .. ':nodes', node)
+return rooms
+"""
+)
+
+# ARGV: prefix, room. The room's members whose node is alive, flattened (member, identity).
+_PRESENCE_LUA: Final = """
+local prefix, room = ARGV[1], ARGV[2]
+local flat = redis.call('HGETALL', prefix .. ':presence:' .. room)
+local alive, out = {}, {}
+for i = 1, #flat, 2 do
+  local member = flat[i]
+  local dot = string.find(member, '.', 1, true)
+  if dot then
+    local n = string.sub(member, 1, dot - 1)
+    local live = alive[n]
+    if live == nil then
+      live = redis.call('EXISTS', prefix .. ':node:' .. n) == 1
+      alive[n] = live
+    end
+    if live then
+      out[#out + 1] = member
+      out[#out + 1] = flat[i + 1]
+    end
+  end
+end
+return out
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    url: str  # what redis-py connects to: the URL without wirehall's own options
+    safe_url: str  # the same with the password hidden, for messages and logs
+    prefix: str
+    heartbeat_ttl: float
+    connect_timeout: float
+    command_timeout: float
+    ping_interval: float
+    startup: Literal["fail", "wait"]
+
+
+_DEFAULTS: Final[dict[str, str]] = {
+    "prefix": "wirehall",
+    "heartbeat_ttl": "15",
+    "connect_timeout": "3",
+    "command_timeout": "3",
+    "ping_interval": "5",
+    "startup": "fail",
+}
+_SECONDS_OPTIONS: Final = ("heartbeat_ttl", "connect_timeout", "command_timeout", "ping_interval")
+
+
+def _parse_settings(url: str, overrides: dict[str, object]) -> _Settings:
+    shown = _hide_password(url)
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"the Redis URL {shown!r} is malformed ({exc}); use redis://HOST:PORT/DB"
+        ) from exc
+    if parts.scheme not in ("redis", "rediss"):
+        raise ConfigurationError(f"the Redis URL {shown!r} must start with redis:// or rediss:// (TLS)")
+    if not parts.hostname:
+        raise ConfigurationError(f"the Redis URL {shown!r} names no host; use redis://HOST:PORT/DB")
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise ConfigurationError(
+            f"the Redis URL {shown!r} has {parts.path!r} as its path; the path is the database "
+            "number, e.g. redis://127.0.0.1:6379/0"
+        )
+    options = dict(_DEFAULTS)
+    passthrough: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in seen:
+            raise ConfigurationError(f"the Redis URL {shown!r} sets {name!r} twice")
+        seen.add(name)
+        if name in _DEFAULTS:
+            options[name] = value
+        else:
+            passthrough.append((name, value))  # redis-py's own options, e.g. ssl_cert_reqs
+    for name, override in overrides.items():
+        if override is not None:
+            options[name] = str(override)
+
+    prefix = options["prefix"]
+    if not prefix or any(ch.isspace() for ch in prefix):
+        raise ConfigurationError(
+            f"the Redis backplane prefix {prefix!r} must be non-empty and without spaces"
+        )
+    seconds: dict[str, float] = {}
+    for name in _SECONDS_OPTIONS:
+        raw = options[name]
+        try:
+            number = float(raw)
+        except ValueError:
+            number = float("nan")
+        if not 0 < number < float("inf"):
+            raise ConfigurationError(
+                f"the Redis backplane option {name}={raw!r} must be a number of seconds above 0"
+            )
+        seconds[name] = number
+    startup = options["startup"]
+    if startup not in ("fail", "wait"):
+        raise ConfigurationError(
+            f"the Redis backplane option startup={startup!r} is not understood; use "
+            "startup=fail (raise when Redis is unreachable) or startup=wait (retry until it is)"
+        )
+    clean = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(passthrough), parts.fragment))
+    return _Settings(
+        url=clean,
+        safe_url=_hide_password(clean),
+        prefix=prefix,
+        heartbeat_ttl=seconds["heartbeat_ttl"],
+        connect_timeout=seconds["connect_timeout"],
+        command_timeout=seconds["command_timeout"],
+        ping_interval=seconds["ping_interval"],
+        startup="wait" if startup == "wait" else "fail",
+    )
+
+
+def _hide_password(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = quote(parts.username or "", safe="")
+        host = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return "<unparsable Redis URL>"
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
+
+
+class RedisBackplane:
+    """A `Backplane` on Redis (pub/sub for channels, hashes and expiring keys for presence).
+
+    Build it with `RedisBackplane.from_url("redis://127.0.0.1:6379/0?prefix=myapp")` or with
+    keyword arguments, which take precedence over the URL's options. Needs Redis 2.6 or
+    later, standalone or behind Sentinel-managed failover (not Redis Cluster).
+
+    Args:
+        url: `redis://[[user]:password@]host[:port][/db][?options]`, or `rediss://` for TLS.
+            Options other than the keyword arguments below are handed to redis-py.
+        prefix: prefix of every key and channel (default "wirehall"). Pub/sub channels are
+            shared by all databases of a server, so apps sharing a server need different
+            prefixes even when they use different database numbers.
+        heartbeat_ttl: seconds a node stays alive without calling `heartbeat()` (default 15);
+            call `heartbeat()` at least three times per `heartbeat_ttl`.
+        connect_timeout: seconds allowed to open a connection (default 3).
+        command_timeout: seconds allowed for one Redis command (default 3).
+        ping_interval: seconds of silence on the subscriber connection before it is probed
+            with PING; no answer within as long again replaces the connection (default 5).
+        startup: "fail" (default) makes `start()` raise `BackplaneError` when Redis cannot be
+            reached; "wait" makes it retry with backoff until Redis answers.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str | None = None,
+        heartbeat_ttl: float | None = None,
+        connect_timeout: float | None = None,
+        command_timeout: float | None = None,
+        ping_interval: float | None = None,
+        startup: Literal["fail", "wait"] | None = None,
+    ) -> None:
+        settings = _parse_settings(
+            url,
+            {
+                "prefix": prefix,
+                "heartbeat_ttl": heartbeat_ttl,
+                "connect_timeout": connect_timeout,
+                "command_timeout": command_timeout,
+                "ping_interval": ping_interval,
+                "startup": startup,
+            },
+        )
+        self._settings = settings
+        self._node_id = uuid.uuid4().hex[:12]
+        self._prefix = settings.prefix
+        self._node_rooms_key = f"{settings.prefix}:node-rooms:{self._node_id}"
+        self._ttl_ms = max(1, round(settings.heartbeat_ttl * 1000))
+        # A call may have to open a connection before it runs.
+        self._call_timeout = settings.connect_timeout + settings.command_timeout
+
+        common: dict[str, Any] = {
+            "protocol": 2,
+            "socket_timeout": settings.command_timeout,
+            "socket_connect_timeout": settings.connect_timeout,
+            "health_check_interval": 0,
+        }
+        try:
+            self._pool: BlockingConnectionPool = BlockingConnectionPool.from_url(
+                settings.url,
+                decode_responses=True,
+                # One immediate retry on a fresh connection: a pooled connection may be
+                # stale after a Redis restart. Nothing else retries, so failures are fast.
+                retry=Retry(NoBackoff(), 1),
+                client_name=f"wirehall-{self._node_id}",
+                max_connections=_POOL_SIZE,
+                timeout=settings.command_timeout,
+                **common,
+            )
+            self._subscriber_pool: ConnectionPool = ConnectionPool.from_url(
+                settings.url,
+                decode_responses=False,
+                retry=Retry(NoBackoff(), 0),
+                client_name=f"wirehall-sub-{self._node_id}",
+                **common,
+            )
+            # Rejects options redis-py does not know now rather than at the first connection.
+            self._subscriber_pool.make_connection()  # type: ignore[no-untyped-call]  # redis-py
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"the Redis URL {settings.safe_url!r} has an option redis-py rejects: {exc}"
+            ) from exc
+        self._client = aioredis.Redis(connection_pool=self._pool)
+        self._heartbeat_script = self._client.register_script(_HEARTBEAT_LUA)
+        self._resync_script = self._client.register_script(_RESYNC_LUA)
+        self._leave_script = self._client.register_script(_LEAVE_LUA)
+        self._presence_script = self._client.register_script(_PRESENCE_LUA)
+
+        self._state: Literal["new", "running", "closed"] = "new"
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Subscriber side. `_channels` is what we want (prefixed name -> name), `_confirmed`
+        # what Redis confirmed on the current connection. Subscribe and unsubscribe requests
+        # are serialised by `_subscription_lock`, each waiting for its own confirmation, so a
+        # confirmation always belongs to the request waiting for it.
+        self._channels: dict[bytes, str] = {}
+        self._confirmed: set[bytes] = set()
+        # (kind, key) -> one entry per command sent and not yet confirmed, oldest first; None
+        # stands for a command nobody waits for (the re-subscription after a reconnect).
+        self._waiters: dict[tuple[bytes, bytes], deque[asyncio.Future[bool] | None]] = {}
+        self._subscription_lock = asyncio.Lock()
+        self._subscriber: AbstractConnection | None = None
+        self._subscriber_ready = asyncio.Event()
+        self._inbox: deque[tuple[str, bytes]] = deque()
+        self._inbox_ready = asyncio.Event()
+        self._consuming = False
+        # Publisher side: publishes queue up here and go out in order, pipelined in batches.
+        self._outbox: list[tuple[bytes, bytes, asyncio.Future[None]]] = []
+        self._outbox_ready = asyncio.Event()
+        # This node's presence, the source of truth for it (Redis may lose it).
+        self._local: dict[str, dict[str, str]] = {}
+        self._presence_lock = asyncio.Lock()
+        self._presence_dirty = False
+        self._changed_rooms: set[str] = set()
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisBackplane:
+        """Build a backplane from a `redis://` or `rediss://` URL and its query options.
+
+        Raises:
+            ConfigurationError: the URL or one of its options is not understood.
+        """
+        return cls(url)
+
+    @property
+    def node_id(self) -> str:
+        """This backplane's unique id: 12 hex digits, fixed for its life."""
+        return self._node_id
+
+    @property
+    def url(self) -> str:
+        """The Redis URL in use, password hidden."""
+        return self._settings.safe_url
+
+    @property
+    def prefix(self) -> str:
+        """The prefix of every key and channel."""
+        return self._prefix
+
+    def __repr__(self) -> str:
+        return f"<RedisBackplane {self._settings.safe_url} node={self._node_id} {self._state}>"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, register this node and start the subscriber.
+
+        With `startup="wait"` this retries (0.1 s doubling up to 5 s) until Redis answers.
+
+        Raises:
+            BackplaneError: Redis cannot be reached (with `startup="fail"`), naming the URL.
+        """
+        if self._state == "running":
+            return
+        if self._state == "closed":
+            raise BackplaneError("this RedisBackplane was closed; build a new one to start again")
+        delay = _MIN_BACKOFF
+        attempt = 0
+        while True:
+            attempt += 1
+            if self._is_closed():
+                raise BackplaneError("the Redis backplane was closed while starting")
+            try:
+                subscriber = await self._connect_subscriber()
+                try:
+                    await self._call("register this node", self._locked_resync())
+                except BaseException:
+                    await self._discard(subscriber)
+                    raise
+                break
+            except BackplaneError as exc:
+                if self._settings.startup == "fail":
+                    raise BackplaneError(
+                        f"could not reach Redis at {self._settings.safe_url} ({exc.__cause__ or exc})"
+                        ". Start Redis there, correct the URL (WIREHALL_BACKPLANE), or add "
+                        "?startup=wait to the URL to wait for Redis at startup."
+                    ) from exc
+                logger.warning(
+                    "Redis at %s is not reachable yet (attempt %d: %s); retrying in %.1f s",
+                    self._settings.safe_url,
+                    attempt,
+                    exc.__cause__ or exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF)
+        await self._install_subscriber(subscriber)
+        self._state = "running"
+        self._spawn(self._subscriber_loop(subscriber), "wirehall-redis-subscriber")
+        self._spawn(self._publisher_loop(), "wirehall-redis-publisher")
+        logger.info(
+            "Redis backplane connected to %s as node %s (prefix %r)",
+            self._settings.safe_url,
+            self._node_id,
+            self._prefix,
+        )
+
+    async def close(self) -> None:
+        """Remove this node's presence, stop the subscriber, disconnect and end `messages()`.
+
+        Never raises for an unreachable Redis: other nodes then drop this node's members once
+        its liveness key expires.
+        """
+        if self._state == "closed":
+            return
+        was_running = self._state == "running"
+        self._state = "closed"
+        self._inbox.clear()
+        self._inbox_ready.set()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        for _, _, future in self._outbox:
+            if not future.done():
+                future.set_exception(BackplaneError("the Redis backplane was closed"))
+        self._outbox.clear()
+        if self._subscriber is not None:
+            subscriber = self._subscriber
+            self._detach(subscriber)
+            await self._discard(subscriber)
+        if was_running:
+            try:
+                await self._call(
+                    "remove this node's presence",
+                    self._leave_script(args=[self._prefix, self._node_id]),
+                )
+            except BackplaneError as exc:
+                logger.warning(
+                    "%s; other nodes drop this node's members within %g s",
+                    exc,
+                    self._settings.heartbeat_ttl,
+                )
+        self._local.clear()
+        await self._client.aclose()
+        await self._pool.aclose()
+        logger.info("Redis backplane node %s closed", self._node_id)
+
+    # -- channels ----------------------------------------------------------------------------
+
+    async def subscribe(self, channel: str) -> None:
+        """Start receiving `channel`; returns once Redis confirmed the subscription.
+
+        Raises:
+            BackplaneError: Redis did not confirm within the command timeout (e.g. it is
+                down). The channel stays wanted and is subscribed when the connection is back.
+        """
+        self._ensure_running()
+        key = self._channel_key(channel)
+        self._channels[key] = channel
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                while key in self._channels and key not in self._confirmed:
+                    if not await self._request(b"subscribe", key):
+                        await self._subscriber_ready.wait()
+        except TimeoutError as exc:
+            raise BackplaneError(
+                f"Redis at {self._settings.safe_url} did not confirm the subscription to "
+                f"{channel!r} within {self._call_timeout:g} s; it is subscribed as soon as "
+                "the connection is back"
+            ) from exc
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop receiving `channel`; nothing published to it is yielded after this returns."""
+        key = self._channel_key(channel)
+        if self._channels.pop(key, None) is None:
+            return
+        self._confirmed.discard(key)
+        if self._state != "running" or self._subscriber is None:
+            return  # the next connection will not subscribe it
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                await self._request(b"unsubscribe", key)
+        except TimeoutError:
+            logger.warning(
+                "Redis at %s did not confirm unsubscribing %r within %g s",
+                self._settings.safe_url,
+                channel,
+                self._call_timeout,
+            )
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        """Publish `payload` on `channel`; publishes from one node go out in call order.
+
+        Raises:
+            BackplaneError: Redis refused it or did not answer within the timeouts. A publish
+                that timed out may still have been delivered.
+        """
+        self._ensure_running()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outbox.append((self._channel_key(channel), payload, future))
+        self._outbox_ready.set()
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                await future
+        except TimeoutError as exc:
+            raise BackplaneError(
+                f"Redis at {self._settings.safe_url} did not take a publish to {channel!r} "
+                f"within {self._call_timeout:g} s"
+            ) from exc
+
+    async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
+        """Yield `(channel, payload)` for every message on a subscribed channel, in Redis order.
+
+        Ends when the backplane is closed. Messages published while the subscriber
+        connection is down are lost (Redis pub/sub keeps no history).
+
+        Raises:
+            RuntimeError: another consumer is already iterating.
+        """
+        if self._consuming:
+            raise RuntimeError("RedisBackplane.messages() already has a consumer")
+        self._consuming = True
+        inbox = self._inbox
+        try:
+            while self._state != "closed":
+                if inbox:
+                    yield inbox.popleft()
+                else:
+                    self._inbox_ready.clear()
+                    await self._inbox_ready.wait()
+        finally:
+            self._consuming = False
+
+    # -- presence ----------------------------------------------------------------------------
+
+    async def add_presence(self, room: str, member: str, identity: str) -> None:
+        """Record `member` (a connection id starting with `node_id` and ".") in `room`.
+
+        When Redis cannot be written the entry is kept locally (a WARNING is logged) and
+        written as soon as Redis answers again.
+
+        Raises:
+            ValueError: `member` does not belong to this node.
+        """
+        self._ensure_running()
+        self._check_member(member)
+        self._local.setdefault(room, {})[member] = identity
+
+        async def write() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hset(self._presence_key(room), member, identity)
+            pipe.sadd(self._node_rooms_key, room)
+            pipe.sadd(self._nodes_key, self._node_id)
+            await pipe.execute()
+
+        await self._write_presence(f"record {member!r} in room {room!r}", write)
+
+    async def remove_presence(self, room: str, member: str) -> None:
+        """Forget that `member` is in `room` (no error when it was not there).
+
+        Like `add_presence`, kept locally and written later when Redis cannot be written.
+        """
+        self._ensure_running()
+        self._check_member(member)
+        members = self._local.get(room)
+        if members is None or members.pop(member, None) is None:
+            return
+        room_left = not members
+        if room_left:
+            del self._local[room]
+
+        async def write() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hdel(self._presence_key(room), member)
+            if room_left:
+                pipe.srem(self._node_rooms_key, room)
+            await pipe.execute()
+
+        await self._write_presence(f"remove {member!r} from room {room!r}", write)
+
+    async def presence(self, room: str) -> dict[str, str]:
+        """Members of `room` on every live node, as `{member: identity}`.
+
+        This node's own members come from its local copy, so they are right even while
+        Redis is catching up after losing them.
+
+        Raises:
+            BackplaneError: Redis could not be read.
+        """
+        self._ensure_running()
+        flat: list[str] = await self._call(
+            f"read the presence of room {room!r}",
+            self._presence_script(args=[self._prefix, room]),
+        )
+        own = f"{self._node_id}."
+        members = {
+            member: identity
+            for member, identity in zip(flat[::2], flat[1::2], strict=True)
+            if not member.startswith(own)
+        }
+        members.update(self._local.get(room, {}))
+        return members
+
+    async def heartbeat(self) -> list[str]:
+        """Renew this node's liveness and purge the members of nodes whose liveness expired.
+
+        Each dead node is claimed atomically, so only one surviving node purges and reports
+        it. Also restores this node's presence when Redis lost it (restart, expired
+        liveness) and reports the rooms that restoring changed.
+
+        Raises:
+            BackplaneError: Redis could not be reached; rooms purged meanwhile are reported
+                by a later successful call.
+        """
+        self._ensure_running()
+        existed, dead, rooms = await self._call(
+            "renew this node's liveness",
+            self._heartbeat_script(args=[self._prefix, self._node_id, self._ttl_ms, 1]),
+        )
+        if dead:
+            logger.info(
+                "purged nodes %s whose liveness expired; presence changed in %d rooms",
+                ", ".join(sorted(dead)),
+                len(rooms),
+            )
+        self._changed_rooms.update(rooms)
+        if not existed:
+            self._presence_dirty = True
+            logger.warning(
+                "node %s was no longer alive in Redis at %s (Redis restarted, or heartbeats "
+                "came more than %g s apart); restoring its %d presence entries",
+                self._node_id,
+                self._settings.safe_url,
+                self._settings.heartbeat_ttl,
+                sum(len(members) for members in self._local.values()),
+            )
+        if self._presence_dirty:
+            await self._call("restore this node's presence", self._locked_resync())
+        changed = sorted(self._changed_rooms)
+        self._changed_rooms.clear()
+        return changed
+
+    # -- internals: commands -----------------------------------------------------------------
+
+    @property
+    def _nodes_key(self) -> str:
+        return f"{self._prefix}:nodes"
+
+    def _presence_key(self, room: str) -> str:
+        return f"{self._prefix}:presence:{room}"
+
+    def _channel_key(self, channel: str) -> bytes:
+        return f"{self._prefix}:{channel}".encode()
+
+    def _is_closed(self) -> bool:
+        return self._state == "closed"
+
+    def _ensure_running(self) -> None:
+        if self._state != "running":
+            raise BackplaneError(
+                "the Redis backplane is closed"
+                if self._state == "closed"
+                else "the Redis backplane is not started; await start() first"
+            )
+
+    def _check_member(self, member: str) -> None:
+        if not member.startswith(f"{self._node_id}."):
+            raise ValueError(
+                f"presence member {member!r} does not belong to node {self._node_id}: "
+                f"member ids must start with {self._node_id + '.'!r}"
+            )
+
+    async def _call(self, action: str, call: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                return await call
+        except _FAILURES as exc:
+            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            raise BackplaneError(
+                f"could not {action}: Redis at {self._settings.safe_url} failed ({reason})"
+            ) from exc
+
+    async def _write_presence(self, action: str, write: Callable[[], Awaitable[None]]) -> None:
+        try:
+            async with asyncio.timeout(self._call_timeout), self._presence_lock:
+                if self._presence_dirty:
+                    await self._resync()
+                else:
+                    await write()
+        except _FAILURES as exc:
+            self._presence_dirty = True
+            logger.warning(
+                "could not %s in Redis at %s (%s); kept locally and written when Redis answers",
+                action,
+                self._settings.safe_url,
+                "timed out" if isinstance(exc, TimeoutError) else exc,
+            )
+
+    async def _locked_resync(self) -> None:
+        async with self._presence_lock:
+            await self._resync()
+
+    async def _resync(self) -> None:
+        self._presence_dirty = True
+        args: list[str | int] = [self._prefix, self._node_id, self._ttl_ms]
+        for room, members in self._local.items():
+            for member, identity in members.items():
+                args += (room, member, identity)
+        changed: list[str] = await self._resync_script(args=args)
+        self._presence_dirty = False
+        self._changed_rooms.update(changed)
+
+    async def _restore_presence(self) -> None:
+        try:
+            await self._call("restore this node's presence", self._locked_resync())
+        except BackplaneError as exc:
+            logger.warning("%s; retrying at the next heartbeat", exc)
+
+    async def _publisher_loop(self) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            while self._outbox:
+                batch = [item for item in self._outbox[:_PUBLISH_BATCH] if not item[2].done()]
+                del self._outbox[:_PUBLISH_BATCH]
+                if batch:
+                    await self._publish_batch(batch)
+
+    async def _publish_batch(self, batch: list[tuple[bytes, bytes, asyncio.Future[None]]]) -> None:
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                if len(batch) == 1:
+                    await self._client.publish(batch[0][0], batch[0][1])
+                else:
+                    pipe = self._client.pipeline(transaction=False)
+                    for key, payload, _ in batch:
+                        pipe.publish(key, payload)
+                    await pipe.execute()
+        except _FAILURES as exc:
+            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            self._settle(batch, f"could not publish to Redis at {self._settings.safe_url} ({reason})", exc)
+        except asyncio.CancelledError:
+            self._settle(batch, "the Redis backplane was closed", None)
+            raise
+        except Exception as exc:
+            logger.exception("unexpected error publishing %d messages to Redis", len(batch))
+            self._settle(batch, f"could not publish to Redis: {exc!r}", exc)
+        else:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+    @staticmethod
+    def _settle(
+        batch: list[tuple[bytes, bytes, asyncio.Future[None]]],
+        message: str,
+        cause: BaseException | None,
+    ) -> None:
+        for _, _, future in batch:
+            if not future.done():
+                error = BackplaneError(message)
+                error.__cause__ = cause
+                future.set_exception(error)
+
+    # -- internals: subscriber ---------------------------------------------------------------
+
+    async def _connect_subscriber(self) -> AbstractConnection:
+        # redis-py leaves make_connection() unannotated.
+        connection: AbstractConnection = self._subscriber_pool.make_connection()  # type: ignore[no-untyped-call]
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                await connection.connect()  # type: ignore[no-untyped-call]  # redis-py
+        except _FAILURES as exc:
+            await self._discard(connection)
+            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            raise BackplaneError(
+                f"could not connect to Redis at {self._settings.safe_url} ({reason})"
+            ) from exc
+        return connection
+
+    async def _install_subscriber(self, connection: AbstractConnection) -> int:
+        """Subscribe every wanted channel on a new connection and make it the current one."""
+        try:
+            async with asyncio.timeout(self._call_timeout), self._subscription_lock:
+                keys = list(self._channels)
+                for key in keys:
+                    self._waiters.setdefault((b"subscribe", key), deque()).append(None)
+                for start in range(0, len(keys), _SUBSCRIBE_CHUNK):
+                    await connection.send_command("SUBSCRIBE", *keys[start : start + _SUBSCRIBE_CHUNK])
+                self._subscriber = connection
+                self._subscriber_ready.set()
+        except _FAILURES as exc:
+            await self._discard(connection)
+            raise BackplaneError(
+                f"could not re-subscribe at Redis at {self._settings.safe_url} ({exc})"
+            ) from exc
+        return len(keys)
+
+    async def _request(self, kind: bytes, key: bytes) -> bool:
+        """Send (UN)SUBSCRIBE for `key` and wait for its confirmation.
+
+        Returns False when there is no working connection (the caller may wait for one).
+        """
+        async with self._subscription_lock:
+            connection = self._subscriber
+            if connection is None or not connection.is_connected:
+                return False
+            if kind == b"subscribe":
+                if key in self._confirmed or key not in self._channels:
+                    return True
+            elif key in self._channels:
+                return True  # wanted again meanwhile: leave it subscribed
+            future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            waiters = self._waiters.setdefault((kind, key), deque())
+            waiters.append(future)
+            sent = False
+            try:
+                await connection.send_command(kind.decode().upper(), key)
+                sent = True
+                return await future
+            except _FAILURES as exc:
+                logger.debug("the subscriber connection failed while sending: %s", exc)
+                self._detach(connection)
+                return False
+            finally:
+                # A request that was sent keeps its place in the queue even when its caller
+                # gave up, so that its late reply is not taken for the next request's.
+                if not sent:
+                    with contextlib.suppress(ValueError):
+                        waiters.remove(future)
+                    if not connection.is_connected:  # redis-py drops it on a failed send
+                        self._detach(connection)
+
+    def _dispatch(self, response: Any) -> None:
+        if not isinstance(response, list):
+            return  # PONG to a PING sent before anything was subscribed
+        kind = response[0]
+        if kind == b"message":
+            name = self._channels.get(response[1])
+            if name is not None:
+                self._inbox.append((name, response[2]))
+                self._inbox_ready.set()
+        elif kind == b"subscribe":
+            key = response[1]
+            if key in self._channels:
+                self._confirmed.add(key)
+            self._resolve((kind, key))
+        elif kind == b"unsubscribe":
+            key = response[1]
+            if key is not None:
+                self._confirmed.discard(key)
+                self._resolve((kind, key))
+        elif kind != b"pong":
+            logger.debug("ignored unexpected pub/sub reply %r", response[:2])
+
+    def _resolve(self, waiter_key: tuple[bytes, bytes]) -> None:
+        # Replies come in the order the commands were sent: each one settles the oldest.
+        waiters = self._waiters.get(waiter_key)
+        if not waiters:
+            return
+        future = waiters.popleft()
+        if not waiters:
+            del self._waiters[waiter_key]
+        if future is not None and not future.done():
+            future.set_result(True)
+
+    def _detach(self, connection: AbstractConnection) -> None:
+        """Forget `connection` as the current subscriber and wake everyone waiting on it."""
+        if self._subscriber is not connection:
+            return
+        self._subscriber = None
+        self._subscriber_ready.clear()
+        self._confirmed.clear()
+        waiting, self._waiters = self._waiters, {}
+        for waiters in waiting.values():
+            for future in waiters:
+                if future is not None and not future.done():
+                    future.set_result(False)
+
+    async def _discard(self, connection: AbstractConnection) -> None:
+        with contextlib.suppress(*_FAILURES):
+            await connection.disconnect(nowait=True)
+
+    async def _read(self, connection: AbstractConnection) -> None:
+        interval = self._settings.ping_interval
+        awaiting_pong = False
+        while True:
+            response = await connection.read_response(timeout=interval)
+            if response is None:
+                if awaiting_pong:
+                    raise TimeoutError(f"no answer to PING within {interval:g} s")
+                awaiting_pong = True
+                await connection.send_command("PING")
+                continue
+            awaiting_pong = False
+            self._dispatch(response)
+
+    async def _subscriber_loop(self, connection: AbstractConnection) -> None:
+        loop = asyncio.get_running_loop()
+        delay = _MIN_BACKOFF
+        while True:
+            since = loop.time()
+            try:
+                await self._read(connection)
+            except _FAILURES as exc:
+                logger.warning(
+                    "lost the Redis subscriber connection to %s (%s); reconnecting",
+                    self._settings.safe_url,
+                    "timed out" if isinstance(exc, TimeoutError) and not str(exc) else exc,
+                )
+            except Exception:
+                logger.exception(
+                    "unexpected error reading from Redis at %s; reconnecting",
+                    self._settings.safe_url,
+                )
+            finally:
+                self._detach(connection)
+                await self._discard(connection)
+            lost_at = loop.time()
+            if lost_at - since >= _MAX_BACKOFF:
+                delay = _MIN_BACKOFF  # it had been working: try again at once
+            attempt = 0
+            while True:
+                await asyncio.sleep(delay)
+                attempt += 1
+                try:
+                    connection = await self._connect_subscriber()
+                    count = await self._install_subscriber(connection)
+                except BackplaneError as exc:
+                    delay = min(delay * 2, _MAX_BACKOFF)
+                    logger.warning(
+                        "Redis at %s still unreachable (attempt %d: %s); next try in %.1f s",
+                        self._settings.safe_url,
+                        attempt,
+                        exc.__cause__ or exc,
+                        delay,
+                    )
+                    continue
+                break
+            delay = min(delay * 2, _MAX_BACKOFF)
+            logger.info(
+                "reconnected to Redis at %s after %.1f s; re-subscribed %d channels",
+                self._settings.safe_url,
+                loop.time() - lost_at,
+                count,
+            )
+            self._spawn(self._restore_presence(), "wirehall-redis-restore-presence")
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            logger.error("background task %s of the Redis backplane failed", task.get_name(), exc_info=error)
