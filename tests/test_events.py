@@ -3,9 +3,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import FrozenInstanceError, dataclass
+from typing import Any
 
 import pytest
 
+from wirehall import HTTPError, Wirehall
 from wirehall.events import (
     ErrorRaised,
     Event,
@@ -14,6 +16,7 @@ from wirehall.events import (
     RequestStarted,
     WebSocketConnected,
 )
+from wirehall.testing.client import TestClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,3 +167,114 @@ def test_error_raised_carries_the_exception() -> None:
     event = ErrorRaised(error, "/p", "http")
     assert event.error is error
     assert (event.path, event.kind) == ("/p", "http")
+
+
+# around requests -------------------------------------------------------------
+
+
+def new_app(**options: Any) -> Wirehall:
+    options.setdefault("backplane", "memory://")
+    return Wirehall(**options)
+
+
+def app_with_routes() -> Wirehall:
+    app = new_app()
+
+    @app.get("/ok/{id:int}")
+    async def ok(id: int) -> dict[str, int]:
+        await asyncio.sleep(0.01)
+        return {"id": id}
+
+    @app.get("/teapot")
+    async def teapot() -> str:
+        raise HTTPError(418, "short and stout")
+
+    @app.get("/boom")
+    async def boom() -> str:
+        raise ValueError("kaboom")
+
+    return app
+
+
+async def test_request_started_and_completed_around_every_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = app_with_routes()
+    seen: list[Event] = []
+    app.events.subscribe(RequestStarted, seen.append)
+    app.events.subscribe(RequestCompleted, seen.append)
+    with caplog.at_level(logging.CRITICAL):
+        async with TestClient(app) as client:
+            await client.get("/ok/1")
+            await client.get("/teapot")
+            await client.get("/boom")
+    assert [type(e).__name__ for e in seen] == ["RequestStarted", "RequestCompleted"] * 3
+    started = [e for e in seen if isinstance(e, RequestStarted)]
+    completed = [e for e in seen if isinstance(e, RequestCompleted)]
+    assert [(e.method, e.path) for e in started] == [("GET", "/ok/1"), ("GET", "/teapot"), ("GET", "/boom")]
+    assert [(e.path, e.status) for e in completed] == [("/ok/1", 200), ("/teapot", 418), ("/boom", 500)]
+    assert completed[0].duration >= 0.01
+    assert all(0 <= e.duration < 5 for e in completed)
+
+
+async def test_request_events_also_cover_unmatched_requests() -> None:
+    app = app_with_routes()
+    completed: list[RequestCompleted] = []
+    app.events.subscribe(RequestCompleted, completed.append)
+    async with TestClient(app) as client:
+        await client.get("/nowhere")
+        await client.post("/teapot")
+    assert [(e.path, e.status) for e in completed] == [("/nowhere", 404), ("/teapot", 405)]
+
+
+async def test_subscribing_while_serving_takes_effect() -> None:
+    app = app_with_routes()
+    completed: list[RequestCompleted] = []
+    async with TestClient(app) as client:
+        await client.get("/ok/1")
+        app.events.subscribe(RequestCompleted, completed.append)
+        await client.get("/ok/2")
+        app.events.unsubscribe(RequestCompleted, completed.append)
+        await client.get("/ok/3")
+    assert [e.path for e in completed] == ["/ok/2"]
+
+
+async def test_a_failing_request_subscriber_never_breaks_the_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = app_with_routes()
+
+    def broken(event: Event) -> None:
+        raise RuntimeError("subscriber bug")
+
+    async def broken_async(event: Event) -> None:
+        raise RuntimeError("async subscriber bug")
+
+    app.events.subscribe(RequestStarted, broken)
+    app.events.subscribe(RequestCompleted, broken_async)
+    app.events.subscribe(ErrorRaised, broken)
+    with caplog.at_level(logging.ERROR, logger="wirehall.events"):
+        async with TestClient(app) as client:
+            ok = await client.get("/ok/5")
+            crash = await client.get("/boom")
+    assert (ok.status_code, ok.json()) == (200, {"id": 5})
+    assert crash.status_code == 500
+    assert crash.json() == {"error": "Internal Server Error"}
+    assert "subscriber bug" in caplog.text
+    assert "async subscriber bug" in caplog.text
+
+
+async def test_error_raised_is_published_for_crashes_only(caplog: pytest.LogCaptureFixture) -> None:
+    app = app_with_routes()
+    errors: list[ErrorRaised] = []
+    app.events.subscribe(ErrorRaised, errors.append)
+    with caplog.at_level(logging.CRITICAL):
+        async with TestClient(app) as client:
+            await client.get("/teapot")
+            await client.get("/ok/1")
+            await client.get("/boom")
+    assert len(errors) == 1
+    assert isinstance(errors[0].error, ValueError)
+    assert str(errors[0].error) == "kaboom"
+    assert errors[0].path == "/boom"
+    assert errors[0].kind == "http"

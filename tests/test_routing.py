@@ -1,13 +1,19 @@
-"""Path compiling and matching on the Router itself (through the app: tests/test_app_routing below)."""
+"""Path compiling and matching: on the Router itself, then through the app."""
 
 from __future__ import annotations
 
+import json
+import logging
 import uuid
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from wirehall import HTTPController, Mount, Request, Route, WebSocketRoute, Wirehall
 from wirehall.errors import ConfigurationError
 from wirehall.routing import Router, compile_path
+from wirehall.testing.client import TestClient
 from wirehall.types import Receive, Scope, Send
 
 
@@ -279,3 +285,371 @@ def test_many_routes_in_other_buckets_do_not_shadow_each_other() -> None:
         assert match.handler is handlers[i]
         assert match.path_params == {"id": 5}
     assert router.match("http", "GET", "/r50/5").handler is None
+
+
+# through the app -------------------------------------------------------------
+
+
+def new_app(**options: Any) -> Wirehall:
+    options.setdefault("backplane", "memory://")
+    return Wirehall(**options)
+
+
+async def test_typed_path_parameters_reach_the_endpoint_converted() -> None:
+    app = new_app()
+
+    @app.get("/items/{id:int}")
+    async def item(id: int) -> dict[str, Any]:
+        return {"id": id, "type": type(id).__name__}
+
+    @app.get("/prices/{x:float}")
+    async def price(x: float) -> dict[str, Any]:
+        return {"x": x, "type": type(x).__name__}
+
+    @app.get("/keys/{key:uuid}")
+    async def key(key: uuid.UUID) -> dict[str, Any]:
+        return {"key": str(key), "type": type(key).__name__}
+
+    @app.get("/files/{rest:path}")
+    async def files(rest: str) -> dict[str, str]:
+        return {"rest": rest}
+
+    @app.get("/rooms/{room}")
+    async def room(room: str, request: Request) -> dict[str, Any]:
+        return {"room": room, "params": request.path_params}
+
+    the_key = "12345678-1234-5678-1234-567812345678"
+    async with TestClient(app) as client:
+        assert (await client.get("/items/42")).json() == {"id": 42, "type": "int"}
+        assert (await client.get("/prices/2.5")).json() == {"x": 2.5, "type": "float"}
+        assert (await client.get(f"/keys/{the_key}")).json() == {"key": the_key, "type": "UUID"}
+        assert (await client.get("/files/css/site.css")).json() == {"rest": "css/site.css"}
+        assert (await client.get("/rooms/caf%C3%A9")).json() == {
+            "room": "café",
+            "params": {"room": "café"},
+        }
+        for bad in ("/items/abc", "/prices/x", "/keys/123", "/items/"):
+            response = await client.get(bad)
+            assert response.status_code == 404, bad
+            assert response.json() == {"error": "Not Found"}
+
+
+async def test_unknown_path_is_a_json_404() -> None:
+    app = new_app()
+    async with TestClient(app) as client:
+        response = await client.get("/nowhere")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"error": "Not Found"}
+
+
+async def test_wrong_method_is_a_405_with_allow() -> None:
+    app = new_app()
+
+    @app.route("/things", methods=["GET", "POST"])
+    async def things(request: Request) -> str:
+        return request.method
+
+    async with TestClient(app) as client:
+        assert (await client.post("/things")).text == "POST"
+        response = await client.delete("/things")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD, POST"
+    assert response.json() == {"error": "Method Not Allowed"}
+
+
+async def test_head_is_served_by_get_without_a_body() -> None:
+    app = new_app()
+    calls: list[str] = []
+
+    @app.get("/page")
+    async def page(request: Request) -> str:
+        calls.append(request.method)
+        return "hello world"
+
+    async with TestClient(app) as client:
+        got = await client.get("/page")
+        head = await client.head("/page")
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == got.headers["content-length"] == "11"
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert calls == ["GET", "HEAD"]
+
+
+async def test_head_of_an_endpoint_with_parameters_has_no_body_either() -> None:
+    app = new_app()
+
+    @app.get("/items/{id:int}")
+    async def item(id: int) -> dict[str, int]:
+        return {"id": id}
+
+    async with TestClient(app) as client:
+        head = await client.head("/items/3")
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == str(len(b'{"id":3}'))
+
+
+async def test_named_routes_and_url_path_for() -> None:
+    app = new_app()
+
+    @app.get("/users/{id:int}", name="user")
+    async def show_user(id: int, request: Request) -> dict[str, str]:
+        return {"self": request.url_for("user", id=id)}
+
+    @app.get("/about")
+    async def about() -> str:
+        return "about"
+
+    assert app.url_path_for("user", id=5) == "/users/5"
+    assert app.url_path_for("about") == "/about"  # named after the function
+    with pytest.raises(ConfigurationError, match="no route is named 'show_user'"):
+        app.url_path_for("show_user")
+    async with TestClient(app) as client:
+        assert (await client.get("/users/5")).json() == {"self": "http://testserver/users/5"}
+
+
+async def test_the_same_function_on_two_paths_keeps_the_first_auto_name() -> None:
+    app = new_app()
+
+    async def page() -> str:
+        return "page"
+
+    app.add_route("/one", page)
+    app.add_route("/two", page)
+    assert app.url_path_for("page") == "/one"
+
+
+async def test_duplicate_registrations_are_refused() -> None:
+    app = new_app()
+
+    @app.get("/x")
+    async def first() -> str:
+        return "1"
+
+    async def second() -> str:
+        return "2"
+
+    with pytest.raises(ConfigurationError, match="GET /x is registered twice"):
+        app.get("/x")(second)
+    with pytest.raises(ConfigurationError, match="'first' is used twice"):
+        app.get("/y", name="first")(second)
+
+
+async def test_sync_endpoints_are_refused_at_registration() -> None:
+    app = new_app()
+
+    def sync_endpoint() -> str:
+        return "x"
+
+    with pytest.raises(ConfigurationError, match="must be an async function"):
+        app.get("/")(sync_endpoint)
+
+
+async def test_groups_prefix_paths_and_names_and_nest() -> None:
+    app = new_app()
+    api = app.group("/api", name_prefix="api:")
+    v1 = api.group("/v1", name_prefix="v1:")
+
+    @api.get("/health", name="health")
+    async def health() -> str:
+        return "ok"
+
+    @v1.post("/items/{id:int}", name="item")
+    async def item(id: int) -> dict[str, int]:
+        return {"id": id}
+
+    assert app.url_path_for("api:health") == "/api/health"
+    assert app.url_path_for("api:v1:item", id=3) == "/api/v1/items/3"
+    async with TestClient(app) as client:
+        assert (await client.get("/api/health")).text == "ok"
+        assert (await client.post("/api/v1/items/3")).json() == {"id": 3}
+        assert (await client.get("/health")).status_code == 404
+        assert (await client.get("/api/v1/items/3")).status_code == 405
+
+
+@pytest.mark.parametrize("prefix", ["api", "/api/", ""])
+def test_group_prefix_must_be_well_formed(prefix: str) -> None:
+    with pytest.raises(ConfigurationError, match="must start with '/'"):
+        new_app().group(prefix)
+
+
+async def test_every_method_decorator_registers_its_method() -> None:
+    app = new_app()
+
+    async def echo(request: Request) -> str:
+        return request.method
+
+    app.put("/r")(echo)
+    app.patch("/r")(echo)
+    app.delete("/r")(echo)
+    app.options("/r")(echo)
+    app.post("/r")(echo)
+    async with TestClient(app) as client:
+        for method in ("PUT", "PATCH", "DELETE", "OPTIONS", "POST"):
+            response = await client.request(method, "/r")
+            assert response.text == method
+        assert (await client.get("/r")).status_code == 405
+
+
+async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
+    body = json.dumps(
+        {
+            "path": scope["path"],
+            "root_path": scope["root_path"],
+            "raw_path": scope["raw_path"].decode(),
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def test_a_mounted_app_sees_its_root_path_and_the_rest_of_the_path() -> None:
+    app = new_app()
+    app.mount("/sub", echo_app, name="sub")
+    async with TestClient(app) as client:
+        below = (await client.get("/sub/a/b")).json()
+        root = (await client.get("/sub")).json()
+        assert (await client.get("/subway")).status_code == 404
+    assert below == {"path": "/a/b", "root_path": "/sub", "raw_path": "/a/b"}
+    assert root == {"path": "/", "root_path": "/sub", "raw_path": "/"}
+    assert app.url_path_for("sub", path="a/b") == "/sub/a/b"
+
+
+async def test_a_mounted_wirehall_app_routes_below_its_prefix() -> None:
+    child = new_app(security_headers=False)
+
+    @child.get("/items/{id:int}", name="item")
+    async def item(id: int, request: Request) -> dict[str, Any]:
+        return {"id": id, "path": request.path, "url": str(request.url), "for": request.url_for("item", id=1)}
+
+    parent = new_app()
+    parent.mount("/child", child)
+    async with TestClient(child), TestClient(parent) as client:
+        response = await client.get("/child/items/7")
+    assert response.json() == {
+        "id": 7,
+        "path": "/items/7",
+        "url": "http://testserver/child/items/7",
+        "for": "http://testserver/child/items/1",
+    }
+
+
+async def test_an_error_in_a_mounted_app_is_a_json_500(caplog: pytest.LogCaptureFixture) -> None:
+    async def broken(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("sub-app bug")
+
+    app = new_app()
+    app.mount("/broken", broken)
+    with caplog.at_level(logging.CRITICAL):
+        async with TestClient(app) as client:
+            response = await client.get("/broken/x")
+    assert response.status_code == 500
+    assert response.json() == {"error": "Internal Server Error"}
+
+
+async def test_static_files_through_the_app(tmp_path: Path) -> None:
+    (tmp_path / "site.css").write_text("body{}")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "index.html").write_text("<p>docs</p>")
+    app = new_app()
+    app.static("/static", tmp_path)
+    app.static("/site", tmp_path, name="site", html=True)
+    async with TestClient(app) as client:
+        css = await client.get("/static/site.css")
+        index = await client.get("/site/docs/")
+        missing = await client.get("/static/missing.css")
+    assert (css.status_code, css.text) == (200, "body{}")
+    assert css.headers["content-type"].startswith("text/css")
+    assert index.text == "<p>docs</p>"
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "file not found"}
+    assert app.url_path_for("static", path="site.css") == "/static/site.css"
+
+
+async def table_home() -> str:
+    return "home"
+
+
+async def table_item(id: int) -> dict[str, int]:
+    return {"id": id}
+
+
+class TableController(HTTPController):
+    async def get(self) -> str:
+        return "controller get"
+
+    async def delete(self) -> None:
+        return None
+
+
+async def table_socket(websocket: Any) -> None:
+    pass
+
+
+async def test_a_route_table_registers_routes_websockets_and_mounts() -> None:
+    app = new_app(
+        routes=[
+            Route("/", table_home, name="home"),
+            Route("/items/{id:int}", table_item, methods=["GET", "PUT"]),
+            Route("/ctl", TableController),
+            Mount("/sub", echo_app, name="sub"),
+        ]
+    )
+    async with TestClient(app) as client:
+        assert (await client.get("/")).text == "home"
+        assert (await client.put("/items/2")).json() == {"id": 2}
+        assert (await client.get("/ctl")).text == "controller get"
+        assert (await client.delete("/ctl")).status_code == 204
+        assert (await client.post("/ctl")).headers["allow"] == "DELETE, GET, HEAD"
+        assert (await client.get("/sub/x")).json()["path"] == "/x"
+    assert app.url_path_for("home") == "/"
+    rows = app.router.table()
+    assert ("GET,PUT", "/items/{id:int}", f"{__name__}.table_item") in rows
+    assert ("DELETE,GET", "/ctl", f"{__name__}.TableController") in rows
+    assert ("MOUNT", "/sub/*", f"{__name__}.echo_app") in rows
+
+
+async def test_websocket_routes_are_registered_from_a_table_and_a_decorator() -> None:
+    from wirehall import WebSocketController
+
+    class Echo(WebSocketController):
+        pass
+
+    app = new_app(routes=[WebSocketRoute("/ws/table", Echo, name="table_ws")])
+    app.websocket("/ws/{room}", name="room_ws")(Echo)
+    assert app.url_path_for("table_ws") == "/ws/table"
+    assert app.url_path_for("room_ws", room="lobby") == "/ws/lobby"
+    rows = app.router.table()
+    assert [r[0] for r in rows] == ["WEBSOCKET", "WEBSOCKET"]
+    with pytest.raises(ConfigurationError, match="registered twice"):
+        app.add_websocket_route("/ws/table", Echo)
+
+
+def test_a_table_entry_of_the_wrong_kind_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="is not a Route, WebSocketRoute or Mount"):
+        new_app(routes=[("/", table_home)])
+
+
+async def test_path_params_of_one_request_never_leak_into_another() -> None:
+    app = new_app()
+
+    @app.get("/a")
+    async def a(request: Request) -> dict[str, Any]:
+        request.path_params["leaked"] = True
+        return dict(request.path_params)
+
+    @app.get("/b")
+    async def b(request: Request) -> dict[str, Any]:
+        return dict(request.path_params)
+
+    async with TestClient(app) as client:
+        await client.get("/a")
+        assert (await client.get("/b")).json() == {}

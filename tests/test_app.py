@@ -1,0 +1,679 @@
+"""The application: ASGI entry point, lifespan, services, errors and exception handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from wirehall import (
+    AppStarted,
+    AppStopping,
+    Container,
+    ErrorRaised,
+    Event,
+    EventBus,
+    HTTPError,
+    Middleware,
+    Request,
+    Response,
+    Wirehall,
+)
+from wirehall.errors import ConfigurationError
+from wirehall.http.response import JSONResponse, PlainTextResponse, StreamingResponse
+from wirehall.testing.client import LifespanError, TestClient
+from wirehall.types import ASGIApp, Message, Receive, Scope, Send
+
+
+def new_app(**options: Any) -> Wirehall:
+    options.setdefault("backplane", "memory://")
+    return Wirehall(**options)
+
+
+class Store:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+
+class Session:
+    pass
+
+
+class Settings:
+    pass
+
+
+class Database:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+
+class Unit:
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+
+def http_scope(path: str = "/", method: str = "GET", **extra: Any) -> dict[str, Any]:
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 1234),
+        "server": ("testserver", 80),
+    }
+    scope.update(extra)
+    return scope
+
+
+async def call(app: ASGIApp, scope: dict[str, Any], body: bytes = b"") -> list[Message]:
+    """Run one HTTP request through `app` by hand; returns what it sent."""
+    sent: list[Message] = []
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> Message:
+        if messages:
+            return messages.pop(0)
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(app(scope, receive, send), timeout=5)
+    return sent
+
+
+# ASGI ---------------------------------------------------------------------
+
+
+async def test_the_app_is_an_asgi3_callable_and_starts_itself_without_lifespan() -> None:
+    app = new_app()
+    started: list[str] = []
+    app.on_startup(lambda: started.append("up"))
+
+    @app.get("/")
+    async def home(request: Request) -> dict[str, Any]:
+        return {"app_is_self": request.app is app, "scope_app": request.scope["app"] is app}
+
+    assert inspect.iscoroutinefunction(app.__call__)
+    assert len(inspect.signature(app.__call__).parameters) == 3
+    sent = await call(app, http_scope("/"))
+    assert sent[0]["type"] == "http.response.start"
+    assert sent[0]["status"] == 200
+    assert b"".join(m.get("body", b"") for m in sent[1:]) == b'{"app_is_self":true,"scope_app":true}'
+    assert started == ["up"]
+    await app.shutdown()
+
+
+async def test_the_lifespan_protocol_by_hand() -> None:
+    app = new_app()
+    log: list[str] = []
+    app.on_startup(lambda: log.append("startup"))
+    app.on_shutdown(lambda: log.append("shutdown"))
+    inbox: asyncio.Queue[Message] = asyncio.Queue()
+    outbox: asyncio.Queue[Message] = asyncio.Queue()
+    task = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, outbox.put))
+    await inbox.put({"type": "lifespan.startup"})
+    assert (await asyncio.wait_for(outbox.get(), 5))["type"] == "lifespan.startup.complete"
+    assert log == ["startup"]
+    await inbox.put({"type": "lifespan.shutdown"})
+    assert (await asyncio.wait_for(outbox.get(), 5))["type"] == "lifespan.shutdown.complete"
+    await asyncio.wait_for(task, 5)
+    assert log == ["startup", "shutdown"]
+
+
+async def test_startup_failure_is_reported_through_the_lifespan() -> None:
+    app = new_app()
+
+    def broken() -> None:
+        raise RuntimeError("no config file")
+
+    app.on_startup(broken)
+    inbox: asyncio.Queue[Message] = asyncio.Queue()
+    outbox: asyncio.Queue[Message] = asyncio.Queue()
+    task = asyncio.create_task(app({"type": "lifespan"}, inbox.get, outbox.put))
+    await inbox.put({"type": "lifespan.startup"})
+    message = await asyncio.wait_for(outbox.get(), 5)
+    await asyncio.wait_for(task, 5)
+    assert message["type"] == "lifespan.startup.failed"
+    assert "RuntimeError: no config file" in message["message"]
+
+
+# lifespan hooks -----------------------------------------------------------
+
+
+async def test_sync_and_async_hooks_run_in_order() -> None:
+    app = new_app()
+    log: list[str] = []
+
+    @app.on_startup
+    def first() -> None:
+        log.append("start 1")
+
+    @app.on_startup
+    async def second() -> None:
+        await asyncio.sleep(0)
+        log.append("start 2")
+
+    @app.on_shutdown
+    async def third() -> None:
+        log.append("stop 1")
+
+    @app.on_shutdown
+    def fourth() -> None:
+        log.append("stop 2")
+
+    @app.get("/")
+    async def home() -> str:
+        log.append("request")
+        return "hi"
+
+    async with TestClient(app) as client:
+        assert log == ["start 1", "start 2"]
+        await client.get("/")
+    assert log[:3] == ["start 1", "start 2", "request"]
+    assert sorted(log[3:]) == ["stop 1", "stop 2"]
+
+
+async def test_app_events_around_the_lifespan() -> None:
+    app = new_app()
+    seen: list[str] = []
+    app.events.subscribe(AppStarted, lambda e: seen.append("started"))
+    app.events.subscribe(AppStopping, lambda e: seen.append("stopping"))
+    async with TestClient(app):
+        assert seen == ["started"]
+    assert seen == ["started", "stopping"]
+
+
+async def test_the_apps_own_objects_can_be_injected() -> None:
+    app = new_app()
+
+    @app.get("/")
+    async def home(a: Wirehall, c: Container, bus: EventBus) -> dict[str, bool]:
+        return {"app": a is app, "container": c is app.container, "bus": bus is app.events}
+
+    async with TestClient(app) as client:
+        assert (await client.get("/")).json() == {"app": True, "container": True, "bus": True}
+
+
+# services ------------------------------------------------------------------
+
+
+async def test_singletons_are_built_at_startup_and_torn_down_after_shutdown_hooks() -> None:
+    app = new_app()
+    log: list[str] = []
+
+    async def open_store() -> AsyncIterator[Store]:
+        log.append("store open")
+        yield Store()
+        log.append("store closed")
+
+    app.container.singleton(Store, open_store)
+    app.on_startup(lambda: log.append("startup hook"))
+    app.on_shutdown(lambda: log.append("shutdown hook"))
+
+    @app.get("/items")
+    async def items(store: Store) -> list[str]:
+        store.items.append("x")
+        return store.items
+
+    async with TestClient(app) as client:
+        assert log == ["store open", "startup hook"]
+        assert (await client.get("/items")).json() == ["x"]
+        assert (await client.get("/items")).json() == ["x", "x"]
+        assert log == ["store open", "startup hook"]
+    assert log == ["store open", "startup hook", "shutdown hook", "store closed"]
+
+
+async def test_startup_hooks_can_ask_nothing_but_see_built_singletons() -> None:
+    app = new_app()
+    app.container.singleton(Store)
+    seen: list[Store] = []
+
+    @app.on_startup
+    async def warm() -> None:
+        seen.append(await app.container.get(Store))
+
+    @app.get("/")
+    async def home(store: Store) -> dict[str, bool]:
+        return {"same": store is seen[0]}
+
+    async with TestClient(app) as client:
+        assert (await client.get("/")).json() == {"same": True}
+
+
+async def test_a_broken_singleton_fails_startup_with_its_error() -> None:
+    app = new_app()
+
+    def connect() -> Database:
+        raise RuntimeError("database unreachable at db:5432")
+
+    app.container.singleton(Settings)
+    app.container.singleton(Database, connect)
+    with pytest.raises(LifespanError, match="database unreachable at db:5432"):
+        async with TestClient(app):
+            pass
+
+
+async def test_a_broken_singleton_failure_names_the_service() -> None:
+    app = new_app()
+
+    def connect() -> Database:
+        raise RuntimeError("connection refused")
+
+    app.container.singleton(Database, connect)
+    with pytest.raises(LifespanError, match="Database"):
+        async with TestClient(app):
+            pass
+
+
+async def test_a_failed_startup_closes_what_it_had_opened() -> None:
+    app = new_app()
+    log: list[str] = []
+
+    async def open_store() -> AsyncIterator[Store]:
+        log.append("store open")
+        yield Store()
+        log.append("store closed")
+
+    def broken_hook() -> None:
+        raise RuntimeError("migration failed")
+
+    app.container.singleton(Store, open_store)
+    app.on_startup(broken_hook)
+    with pytest.raises(LifespanError, match="migration failed"):
+        async with TestClient(app):
+            pass
+    assert log == ["store open", "store closed"]
+
+
+async def test_an_unregistered_dependency_fails_startup_not_the_first_request() -> None:
+    app = new_app()
+
+    @app.get("/")
+    async def home(store: Store) -> str:
+        return "never"
+
+    with pytest.raises(LifespanError, match=r"needs Store, which is not registered"):
+        async with TestClient(app):
+            pass
+
+
+async def test_an_unresolvable_parameter_fails_at_registration() -> None:
+    app = new_app()
+
+    async def home(mystery) -> str:
+        return "never"
+
+    with pytest.raises(ConfigurationError, match=r"'mystery'.*not a path parameter"):
+        app.get("/")(home)
+    with pytest.raises(ConfigurationError, match=r"'mystery'"):
+        app.get("/rooms/{room}")(home)
+
+
+async def test_factories_get_their_own_dependencies() -> None:
+    app = new_app()
+    app.container.singleton(Settings)
+    app.container.singleton(Database)
+
+    @app.get("/")
+    async def home(db: Database, settings: Settings) -> dict[str, bool]:
+        return {"same": db.settings is settings}
+
+    async with TestClient(app) as client:
+        assert (await client.get("/")).json() == {"same": True}
+
+
+async def test_scoped_values_are_shared_within_a_request_and_torn_down_at_its_end() -> None:
+    app = new_app()
+    log: list[str] = []
+    counter = iter(range(100))
+
+    async def open_session() -> AsyncIterator[Session]:
+        number = next(counter)
+        log.append(f"open {number}")
+        session = Session()
+        session.number = number  # type: ignore[attr-defined]
+        yield session
+        log.append(f"close {number}")
+
+    def make_unit(session: Session) -> Unit:
+        return Unit(session.number)  # type: ignore[attr-defined]
+
+    app.container.scoped(Session, open_session)
+    app.container.transient(Unit, make_unit)
+
+    @app.get("/")
+    async def home(session: Session, unit: Unit, again: Unit) -> dict[str, Any]:
+        log.append("handler")
+        return {
+            "session": session.number,  # type: ignore[attr-defined]
+            "unit": unit.number,
+            "fresh_units": unit is not again,
+        }
+
+    async with TestClient(app) as client:
+        first = (await client.get("/")).json()
+        assert log == ["open 0", "handler", "close 0"]
+        second = (await client.get("/")).json()
+    assert first == {"session": 0, "unit": 0, "fresh_units": True}
+    assert second == {"session": 1, "unit": 1, "fresh_units": True}
+    assert log == ["open 0", "handler", "close 0", "open 1", "handler", "close 1"]
+
+
+async def test_scoped_teardown_runs_when_the_endpoint_raises() -> None:
+    app = new_app()
+    log: list[str] = []
+
+    async def open_session() -> AsyncIterator[Session]:
+        log.append("open")
+        yield Session()
+        log.append("close")
+
+    app.container.scoped(Session, open_session)
+
+    @app.get("/")
+    async def home(session: Session) -> str:
+        raise HTTPError(409, "conflict")
+
+    async with TestClient(app) as client:
+        response = await client.get("/")
+    assert response.status_code == 409
+    assert log == ["open", "close"]
+
+
+async def test_container_override_for_tests() -> None:
+    app = new_app()
+    app.container.singleton(Store)
+
+    @app.get("/")
+    async def home(store: Store) -> list[str]:
+        return store.items
+
+    fake = Store()
+    fake.items.append("fake")
+    async with TestClient(app) as client:
+        with app.container.override(Store, fake):
+            assert (await client.get("/")).json() == ["fake"]
+        assert (await client.get("/")).json() == []
+
+
+# errors --------------------------------------------------------------------
+
+
+async def test_an_unhandled_error_is_a_500_without_a_traceback_logged_and_published(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = new_app(debug=False)
+    errors: list[ErrorRaised] = []
+    app.events.subscribe(ErrorRaised, errors.append)
+
+    @app.get("/boom")
+    async def boom() -> str:
+        raise ValueError("secret connection string")
+
+    with caplog.at_level(logging.ERROR, logger="wirehall"):
+        async with TestClient(app) as client:
+            response = await client.get("/boom")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"error": "Internal Server Error"}
+    assert "secret" not in response.text
+    assert "Traceback" not in response.text
+    records = [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info]
+    assert len(records) == 1
+    assert isinstance(records[0].exc_info[1], ValueError)  # type: ignore[index]
+    assert "secret connection string" in caplog.text
+    assert "Traceback" in caplog.text
+    assert len(errors) == 1
+    assert isinstance(errors[0].error, ValueError)
+    assert (errors[0].path, errors[0].kind) == ("/boom", "http")
+
+
+async def test_debug_puts_the_traceback_in_the_500(caplog: pytest.LogCaptureFixture) -> None:
+    app = new_app(debug=True)
+
+    @app.get("/boom")
+    async def boom() -> str:
+        raise ValueError("visible in debug")
+
+    with caplog.at_level(logging.CRITICAL):
+        async with TestClient(app) as client:
+            response = await client.get("/boom")
+    assert response.status_code == 500
+    detail = response.json()["error"]
+    assert "Traceback" in detail
+    assert "ValueError: visible in debug" in detail
+
+
+async def test_debug_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WIREHALL_DEBUG", "1")
+    assert new_app().debug is True
+    assert new_app(debug=False).debug is False
+    monkeypatch.setenv("WIREHALL_DEBUG", "0")
+    assert new_app().debug is False
+
+
+async def test_http_error_becomes_its_response_and_is_not_logged_as_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = new_app()
+    errors: list[ErrorRaised] = []
+    app.events.subscribe(ErrorRaised, errors.append)
+
+    @app.get("/limited")
+    async def limited() -> str:
+        raise HTTPError(429, "slow down", headers={"Retry-After": "3"})
+
+    with caplog.at_level(logging.ERROR):
+        async with TestClient(app) as client:
+            response = await client.get("/limited")
+    assert response.status_code == 429
+    assert response.json() == {"error": "slow down"}
+    assert response.headers["retry-after"] == "3"
+    assert errors == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+class PaymentError(Exception):
+    pass
+
+
+class CardDeclinedError(PaymentError):
+    pass
+
+
+async def test_exception_handlers_match_by_class_and_base_class() -> None:
+    app = new_app()
+
+    @app.exception_handler(PaymentError)
+    async def payment_failed(request: Request, exc: PaymentError) -> Response:
+        return JSONResponse({"payment": str(exc), "path": request.path}, status=402)
+
+    @app.exception_handler(KeyError)
+    def missing(request: Request, exc: KeyError) -> Response:
+        return PlainTextResponse("missing key", status=404)
+
+    @app.get("/pay")
+    async def pay() -> str:
+        raise CardDeclinedError("declined")
+
+    @app.get("/lookup")
+    async def lookup() -> str:
+        raise KeyError("x")
+
+    async with TestClient(app) as client:
+        paid = await client.get("/pay")
+        looked = await client.get("/lookup")
+    assert paid.status_code == 402
+    assert paid.json() == {"payment": "declined", "path": "/pay"}
+    assert looked.status_code == 404
+    assert looked.text == "missing key"
+
+
+async def test_an_exception_handler_can_answer_http_errors() -> None:
+    app = new_app()
+
+    @app.exception_handler(HTTPError)
+    def as_text(request: Request, exc: HTTPError) -> Response:
+        return PlainTextResponse(f"custom {exc.status}", status=exc.status)
+
+    @app.get("/gone")
+    async def gone() -> str:
+        raise HTTPError(410)
+
+    async with TestClient(app) as client:
+        response = await client.get("/gone")
+    assert (response.status_code, response.text) == (410, "custom 410")
+
+
+async def test_a_failing_exception_handler_gives_a_500(caplog: pytest.LogCaptureFixture) -> None:
+    app = new_app()
+
+    @app.exception_handler(PaymentError)
+    def broken(request: Request, exc: PaymentError) -> Response:
+        raise RuntimeError("handler bug")
+
+    @app.get("/pay")
+    async def pay() -> str:
+        raise PaymentError("x")
+
+    with caplog.at_level(logging.CRITICAL):
+        async with TestClient(app) as client:
+            response = await client.get("/pay")
+    assert response.status_code == 500
+    assert response.json() == {"error": "Internal Server Error"}
+
+
+async def test_an_error_after_the_response_started_is_logged_and_the_app_returns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = new_app()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"partial"
+        raise RuntimeError("stream broke")
+
+    @app.get("/stream")
+    async def stream() -> Response:
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        # like uvicorn: a second response start is a protocol error
+        if message["type"] == "http.response.start" and any(m["type"] == "http.response.start" for m in sent):
+            raise RuntimeError("Unexpected ASGI message 'http.response.start' sent")
+        sent.append(message)
+
+    with caplog.at_level(logging.ERROR, logger="wirehall"):
+        await asyncio.wait_for(app(http_scope("/stream"), receive, send), timeout=5)
+    await app.shutdown()
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert sent[1]["body"] == b"partial"
+    assert sent[1]["more_body"] is True
+    assert "stream broke" in caplog.text
+
+
+async def test_max_body_size_is_the_apps_setting() -> None:
+    app = new_app(max_body_size=10)
+
+    @app.post("/")
+    async def upload(request: Request) -> dict[str, int]:
+        return {"size": len(await request.body())}
+
+    async with TestClient(app) as client:
+        assert (await client.post("/", content=b"x" * 10)).json() == {"size": 10}
+        too_big = await client.post("/", content=b"x" * 11)
+    assert too_big.status_code == 413
+    assert "error" in too_big.json()
+
+
+# middleware ----------------------------------------------------------------
+
+
+def tagging(app: ASGIApp, tag: str) -> ASGIApp:
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def tagged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message)
+                message["headers"] = [*message["headers"], (b"x-order", tag.encode())]
+            await send(message)
+
+        await app(scope, receive, tagged)
+
+    return middleware
+
+
+async def test_middleware_wraps_the_app_outermost_first() -> None:
+    app = new_app(middleware=[Middleware(tagging, tag="outer"), Middleware(tagging, tag="inner")])
+    app.add_middleware(tagging, tag="added")
+
+    @app.get("/")
+    async def home() -> str:
+        return "hi"
+
+    async with TestClient(app) as client:
+        response = await client.get("/")
+    # the innermost middleware adds its header first
+    assert response.headers.get_list("x-order") == ["inner", "outer", "added"]
+
+
+async def test_middleware_cannot_be_added_once_serving() -> None:
+    app = new_app()
+    async with TestClient(app):
+        with pytest.raises(ConfigurationError, match="once the app has started"):
+            app.add_middleware(tagging, tag="late")
+
+
+async def test_security_headers_are_on_by_default_and_can_be_turned_off() -> None:
+    for enabled in (True, False):
+        app = new_app(security_headers=enabled)
+
+        @app.get("/")
+        async def home() -> str:
+            return "hi"
+
+        async with TestClient(app) as client:
+            response = await client.get("/")
+        assert ("x-content-type-options" in response.headers) is enabled
+
+
+async def test_custom_events_can_be_published_from_endpoints() -> None:
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class ItemAdded(Event):
+        name: str
+
+    app = new_app()
+    seen: list[ItemAdded] = []
+    app.events.subscribe(ItemAdded, seen.append)
+
+    @app.post("/items/{name}")
+    async def add(name: str, bus: EventBus) -> tuple[str, int]:
+        await bus.publish(ItemAdded(name))
+        return name, 201
+
+    async with TestClient(app) as client:
+        response = await client.post("/items/pen")
+    assert response.status_code == 201
+    assert seen == [ItemAdded("pen")]
