@@ -37,8 +37,7 @@ def check_room(value: str) -> str:
     if _ROOM.fullmatch(value) is None:
         shown = value if len(value) <= ROOM_MAX + 8 else value[: ROOM_MAX + 8] + "…"
         raise InvalidInputError(
-            f"room name {shown!r} is not valid: use 1 to {ROOM_MAX} ASCII letters, "
-            "digits, '_' or '-'"
+            f"room name {shown!r} is not valid: use 1 to {ROOM_MAX} ASCII letters, digits, '_' or '-'"
         )
     return value
 
@@ -61,9 +60,7 @@ def check_text(value: str) -> str:
     if not text:
         raise InvalidInputError("message text is empty: type something to send")
     if len(text) > TEXT_MAX:
-        raise InvalidInputError(
-            f"message text is {len(text)} characters long: send at most {TEXT_MAX}"
-        )
+        raise InvalidInputError(f"message text is {len(text)} characters long: send at most {TEXT_MAX}")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

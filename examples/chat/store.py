@@ -107,12 +107,7 @@ class Store:
 
     async def recent(self, room: str, limit: int) -> list[Message]:
         """The room's last `limit` messages, oldest first."""
-        query = (
-            select(messages)
-            .where(messages.c.room == room)
-            .order_by(messages.c.id.desc())
-            .limit(limit)
-        )
+        query = select(messages).where(messages.c.room == room).order_by(messages.c.id.desc()).limit(limit)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_message(row) for row in reversed(rows)]
@@ -131,11 +126,7 @@ class Store:
 
     async def rooms(self) -> list[tuple[str, int]]:
         """Every room that has messages, with its message count, sorted by name."""
-        query = (
-            select(messages.c.room, func.count())
-            .group_by(messages.c.room)
-            .order_by(messages.c.room)
-        )
+        query = select(messages.c.room, func.count()).group_by(messages.c.room).order_by(messages.c.room)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [(room, count) for room, count in rows]

@@ -1,0 +1,56 @@
+"""The chat app: the store and room service in the container, the page, the API, the socket."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from examples.chat.api import RoomList, RoomMessages
+from examples.chat.config import ChatSettings
+from examples.chat.room import ChatRoom
+from examples.chat.rooms import ChatRooms, chat_rooms
+from examples.chat.store import Store
+from wirehall import HTTPController, Response, Wirehall
+
+__all__ = ["STATIC", "create_app"]
+
+STATIC = Path(__file__).parent / "static"
+
+
+class Page(HTTPController):
+    """`/`: the chat page."""
+
+    async def get(self) -> Response:
+        """The page itself; its script and styles are under `/static/`."""
+        return self.send_file(STATIC / "index.html")
+
+
+async def healthz() -> dict[str, str]:
+    """`{"status": "ok"}` once the app serves (its store and backplane started)."""
+    return {"status": "ok"}
+
+
+def create_app(settings: ChatSettings | None = None, **options: Any) -> Wirehall:
+    """Build the chat app; `options` go to `Wirehall` (say `backplane=` in tests)."""
+    settings = ChatSettings.from_env() if settings is None else settings
+    app = Wirehall(**options)
+
+    async def store() -> AsyncIterator[Store]:
+        chat_store = Store(settings.database_url)
+        await chat_store.start()
+        try:
+            yield chat_store
+        finally:
+            await chat_store.close()
+
+    app.container.singleton(Store, store)
+    app.container.singleton(ChatRooms, chat_rooms)
+
+    app.add_route("/healthz", healthz)
+    app.add_route("/", Page)
+    app.static("/static", STATIC)
+    app.add_route("/api/rooms", RoomList)
+    app.add_route("/api/rooms/{room}/messages", RoomMessages)
+    app.add_websocket_route("/ws/{room}", ChatRoom)
+    return app

@@ -1,0 +1,116 @@
+"""What happens in a room: posting a message, and who is online.
+
+Posting is shared by the WebSocket and the HTTP API, so a message posted either way
+reaches the room's clients the same way: stored, then broadcast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from examples.chat.frames import Presence
+from examples.chat.store import Message, Store
+from wirehall import BackplaneError, EventBus, PresenceChanged, WebSocketService
+
+__all__ = ["ChatRooms", "PostError", "chat_rooms"]
+
+logger = logging.getLogger(__name__)
+
+
+class PostError(Exception):
+    """A message could not be stored or broadcast; nothing was stored. `str()` says so."""
+
+
+class _RoomLocks:
+    """One asyncio lock per room, forgotten when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, room: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(room) or (asyncio.Lock(), 0)
+        self._locks[room] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[room]
+            if users == 1:
+                del self._locks[room]
+            else:
+                self._locks[room] = (lock, users - 1)
+
+
+class ChatRooms:
+    """Posts messages (store, then broadcast) and announces presence for every room."""
+
+    def __init__(self, store: Store, service: WebSocketService) -> None:
+        self.store = store
+        self.service = service
+        self._posting = _RoomLocks()
+        self._announcing = _RoomLocks()
+
+    def quiet(self, room: str) -> AbstractAsyncContextManager[None]:
+        """While the block runs, nobody on this process posts to `room`.
+
+        A joining connection reads the history and joins inside it, so that every
+        message is either in its history or broadcast to it after its welcome.
+        """
+        return self._posting.hold(room)
+
+    async def post(self, room: str, user: str, text: str) -> Message:
+        """Store the message and broadcast it to the room; returns it as stored.
+
+        The broadcast happens before the database commits, while the database's write lock
+        is held: on SQLite, messages are broadcast in id order even from several processes.
+        If the backplane refuses the broadcast, nothing is stored (`BackplaneError`).
+        """
+        try:
+            async with self.quiet(room), self.store.adding(room, user, text) as message:
+                await self.service.broadcast(room, message)
+        except BackplaneError as exc:
+            logger.warning("message to %r not sent, the backplane refused it: %s", room, exc)
+            raise PostError("the message could not be sent to the room; try again") from exc
+        except SQLAlchemyError as exc:
+            logger.warning("message to %r not stored: %s", room, exc)
+            raise PostError("the message could not be stored; try again") from exc
+        logger.debug("message %d posted to %r by %r", message.id, room, user)
+        return message
+
+    async def online(self, room: str) -> list[str]:
+        """The distinct names online in `room` on every process, sorted."""
+        return sorted(set((await self.service.presence(room)).values()))
+
+    async def announce(self, event: PresenceChanged) -> None:
+        """Send the room its presence list (subscribed to `PresenceChanged`)."""
+        room = event.room
+        async with self._announcing.hold(room):  # lists go out in the order they were read
+            users = await self.online(room)
+            await self.service.broadcast(room, Presence(room=room, users=users))
+
+    async def overview(self) -> list[dict[str, Any]]:
+        """Every room with messages or people online here: name, users online, messages."""
+        counts = dict(await self.store.rooms())
+        names = sorted(set(counts) | set(self.service.rooms()))
+        online = await asyncio.gather(*(self.online(name) for name in names))
+        return [
+            {"room": name, "online": len(users), "messages": counts.get(name, 0)}
+            for name, users in zip(names, online, strict=True)
+        ]
+
+
+async def chat_rooms(store: Store, service: WebSocketService, events: EventBus) -> AsyncIterator[ChatRooms]:
+    """Container factory: the app's `ChatRooms`, announcing presence while the app runs."""
+    rooms = ChatRooms(store, service)
+    events.subscribe(PresenceChanged, rooms.announce)
+    try:
+        yield rooms
+    finally:
+        events.unsubscribe(PresenceChanged, rooms.announce)
