@@ -1,0 +1,414 @@
+"""WebSocketService: rooms, presence, broadcast, send_to, exactly-once delivery, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from tests.websocket._support import Member, endpoint_app, member
+from wirehall.backplane.memory import MemoryBackplane, MemoryHub
+from wirehall.errors import BackplaneError, WebSocketDisconnectError
+from wirehall.events import EventBus, PresenceChanged
+from wirehall.testing.websocket import WebSocketTestSession
+from wirehall.types import ASGIApp
+from wirehall.websocket import CloseCode, SlowConsumerPolicy, WebSocketService
+from wirehall.websocket._envelope import Envelope, Kind, encode_envelope
+
+
+async def receive_or_close(ws: WebSocketTestSession) -> str | None:
+    """The next text message, or None once the server closed."""
+    try:
+        return await ws.receive_text()
+    except WebSocketDisconnectError:
+        return None
+
+
+class Node:
+    """One service on a memory backplane, with its bus, presence events and an app serving `Member`."""
+
+    def __init__(self, hub: MemoryHub, **options: object) -> None:
+        self.events = EventBus()
+        self.backplane = MemoryBackplane(hub)
+        options.setdefault("heartbeat_interval", 0)
+        self.service = WebSocketService(self.backplane, events=self.events, **options)  # type: ignore[arg-type]
+        self.presence_changes: list[str] = []
+        self.events.subscribe(PresenceChanged, lambda event: self.presence_changes.append(event.room))
+        self.app: ASGIApp = endpoint_app(Member, self.service, self.events)
+
+
+@pytest.fixture
+def hub() -> MemoryHub:
+    return MemoryHub()
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[contextlib.AsyncExitStack]:
+    async with contextlib.AsyncExitStack() as stack:
+        yield stack
+
+
+@pytest.fixture
+async def node(hub: MemoryHub) -> AsyncIterator[Node]:
+    node = Node(hub)
+    await node.service.start()
+    yield node
+    await node.service.stop()
+
+
+@pytest.fixture
+async def other(hub: MemoryHub) -> AsyncIterator[Node]:
+    node = Node(hub)
+    await node.service.start()
+    yield node
+    await node.service.stop()
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 2.0) -> None:
+    """Wait until `check()` is true (polling; every test wait is bounded)."""
+    async with asyncio.timeout(timeout):
+        while not check():  # noqa: ASYNC110  # a condition, not an event, is what we wait for
+            await asyncio.sleep(0.005)
+
+
+async def test_connections_get_node_prefixed_ids_and_are_listed(
+    node: Node, stack: contextlib.AsyncExitStack
+) -> None:
+    _, first = await member(stack, node.app, "a,b", "ann")
+    _, second = await member(stack, node.app, "b", "bob")
+    assert first.startswith(node.service.node_id + ".")
+    assert first != second
+    assert node.service.connection_count == 2
+    assert sorted(node.service.rooms()) == ["a", "b"]
+    assert node.service.room_count == 2
+    assert [h.id for h in node.service.local_members("b")] == [first, second]
+    handler = node.service.get(first)
+    assert handler is not None
+    assert handler.id == first
+    assert node.service.get("nope") is None
+
+
+async def test_broadcast_reaches_each_member_once_in_order_with_exclusions(
+    node: Node, stack: contextlib.AsyncExitStack
+) -> None:
+    ann, ann_id = await member(stack, node.app, "room", "ann")
+    bob, _ = await member(stack, node.app, "room", "bob")
+    outsider, _ = await member(stack, node.app, "elsewhere", "eve")
+    await node.service.broadcast("room", "text")
+    await node.service.broadcast("room", b"\x00bin")
+    await node.service.broadcast("room", {"type": "json", "n": 1})
+    await node.service.broadcast("room", "not for ann", exclude=[ann_id])
+    for ws in (ann, bob):
+        assert await ws.receive_text() == "text"
+        assert await ws.receive_bytes() == b"\x00bin"
+        assert await ws.receive_json() == {"type": "json", "n": 1}
+    assert await bob.receive_text() == "not for ann"
+    with pytest.raises(TimeoutError):
+        await ann.receive(timeout=0.05)
+    with pytest.raises(TimeoutError):
+        await outsider.receive(timeout=0.05)
+
+
+async def test_broadcast_all_reaches_every_connection_on_every_node(
+    node: Node, other: Node, stack: contextlib.AsyncExitStack
+) -> None:
+    here, here_id = await member(stack, node.app, "", "ann")
+    there, _ = await member(stack, other.app, "x", "bob")
+    await node.service.broadcast_all({"type": "notice"})
+    await node.service.broadcast_all("second", exclude=[here_id])
+    assert await here.receive_json() == {"type": "notice"}
+    assert await there.receive_json() == {"type": "notice"}
+    assert await there.receive_text() == "second"
+    with pytest.raises(TimeoutError):
+        await here.receive(timeout=0.05)
+
+
+async def test_broadcast_crosses_nodes_and_each_node_delivers_once(
+    node: Node, other: Node, stack: contextlib.AsyncExitStack
+) -> None:
+    local, _ = await member(stack, node.app, "room", "ann")
+    remote, _ = await member(stack, other.app, "room", "bob")
+    for n in range(20):
+        await (node if n % 2 else other).service.broadcast("room", f"m{n}")
+    for ws in (local, remote):
+        assert [await ws.receive_text() for _ in range(20)] == [f"m{n}" for n in range(20)]
+        with pytest.raises(TimeoutError):
+            await ws.receive(timeout=0.05)
+
+
+async def test_send_to_local_and_remote_connections(
+    node: Node, other: Node, stack: contextlib.AsyncExitStack
+) -> None:
+    here, here_id = await member(stack, node.app)
+    there, there_id = await member(stack, other.app)
+    assert await node.service.send_to(here_id, "local") is True
+    assert await node.service.send_to(there_id, {"to": "remote"}) is True
+    assert await here.receive_text() == "local"
+    assert await there.receive_json() == {"to": "remote"}
+    assert await node.service.send_to(f"{node.service.node_id}.999", "gone") is False
+    assert await node.service.send_to("no-dot", "x") is False
+    assert await node.service.send_to(".5", "x") is False
+
+
+async def test_presence_spans_nodes_and_presence_changed_fires_where_it_happened(
+    node: Node, other: Node, stack: contextlib.AsyncExitStack
+) -> None:
+    _, ann_id = await member(stack, node.app, "lobby", "ann")
+    bob, bob_id = await member(stack, other.app, "lobby", "bob")
+    assert await node.service.presence("lobby") == {ann_id: "ann", bob_id: "bob"}
+    assert await other.service.presence("lobby") == {ann_id: "ann", bob_id: "bob"}
+    assert node.presence_changes == ["lobby"]
+    assert other.presence_changes == ["lobby"]
+    await bob.close()
+    await eventually(lambda: other.presence_changes == ["lobby", "lobby"])
+    assert await node.service.presence("lobby") == {ann_id: "ann"}
+    assert node.presence_changes == ["lobby"]
+
+
+async def test_room_channel_is_subscribed_only_while_it_has_local_members(
+    hub: MemoryHub, node: Node, stack: contextlib.AsyncExitStack
+) -> None:
+    assert "room:r" not in hub.subscribers
+    ws, ws_id = await member(stack, node.app, "r", "ann")
+    assert node.backplane in hub.subscribers["room:r"]
+    await node.service.join(ws_id, "s", "ann")
+    await node.service.leave(ws_id, "r")
+    assert "room:r" not in hub.subscribers
+    await node.service.leave(ws_id, "r")  # not a member any more: no error
+    await ws.close()
+    await eventually(lambda: "room:s" not in hub.subscribers)
+    assert await node.service.presence("s") == {}
+
+
+async def test_concurrent_joins_and_leaves_leave_subscriptions_consistent(
+    hub: MemoryHub, node: Node, stack: contextlib.AsyncExitStack
+) -> None:
+    ids = [(await member(stack, node.app))[1] for _ in range(5)]
+    for _ in range(5):
+        await asyncio.gather(*(node.service.join(i, "busy") for i in ids))
+        await asyncio.gather(*(node.service.leave(i, "busy") for i in ids[:-1]))
+        assert node.backplane in hub.subscribers["room:busy"]
+        await asyncio.gather(node.service.leave(ids[-1], "busy"), node.service.join(ids[0], "busy"))
+        assert node.backplane in hub.subscribers["room:busy"]
+        await node.service.leave(ids[0], "busy")
+        assert "room:busy" not in hub.subscribers
+
+
+async def test_join_ignores_unknown_or_closed_connections(node: Node) -> None:
+    await node.service.join(f"{node.service.node_id}.42", "room")
+    assert node.service.rooms() == []
+    assert await node.service.presence("room") == {}
+
+
+async def test_duplicate_envelopes_are_delivered_once(node: Node, stack: contextlib.AsyncExitStack) -> None:
+    ws, _ = await member(stack, node.app, "room", "ann")
+    published: list[tuple[str, bytes]] = []
+    original = node.backplane.publish
+
+    async def recording(channel: str, payload: bytes) -> None:
+        published.append((channel, payload))
+        await original(channel, payload)
+
+    node.backplane.publish = recording  # type: ignore[method-assign]
+    await node.service.broadcast("room", "once")
+    await node.service.broadcast("room", "twice")
+    for channel, payload in published * 3:  # the backplane repeats everything
+        await original(channel, payload)
+    assert await ws.receive_text() == "once"
+    assert await ws.receive_text() == "twice"
+    with pytest.raises(TimeoutError):
+        await ws.receive(timeout=0.1)
+
+
+async def test_envelopes_reordered_by_the_backplane_are_each_delivered_once(
+    node: Node, stack: contextlib.AsyncExitStack
+) -> None:
+    ws, _ = await member(stack, node.app, "room", "ann")
+
+    async def inject(seq: int, text: str) -> None:
+        envelope = Envelope("origin-x", seq, Kind.ROOM, "room", text)
+        await node.backplane.publish("room:room", encode_envelope(envelope))
+
+    await inject(5, "five")
+    await inject(4, "four")  # late but unseen: delivered, in backplane order
+    await inject(5, "five again")
+    await inject(4, "four again")
+    await inject(6, "six")
+    await inject(5000, "far ahead")
+    await inject(6, "six, older than the window now")
+    assert [await ws.receive_text() for _ in range(4)] == ["five", "four", "six", "far ahead"]
+    with pytest.raises(TimeoutError):
+        await ws.receive(timeout=0.1)
+
+
+async def test_undecodable_backplane_message_is_dropped_and_the_pump_goes_on(
+    node: Node, stack: contextlib.AsyncExitStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    ws, _ = await member(stack, node.app, "room", "ann")
+    with caplog.at_level(logging.WARNING, logger="wirehall.websocket.service"):
+        await node.backplane.publish("room:room", b"\xc1 not msgpack")
+        await node.service.broadcast("room", "still alive")
+        assert await ws.receive_text() == "still alive"
+    assert "undecodable" in caplog.text
+
+
+class FlakyBackplane(MemoryBackplane):
+    """A memory backplane whose message stream fails, then ends, before it works."""
+
+    def __init__(self, hub: MemoryHub) -> None:
+        super().__init__(hub)
+        self.streams = 0
+
+    async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
+        self.streams += 1
+        if self.streams == 1:
+            raise ConnectionError("stream broke")
+        if self.streams == 2:
+            return
+        async for item in super().messages():
+            yield item
+
+
+async def test_pump_is_restarted_when_the_stream_fails_or_ends(
+    hub: MemoryHub, stack: contextlib.AsyncExitStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    backplane = FlakyBackplane(hub)
+    service = WebSocketService(backplane, events=EventBus(), heartbeat_interval=0)
+    app = endpoint_app(Member, service)
+    with caplog.at_level(logging.WARNING, logger="wirehall.websocket.service"):
+        await service.start()
+        try:
+            ws, _ = await member(stack, app, "room")
+            await service.broadcast("room", "after the restarts")
+            assert await ws.receive_text() == "after the restarts"
+            assert backplane.streams == 3
+        finally:
+            await stack.aclose()
+            await service.stop()
+    assert "reading the backplane failed" in caplog.text
+    assert "message stream ended" in caplog.text
+
+
+class FailingHeartbeat(MemoryBackplane):
+    def __init__(self, hub: MemoryHub) -> None:
+        super().__init__(hub)
+        self.beats = 0
+
+    async def heartbeat(self) -> list[str]:
+        self.beats += 1
+        if self.beats % 2:
+            raise BackplaneError("redis went away")
+        return ["purged-room"]
+
+
+async def test_heartbeat_failures_are_logged_and_purges_announced(
+    hub: MemoryHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    backplane = FailingHeartbeat(hub)
+    events = EventBus()
+    changes: list[str] = []
+    events.subscribe(PresenceChanged, lambda event: changes.append(event.room))
+    service = WebSocketService(backplane, events=events, heartbeat_interval=0.01)
+    with caplog.at_level(logging.WARNING, logger="wirehall.websocket.service"):
+        await service.start()
+        try:
+            await eventually(lambda: backplane.beats >= 4)
+        finally:
+            await service.stop()
+    assert "purged-room" in changes
+    assert "heartbeat failed" in caplog.text
+
+
+async def test_broadcast_raises_backplane_error_when_publishing_fails(node: Node) -> None:
+    async def broken(channel: str, payload: bytes) -> None:
+        raise ConnectionError("no route")
+
+    node.backplane.publish = broken  # type: ignore[method-assign]
+    with pytest.raises(BackplaneError, match="did not take"):
+        await node.service.broadcast("room", "lost")
+
+
+async def test_failed_join_is_rolled_back(node: Node, stack: contextlib.AsyncExitStack) -> None:
+    _, ws_id = await member(stack, node.app)
+
+    async def broken(room: str, member: str, identity: str) -> None:
+        raise BackplaneError("presence unavailable")
+
+    node.backplane.add_presence = broken  # type: ignore[method-assign]
+    with pytest.raises(BackplaneError):
+        await node.service.join(ws_id, "room", "ann")
+    assert node.service.rooms() == []
+    assert "room:room" not in node.backplane.hub.subscribers
+
+
+async def test_stop_closes_every_connection_with_1001_and_is_idempotent(hub: MemoryHub) -> None:
+    node = Node(hub)
+    await node.service.start()
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = [(await member(stack, node.app, "room", f"u{n}"))[0] for n in range(5)]
+        await node.service.stop()
+        await node.service.stop()
+        for ws in sessions:
+            assert await ws.receive_close() == CloseCode.GOING_AWAY
+    assert node.service.connection_count == 0
+    assert hub.presence == {}
+    assert hub.subscribers == {}
+
+
+async def test_shutdown_code_is_configurable(hub: MemoryHub, stack: contextlib.AsyncExitStack) -> None:
+    node = Node(hub, shutdown_code=CloseCode.SERVICE_RESTART)
+    await node.service.start()
+    ws, _ = await member(stack, node.app, "room")
+    await node.service.stop()
+    assert await ws.receive_close() == CloseCode.SERVICE_RESTART
+
+
+async def test_slow_consumer_is_closed_1013_and_does_not_hold_the_room(
+    hub: MemoryHub, stack: contextlib.AsyncExitStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = Node(hub, max_queue=8)
+    await node.service.start()
+    stack.push_async_callback(node.service.stop)
+    stalled, stalled_id = await member(stack, node.app, "room", "slow", buffer=4)
+    fast = [(await member(stack, node.app, "room", f"fast{n}"))[0] for n in range(3)]
+    with caplog.at_level(logging.WARNING, logger="wirehall.websocket.handler"):
+        for n in range(100):
+            await node.service.broadcast("room", f"m{n}")
+        for ws in fast:
+            assert [await ws.receive_text() for _ in range(100)] == [f"m{n}" for n in range(100)]
+    assert stalled_id in caplog.text
+    assert "slow consumer" in caplog.text
+    remaining = [h.id for h in node.service.local_members("room")]
+    assert len(remaining) == 3
+    assert stalled_id not in remaining
+    received = []
+    while (message := await receive_or_close(stalled)) is not None:
+        received.append(message)
+    assert stalled.close_code == CloseCode.TRY_AGAIN_LATER
+    assert received == [f"m{n}" for n in range(len(received))]  # a prefix, in order
+    assert len(received) < 100
+
+
+@pytest.mark.parametrize("policy", [SlowConsumerPolicy.DROP_OLDEST, SlowConsumerPolicy.DROP_NEWEST])
+async def test_drop_policies_keep_a_slow_consumer_connected(
+    hub: MemoryHub, stack: contextlib.AsyncExitStack, policy: SlowConsumerPolicy
+) -> None:
+    node = Node(hub, max_queue=4, slow_consumer=policy)
+    await node.service.start()
+    stack.push_async_callback(node.service.stop)
+    stalled, stalled_id = await member(stack, node.app, "room", "slow", buffer=2)
+    for n in range(50):
+        await node.service.broadcast("room", f"m{n}")
+    await asyncio.sleep(0.01)
+    assert node.service.get(stalled_id) is not None
+    received = [await stalled.receive_text() for _ in range(2 + 1 + 4)]
+    if policy is SlowConsumerPolicy.DROP_NEWEST:
+        assert received == [f"m{n}" for n in range(7)]
+    else:
+        assert received[:3] == ["m0", "m1", "m2"]
+        assert received[3:] == ["m46", "m47", "m48", "m49"]
+    await node.service.broadcast("room", "after")
+    assert await stalled.receive_text() == "after"
