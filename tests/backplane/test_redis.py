@@ -255,8 +255,10 @@ def test_url_options_are_parsed() -> None:
 
 
 def test_defaults_and_keyword_arguments_override_the_url() -> None:
-    defaults = RedisBackplane.from_url("redis://localhost")._settings
+    backplane = RedisBackplane.from_url("redis://localhost")
+    defaults = backplane._settings
     assert (defaults.prefix, defaults.heartbeat_ttl, defaults.startup) == ("wirehall", 15.0, "fail")
+    assert (backplane.heartbeat_ttl, backplane.heartbeat_interval) == (15.0, 5.0)
     settings = RedisBackplane("redis://localhost/0?prefix=a", prefix="b", heartbeat_ttl=2)._settings
     assert (settings.prefix, settings.heartbeat_ttl) == ("b", 2.0)
 
@@ -475,6 +477,10 @@ async def test_members_must_belong_to_the_node(redis_url: str, backplanes: Backp
         await one.add_presence("lobby", f"{two.node_id}.1", "mallory")
     with pytest.raises(ValueError, match="does not belong"):
         await one.add_presence("lobby", "conn-1", "mallory")
+    await two.add_presence("lobby", f"{two.node_id}.1", "bob")
+    await one.remove_presence("lobby", f"{two.node_id}.1")  # not its member: left alone
+    await one.remove_presence("lobby", "conn-1")
+    assert await one.presence("lobby") == {f"{two.node_id}.1": "bob"}
 
 
 @pytest.mark.redis

@@ -430,6 +430,16 @@ class RedisBackplane:
         return self._node_id
 
     @property
+    def heartbeat_ttl(self) -> float:
+        """Seconds this node stays alive in Redis without a `heartbeat()`."""
+        return self._settings.heartbeat_ttl
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """How often to call `heartbeat()`: a third of `heartbeat_ttl`."""
+        return self._settings.heartbeat_ttl / 3
+
+    @property
     def url(self) -> str:
         """The Redis URL in use, password hidden."""
         return self._settings.safe_url
@@ -652,10 +662,11 @@ class RedisBackplane:
     async def remove_presence(self, room: str, member: str) -> None:
         """Forget that `member` is in `room` (no error when it was not there).
 
-        Like `add_presence`, kept locally and written later when Redis cannot be written.
+        Only this node's members can be removed; another node's member is left alone (it
+        was never this node's to remove). Like `add_presence`, kept locally and written
+        later when Redis cannot be written.
         """
         self._ensure_running()
-        self._check_member(member)
         members = self._local.get(room)
         if members is None or members.pop(member, None) is None:
             return

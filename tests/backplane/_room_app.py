@@ -1,0 +1,53 @@
+"""A small room app served by several processes in tests/backplane/test_multiprocess.py.
+
+`/ws/{room}?user=NAME`: welcome, join the room, and every text frame received is broadcast
+to the room as `{"type": "message", "text": ...}`. Whenever presence changes, the room
+gets `{"type": "presence", "users": [...]}`. `GET /presence/{room}` answers the members.
+Environment: WIREHALL_BACKPLANE (the backplane URL), ROOM_APP_HEARTBEAT (seconds
+between backplane heartbeats, default 5).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from wirehall import BackplaneError, PresenceChanged, WebSocketController, WebSocketService, Wirehall
+
+logger = logging.getLogger(__name__)
+
+app = Wirehall()
+app.websockets.heartbeat_interval = float(os.environ.get("ROOM_APP_HEARTBEAT", "5"))
+
+
+@app.get("/healthz")
+async def healthz(service: WebSocketService) -> dict[str, str]:
+    return {"status": "ok", "node": service.node_id}
+
+
+@app.get("/presence/{room}")
+async def presence(room: str, service: WebSocketService) -> dict[str, dict[str, str]]:
+    return {"members": await service.presence(room)}
+
+
+@app.websocket("/ws/{room}")
+class Room(WebSocketController):
+    async def on_connect(self, room: str) -> None:
+        await self.accept()
+        await self.send_json({"type": "welcome", "id": self.id})
+        await self.join(room, identity=self.query.get("user") or "anonymous")
+
+    async def on_message(self, message: str, room: str) -> None:
+        try:
+            await self.service.broadcast(room, {"type": "message", "text": message})
+        except BackplaneError as exc:
+            logger.warning("broadcast to %r failed: %s", room, exc)
+            await self.send_error("the message could not be sent; try again")
+
+
+async def announce(event: PresenceChanged) -> None:
+    users = sorted(set((await app.websockets.presence(event.room)).values()))
+    await app.websockets.broadcast(event.room, {"type": "presence", "users": users})
+
+
+app.events.subscribe(PresenceChanged, announce)
