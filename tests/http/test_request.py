@@ -17,7 +17,7 @@ from wirehall.types import Message
 from ._scopes import body_stream, http_scope
 
 
-class Message_(msgspec.Struct):
+class ChatMessage(msgspec.Struct):
     room: str
     text: str
     priority: int = 0
@@ -70,7 +70,7 @@ def test_missing_parts_of_the_scope_have_sensible_defaults() -> None:
 def test_state_is_per_request_and_shared_by_views_of_one_request() -> None:
     scope_a, scope_b = http_scope("/a"), http_scope("/b")
     first = Request(scope_a, body_stream())
-    first.state.user_id = 42
+    first.state.user_id = 42  # type: ignore[attr-defined]  # State lacks __setattr__ for mypy
     assert Request(scope_a, body_stream()).state.user_id == 42
     assert "user_id" not in Request(scope_b, body_stream()).state
 
@@ -181,7 +181,7 @@ async def test_bad_json_is_a_400(body: bytes, message: str) -> None:
 
 async def test_json_as_decodes_and_validates() -> None:
     request = Request(http_scope(method="POST"), body_stream(b'{"room": "lobby", "text": "hi"}'))
-    assert await request.json_as(Message_) == Message_("lobby", "hi", 0)
+    assert await request.json_as(ChatMessage) == ChatMessage("lobby", "hi", 0)
 
 
 @pytest.mark.parametrize(
@@ -198,7 +198,7 @@ async def test_json_as_decodes_and_validates() -> None:
 async def test_json_as_errors(body: bytes, status: int, fragment: str) -> None:
     request = Request(http_scope(method="POST"), body_stream(body))
     with pytest.raises(HTTPError) as info:
-        await request.json_as(Message_)
+        await request.json_as(ChatMessage)
     assert info.value.status == status
     assert fragment in info.value.detail
 
@@ -233,8 +233,8 @@ def new_app(**options: Any) -> Wirehall:
         return {"json": await request.json()}
 
     @app.post("/typed")
-    async def typed(request: Request) -> Message_:
-        return await request.json_as(Message_)
+    async def typed(request: Request) -> ChatMessage:
+        return await request.json_as(ChatMessage)
 
     @app.post("/size")
     async def size(request: Request) -> dict[str, int]:
@@ -258,7 +258,7 @@ def new_app(**options: Any) -> Wirehall:
 
     @app.get("/state")
     async def state(request: Request) -> dict[str, Any]:
-        request.state.seen = "yes"
+        request.state.seen = "yes"  # type: ignore[attr-defined]  # State lacks __setattr__ for mypy
         return {"before": "count" in request.state, "after": request.state.seen}
 
     @app.get("/whoami")
