@@ -253,8 +253,9 @@ async def test_a_failing_singleton_fails_start() -> None:
 
     container = Container()
     container.singleton(Clock, broken)
-    with pytest.raises(RuntimeError, match="database unreachable"):
+    with pytest.raises(ConfigurationError, match="building Clock failed: RuntimeError: database unreachable") as info:
         await container.start()
+    assert isinstance(info.value.__cause__, RuntimeError)
 
 
 async def test_get_refuses_a_scoped_type_outside_a_request() -> None:

@@ -151,7 +151,7 @@ class RouteGroup(_Registrar):
 
     def group(self, prefix: str, *, name_prefix: str = "") -> RouteGroup:
         """A nested group."""
-        return RouteGroup(self, prefix, self.name_prefix + name_prefix)
+        return RouteGroup(self, prefix, name_prefix)  # each level adds its own name prefix
 
 
 class Wirehall(_Registrar):
@@ -338,12 +338,20 @@ class Wirehall(_Registrar):
                 return
             if self._asgi is None:
                 self._asgi = self._build_stack()
-            await self.container.start()
-            await self.websockets.start()
-            for hook in self._startup_hooks:
-                result = hook()
-                if inspect.isawaitable(result):
-                    await result
+            try:
+                await self.container.start()
+                await self.websockets.start()
+                for hook in self._startup_hooks:
+                    result = hook()
+                    if inspect.isawaitable(result):
+                        await result
+            except BaseException:
+                # close what was opened before the failure, then let the server report it
+                try:
+                    await self.websockets.stop()
+                finally:
+                    await self.container.aclose()
+                raise
             self._started = True
         await self.events.publish(AppStarted())
         logger.info("wirehall app started (%d routes)", len(self.router.table()))
@@ -411,8 +419,7 @@ class Wirehall(_Registrar):
         if kind == "http":
             handler, params = self.router.match_http(scope["method"], scope["path"])
             if handler is None:
-                await self._unmatched_http(scope, receive, send)
-                return
+                handler = self._unmatched_http
             scope["path_params"] = params
             if self._events_version != self.events.version:
                 self._events_version = self.events.version

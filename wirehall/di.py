@@ -381,7 +381,14 @@ class Container:
         self.validate()
         for provider in list(self._providers.values()):
             if provider.lifetime is Lifetime.SINGLETON and provider.key not in self._overrides:
-                await self._singleton(provider)
+                try:
+                    await self._singleton(provider)
+                except ConfigurationError:
+                    raise
+                except Exception as exc:
+                    raise ConfigurationError(
+                        f"building {_name(provider.key)} failed: {type(exc).__name__}: {exc}"
+                    ) from exc
         self._started = True
 
     async def aclose(self) -> None:

@@ -183,9 +183,6 @@ class Match:
     mount: _MountEntry | None = None
 
 
-_NO_PARAMS: dict[str, Any] = {}
-
-
 class Router:
     """Holds the route table and matches requests against it."""
 
@@ -266,7 +263,7 @@ class Router:
         """Every entry whose pattern matches `path`, static first, then in registration order."""
         entry = self._static.get(path)
         if entry is not None:
-            yield entry, _NO_PARAMS
+            yield entry, {}
         slash = path.find("/", 1)
         first = path[1:] if slash == -1 else path[1:slash]
         for group in (self._buckets.get(first, ()), self._wild):
@@ -281,12 +278,12 @@ class Router:
         if entry is not None:  # the commonest case, without a generator
             handler = entry.http.get(method)
             if handler is not None:
-                return handler, _NO_PARAMS
+                return handler, {}
         for entry, params in self._candidates(path):
             handler = entry.http.get(method)
             if handler is not None:
                 return handler, params
-        return None, _NO_PARAMS
+        return None, {}
 
     def match(self, scope_type: str, method: str, path: str) -> Match:
         """Find the handler for a request or a WebSocket handshake.

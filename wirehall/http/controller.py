@@ -227,23 +227,26 @@ def build_http_endpoint(
     return _function_handler(endpoint, plan, access_denied, finish)
 
 
+async def _refuse(status: int, scope: Scope, receive: Receive, send: Send, finish: Finisher | None) -> None:
+    refusal = error_response(status, headers={"WWW-Authenticate": "Bearer"} if status == 401 else None)
+    if finish is not None:
+        finish(refusal, scope)
+    await refusal(scope, receive, send)
+
+
 def _function_handler(
     endpoint: Callable[..., Any], plan: CallPlan, access_denied: Any, finish: Finisher | None
 ) -> Handler:
     needs_request = any(p.kind == 2 for p in plan.params)
     needs_path = any(p.kind == 1 for p in plan.params)
     has_params = bool(plan.params)
-    guarded = getattr(endpoint, "__wirehall_auth__", None) is not None
 
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
-        if guarded:
-            status = access_denied(endpoint, scope)
-            if status is not None:
-                refusal = error_response(status)
-                if finish is not None:
-                    finish(refusal, scope)
-                await refusal(scope, receive, send)
-                return
+        # checked on every request, so `@requires_auth` works above or below the route decorator
+        status = access_denied(endpoint, scope)
+        if status is not None:
+            await _refuse(status, scope, receive, send, finish)
+            return
         if not has_params:
             response = to_response(await endpoint())
             if finish is not None:
@@ -291,20 +294,12 @@ def _controller_handler(
     access_denied: Any,
     finish: Finisher | None,
 ) -> Handler:
-    guard_class = getattr(cls, "__wirehall_auth__", None) is not None
-    guard_method = getattr(func, "__wirehall_auth__", None) is not None
 
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
-        if guard_class or guard_method:
-            status = access_denied(cls, scope) if guard_class else None
-            if status is None and guard_method:
-                status = access_denied(func, scope)
-            if status is not None:
-                refusal = error_response(status)
-                if finish is not None:
-                    finish(refusal, scope)
-                await refusal(scope, receive, send)
-                return
+        status = access_denied(cls, scope) or access_denied(func, scope)
+        if status is not None:
+            await _refuse(status, scope, receive, send, finish)
+            return
         request = Request(scope, receive)
         controller = cls(request)
         resolver = ResolutionScope(scope["app"].container)

@@ -139,6 +139,8 @@ class _MultipartState:
         self.name = ""
         self.pending: list[tuple[UploadFile, bytes]] = []
         self.done_parts: list[tuple[str, UploadFile | bytes]] = []
+        self.created: list[UploadFile] = []
+        self.ended = False
 
 
 async def _parse_multipart(
@@ -179,6 +181,7 @@ async def _parse_multipart(
                 content_type.decode("latin-1"),
                 Headers(state.headers),
             )
+            state.created.append(state.current)
         else:
             fields += 1
             if fields > max_fields:
@@ -196,9 +199,13 @@ async def _parse_multipart(
         else:
             state.done_parts.append((state.name, bytes(state.data)))
 
+    def on_end() -> None:
+        state.ended = True
+
     parser = MultipartParser(
         boundary,
         {
+            "on_end": on_end,
             "on_part_begin": on_part_begin,
             "on_part_data": on_part_data,
             "on_part_end": on_part_end,
@@ -208,7 +215,6 @@ async def _parse_multipart(
             "on_headers_finished": on_headers_finished,
         },
     )
-    uploads: list[UploadFile] = []
     try:
         async for chunk in stream:
             try:
@@ -216,22 +222,20 @@ async def _parse_multipart(
             except MultipartParseError as exc:
                 raise HTTPError(400, f"the multipart body is malformed: {exc}") from exc
             for upload, data in state.pending:
-                if not uploads or uploads[-1] is not upload:
-                    uploads.append(upload)
                 await upload.write(data)
             state.pending.clear()
             for name, value in state.done_parts:
                 if isinstance(value, UploadFile):
-                    if value not in uploads:
-                        uploads.append(value)
                     await value.seek(0)
                     state.items.append((name, value))
                 else:
                     state.items.append((name, value.decode("utf-8", "replace")))
             state.done_parts.clear()
         parser.finalize()
+        if not state.ended:
+            raise HTTPError(400, "the multipart body ended before its closing boundary")
     except BaseException:
-        for upload in uploads:
+        for upload in state.created:
             await upload.close()
         raise
     return FormData(state.items)
