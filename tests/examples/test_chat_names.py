@@ -83,8 +83,7 @@ def test_user_name_length_counts_after_trimming() -> None:
 def test_user_name_rule_holds_for_any_text(raw: str) -> None:
     name = raw.strip()
     valid = 1 <= len(name) <= USER_MAX and not any(
-        ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F or 0xD800 <= ord(char) <= 0xDFFF
-        for char in name
+        ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F or 0xD800 <= ord(char) <= 0xDFFF for char in name
     )
     if valid:
         assert check_user(raw) == name

@@ -44,9 +44,7 @@ def test_timestamp_is_utc_iso_8601_with_microseconds() -> None:
 
 
 def test_message_encodes_to_the_wire_form() -> None:
-    message = Message(
-        id=7, room="lobby", user="ann", text="hi", ts="2026-11-26T09:31:12.123456+00:00"
-    )
+    message = Message(id=7, room="lobby", user="ann", text="hi", ts="2026-11-26T09:31:12.123456+00:00")
     assert msgspec.json.decode(msgspec.json.encode(message)) == {
         "type": "message",
         "id": 7,
@@ -179,9 +177,7 @@ async def test_a_failed_block_stores_nothing(store: Store) -> None:
     assert await store.recent("lobby", 10) == []
 
 
-@settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(min_size=1, max_size=300))  # no lone surrogates: the chat refuses them
 async def test_any_text_round_trips(store: Store, text: str) -> None:
     message = await store.add("fuzz", "ann", text)
