@@ -82,19 +82,34 @@ async def test_receive_close_skips_messages_and_returns_the_code() -> None:
         assert await ws.receive_close() == 4000
 
 
-async def test_app_exception_is_raised_on_exit() -> None:
-    codes: list[int] = []
-
+async def test_app_exception_is_raised_by_the_waiting_receive() -> None:
     async def crash_the_app() -> None:
         async with open_session(echo) as ws:
             await ws.send_text("crash")
-            with pytest.raises(WebSocketDisconnectError) as info:
-                await ws.receive()
-            codes.append(info.value.code)
+            await ws.receive()
 
     with pytest.raises(ZeroDivisionError, match="app bug"):
         await crash_the_app()
-    assert codes == [1006]
+
+
+async def test_app_exception_is_raised_on_exit() -> None:
+    async def crash_the_app() -> None:
+        async with open_session(echo) as ws:
+            await ws.send_text("crash")
+
+    with pytest.raises(ZeroDivisionError, match="app bug"):
+        await crash_the_app()
+
+
+async def test_app_ending_without_a_close_reads_as_1006() -> None:
+    async def quitter(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+
+    async with open_session(quitter) as ws:
+        with pytest.raises(WebSocketDisconnectError) as info:
+            await ws.receive()
+        assert info.value.code == 1006
 
 
 async def test_sending_after_client_close_is_a_state_error() -> None:

@@ -184,8 +184,9 @@ class WebSocketTestSession:
         """The next message from the app: `str` (text frame) or `bytes` (binary frame).
 
         Raises:
-            WebSocketDisconnectError: the app closed the connection (or ended).
+            WebSocketDisconnectError: the app closed the connection (1006 if it just ended).
             TimeoutError: nothing came within the timeout.
+            Exception: whatever the app raised, when it crashed.
         """
         if self._client_closed:
             raise WebSocketStateError("receive() after close(): this test session is closed")
