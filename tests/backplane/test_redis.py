@@ -435,6 +435,25 @@ async def test_unsubscribe_stops_delivery(
 
 
 @pytest.mark.redis
+async def test_messages_already_received_are_not_yielded_after_unsubscribe(
+    redis_url: str, backplanes: Backplanes
+) -> None:
+    receiver = await backplanes.start(redis_url)
+    sender = await backplanes.start(redis_url)
+    await receiver.subscribe("room:a")
+    await receiver.subscribe("room:b")
+    for i in range(20):
+        await sender.publish("room:a", b"%d" % i)
+    iterator = receiver.messages()
+    assert await asyncio.wait_for(anext(iterator), 2) == ("room:a", b"0")
+    await asyncio.sleep(0.2)  # the other 19 arrive and wait in the backplane
+    await receiver.unsubscribe("room:a")
+    await sender.publish("room:b", b"marker")
+    assert await asyncio.wait_for(anext(iterator), 2) == ("room:b", b"marker")
+    await iterator.aclose()
+
+
+@pytest.mark.redis
 async def test_messages_has_one_consumer_and_ends_at_close(redis_url: str) -> None:
     backplane = RedisBackplane(redis_url)
     await backplane.start()
@@ -632,6 +651,32 @@ async def test_redis_restart_fails_fast_then_recovers_delivery_and_presence(
     expected = {f"{one.node_id}.3": "dan", f"{two.node_id}.1": "bob", f"{two.node_id}.2": "cyd"}
     assert await one.presence("lobby") == expected
     assert await two.presence("lobby") == expected
+
+
+@pytest.mark.redis
+async def test_close_ends_a_subscribe_waiting_for_redis(
+    private_redis: PrivateRedis, backplanes: Backplanes
+) -> None:
+    backplane = await backplanes.start(private_redis.url, command_timeout=10)
+    private_redis.kill()
+    subscribing = asyncio.create_task(backplane.subscribe("room:lobby"))
+    await asyncio.sleep(0.3)
+    assert not subscribing.done()
+    started = time.monotonic()
+    await backplane.close()
+    with pytest.raises(BackplaneError, match="closed"):
+        await asyncio.wait_for(subscribing, timeout=5)
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.redis
+async def test_close_ends_a_start_waiting_for_redis(logs: Logs) -> None:
+    backplane = RedisBackplane(f"redis://127.0.0.1:{free_port()}/0", startup="wait")
+    starting = asyncio.create_task(backplane.start())
+    await logs.wait_for("not reachable yet", timeout=5)
+    await backplane.close()
+    with pytest.raises(BackplaneError, match="closed while starting"):
+        await asyncio.wait_for(starting, timeout=7)
 
 
 @pytest.mark.redis

@@ -18,10 +18,10 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+from wirehall.backplane import _redis_scripts as scripts
+from wirehall.backplane._redis_settings import parse_settings
 from wirehall.errors import BackplaneError, ConfigurationError, MissingDependencyError
 
 try:
@@ -47,256 +47,6 @@ _SUBSCRIBE_CHUNK: Final = 500
 # Anything a broken or unreachable Redis can raise: redis-py's errors, socket errors and
 # timeouts (TimeoutError is an OSError).
 _FAILURES: Final = (RedisError, OSError)
-
-# Deletes the members of node ARGV-style `n` from every room listed in its node-rooms set
-# and returns the rooms that lost a member. Shared by the scripts below.
-_DROP_NODE_LUA: Final = """
-local function drop_node(prefix, n)
-  local rooms_key = prefix .. ':node-rooms:' .. n
-  local head = n .. '.'
-  local len = #head
-  local changed = {}
-  for _, room in ipairs(redis.call('SMEMBERS', rooms_key)) do
-    local key = prefix .. ':presence:' .. room
-    local removed = 0
-    for _, field in ipairs(redis.call('HKEYS', key)) do
-      if string.sub(field, 1, len) == head then
-        removed = removed + redis.call('HDEL', key, field)
-      end
-    end
-    if removed > 0 then changed[#changed + 1] = room end
-  end
-  redis.call('DEL', rooms_key)
-  return changed
-end
-"""
-
-# ARGV: prefix, node, ttl_ms, purge ("1"/"0"). Renews this node's liveness and, when asked,
-# claims every registered node whose liveness key is gone (SREM inside this atomic script,
-# so exactly one caller gets to purge it). Returns {existed, dead_nodes, changed_rooms}.
-_HEARTBEAT_LUA: Final = (
-    _DROP_NODE_LUA
-    + """
-local prefix, node, ttl, purge = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local nodes_key = prefix .. ':nodes'
-local live_key = prefix .. ':node:' .. node
-local existed = redis.call('EXISTS', live_key)
-redis.call('SET', live_key, '1', 'PX', ttl)
-redis.call('SADD', nodes_key, node)
-local dead, rooms, seen = {}, {}, {}
-if purge == '1' then
-  for _, n in ipairs(redis.call('SMEMBERS', nodes_key)) do
-    if redis.call('EXISTS', prefix .. ':node:' .. n) == 0 then
-      redis.call('SREM', nodes_key, n)
-      dead[#dead + 1] = n
-      for _, room in ipairs(drop_node(prefix, n)) do
-        if not seen[room] then
-          seen[room] = true
-          rooms[#rooms + 1] = room
-        end
-      end
-    end
-  end
-end
-return {existed, dead, rooms}
-"""
-)
-
-# ARGV: prefix, node, ttl_ms, then (room, member, identity) triples: the complete presence
-# of this node. Replaces whatever Redis holds for this node with exactly that, renews its
-# liveness, and returns the rooms whose content for this node changed.
-_RESYNC_LUA: Final = """
-local prefix, node, ttl = ARGV[1], ARGV[2], ARGV[3]
-local rooms_key = prefix .. ':node-rooms:' .. node
-local head = node .. '.'
-local len = #head
-local old, new = {}, {}
-for _, room in ipairs(redis.call('SMEMBERS', rooms_key)) do
-  local key = prefix .. ':presence:' .. room
-  local flat = redis.call('HGETALL', key)
-  local members = {}
-  for i = 1, #flat, 2 do
-    if string.sub(flat[i], 1, len) == head then
-      members[flat[i]] = flat[i + 1]
-      redis.call('HDEL', key, flat[i])
-    end
-  end
-  old[room] = members
-end
-redis.call('DEL', rooms_key)
-for i = 4, #ARGV, 3 do
-  local room, member, identity = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  redis.call('HSET', prefix .. ':presence:' .. room, member, identity)
-  redis.call('SADD', rooms_key, room)
-  local members = new[room]
-  if not members then
-    members = {}
-    new[room] = members
-  end
-  members[member] = identity
-end
-redis.call('SET', prefix .. ':node:' .. node, '1', 'PX', ttl)
-redis.call('SADD', prefix .. ':nodes', node)
-local changed = {}
-for room, members in pairs(old) do
-  local now = new[room] or {}
-  local same = true
-  for member, identity in pairs(members) do
-    if now[member] ~= identity then same = false break end
-  end
-  if same then
-    for member, identity in pairs(now) do
-      if members[member] ~= identity then same = false break end
-    end
-  end
-  if not same then changed[#changed + 1] = room end
-end
-for room, _ in pairs(new) do
-  if not old[room] then changed[#changed + 1] = room end
-end
-return changed
-"""
-
-# ARGV: prefix, node. Removes this node entirely (used by close()).
-_LEAVE_LUA: Final = (
-    _DROP_NODE_LUA
-    + """
-local prefix, node = ARGV[1], ARGV[2]
-local rooms = drop_node(prefix, node)
-redis.call('DEL', prefix .. ':node:' .. node)
-redis.call('SREM', prefix .. ':nodes', node)
-return rooms
-"""
-)
-
-# ARGV: prefix, room. The room's members whose node is alive, flattened (member, identity).
-_PRESENCE_LUA: Final = """
-local prefix, room = ARGV[1], ARGV[2]
-local flat = redis.call('HGETALL', prefix .. ':presence:' .. room)
-local alive, out = {}, {}
-for i = 1, #flat, 2 do
-  local member = flat[i]
-  local dot = string.find(member, '.', 1, true)
-  if dot then
-    local n = string.sub(member, 1, dot - 1)
-    local live = alive[n]
-    if live == nil then
-      live = redis.call('EXISTS', prefix .. ':node:' .. n) == 1
-      alive[n] = live
-    end
-    if live then
-      out[#out + 1] = member
-      out[#out + 1] = flat[i + 1]
-    end
-  end
-end
-return out
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class _Settings:
-    url: str  # what redis-py connects to: the URL without wirehall's own options
-    safe_url: str  # the same with the password hidden, for messages and logs
-    prefix: str
-    heartbeat_ttl: float
-    connect_timeout: float
-    command_timeout: float
-    ping_interval: float
-    startup: Literal["fail", "wait"]
-
-
-_DEFAULTS: Final[dict[str, str]] = {
-    "prefix": "wirehall",
-    "heartbeat_ttl": "15",
-    "connect_timeout": "3",
-    "command_timeout": "3",
-    "ping_interval": "5",
-    "startup": "fail",
-}
-_SECONDS_OPTIONS: Final = ("heartbeat_ttl", "connect_timeout", "command_timeout", "ping_interval")
-
-
-def _parse_settings(url: str, overrides: dict[str, object]) -> _Settings:
-    shown = _hide_password(url)
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # raises ValueError for a port that is not a number in range
-    except ValueError as exc:
-        raise ConfigurationError(
-            f"the Redis URL {shown!r} is malformed ({exc}); use redis://HOST:PORT/DB"
-        ) from exc
-    if parts.scheme not in ("redis", "rediss"):
-        raise ConfigurationError(f"the Redis URL {shown!r} must start with redis:// or rediss:// (TLS)")
-    if not parts.hostname:
-        raise ConfigurationError(f"the Redis URL {shown!r} names no host; use redis://HOST:PORT/DB")
-    db = parts.path.strip("/")
-    if db and not db.isdigit():
-        raise ConfigurationError(
-            f"the Redis URL {shown!r} has {parts.path!r} as its path; the path is the database "
-            "number, e.g. redis://127.0.0.1:6379/0"
-        )
-    options = dict(_DEFAULTS)
-    passthrough: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name in seen:
-            raise ConfigurationError(f"the Redis URL {shown!r} sets {name!r} twice")
-        seen.add(name)
-        if name in _DEFAULTS:
-            options[name] = value
-        else:
-            passthrough.append((name, value))  # redis-py's own options, e.g. ssl_cert_reqs
-    for name, override in overrides.items():
-        if override is not None:
-            options[name] = str(override)
-
-    prefix = options["prefix"]
-    if not prefix or any(ch.isspace() for ch in prefix):
-        raise ConfigurationError(
-            f"the Redis backplane prefix {prefix!r} must be non-empty and without spaces"
-        )
-    seconds: dict[str, float] = {}
-    for name in _SECONDS_OPTIONS:
-        raw = options[name]
-        try:
-            number = float(raw)
-        except ValueError:
-            number = float("nan")
-        if not 0 < number < float("inf"):
-            raise ConfigurationError(
-                f"the Redis backplane option {name}={raw!r} must be a number of seconds above 0"
-            )
-        seconds[name] = number
-    startup = options["startup"]
-    if startup not in ("fail", "wait"):
-        raise ConfigurationError(
-            f"the Redis backplane option startup={startup!r} is not understood; use "
-            "startup=fail (raise when Redis is unreachable) or startup=wait (retry until it is)"
-        )
-    clean = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(passthrough), parts.fragment))
-    return _Settings(
-        url=clean,
-        safe_url=_hide_password(clean),
-        prefix=prefix,
-        heartbeat_ttl=seconds["heartbeat_ttl"],
-        connect_timeout=seconds["connect_timeout"],
-        command_timeout=seconds["command_timeout"],
-        ping_interval=seconds["ping_interval"],
-        startup="wait" if startup == "wait" else "fail",
-    )
-
-
-def _hide_password(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = quote(parts.username or "", safe="")
-        host = parts.netloc.rpartition("@")[2]
-    except ValueError:
-        return "<unparsable Redis URL>"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
 
 
 class RedisBackplane:
@@ -333,7 +83,7 @@ class RedisBackplane:
         ping_interval: float | None = None,
         startup: Literal["fail", "wait"] | None = None,
     ) -> None:
-        settings = _parse_settings(
+        settings = parse_settings(
             url,
             {
                 "prefix": prefix,
@@ -384,10 +134,10 @@ class RedisBackplane:
                 f"the Redis URL {settings.safe_url!r} has an option redis-py rejects: {exc}"
             ) from exc
         self._client = aioredis.Redis(connection_pool=self._pool)
-        self._heartbeat_script = self._client.register_script(_HEARTBEAT_LUA)
-        self._resync_script = self._client.register_script(_RESYNC_LUA)
-        self._leave_script = self._client.register_script(_LEAVE_LUA)
-        self._presence_script = self._client.register_script(_PRESENCE_LUA)
+        self._heartbeat_script = self._client.register_script(scripts.HEARTBEAT)
+        self._resync_script = self._client.register_script(scripts.RESYNC)
+        self._leave_script = self._client.register_script(scripts.LEAVE)
+        self._presence_script = self._client.register_script(scripts.PRESENCE)
 
         self._state: Literal["new", "running", "closed"] = "new"
         self._tasks: set[asyncio.Task[None]] = set()
@@ -403,7 +153,7 @@ class RedisBackplane:
         self._subscription_lock = asyncio.Lock()
         self._subscriber: AbstractConnection | None = None
         self._subscriber_ready = asyncio.Event()
-        self._inbox: deque[tuple[str, bytes]] = deque()
+        self._inbox: deque[tuple[bytes, str, bytes]] = deque()
         self._inbox_ready = asyncio.Event()
         self._consuming = False
         # Publisher side: publishes queue up here and go out in order, pipelined in batches.
@@ -476,6 +226,7 @@ class RedisBackplane:
                 subscriber = await self._connect_subscriber()
                 try:
                     await self._call("register this node", self._locked_resync())
+                    await self._install_subscriber(subscriber)
                 except BaseException:
                     await self._discard(subscriber)
                     raise
@@ -496,7 +247,10 @@ class RedisBackplane:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF)
-        await self._install_subscriber(subscriber)
+        if self._is_closed():
+            self._detach(subscriber)
+            await self._discard(subscriber)
+            raise BackplaneError("the Redis backplane was closed while starting")
         self._state = "running"
         self._spawn(self._subscriber_loop(subscriber), "wirehall-redis-subscriber")
         self._spawn(self._publisher_loop(), "wirehall-redis-publisher")
@@ -532,6 +286,7 @@ class RedisBackplane:
             subscriber = self._subscriber
             self._detach(subscriber)
             await self._discard(subscriber)
+        self._subscriber_ready.set()  # wakes subscribe() calls waiting for a connection
         if was_running:
             try:
                 await self._call(
@@ -547,6 +302,7 @@ class RedisBackplane:
         self._local.clear()
         await self._client.aclose()
         await self._pool.aclose()
+        await self._subscriber_pool.aclose()
         logger.info("Redis backplane node %s closed", self._node_id)
 
     # -- channels ----------------------------------------------------------------------------
@@ -566,6 +322,7 @@ class RedisBackplane:
                 while key in self._channels and key not in self._confirmed:
                     if not await self._request(b"subscribe", key):
                         await self._subscriber_ready.wait()
+                    self._ensure_running()
         except TimeoutError as exc:
             raise BackplaneError(
                 f"Redis at {self._settings.safe_url} did not confirm the subscription to "
@@ -624,11 +381,13 @@ class RedisBackplane:
         if self._consuming:
             raise RuntimeError("RedisBackplane.messages() already has a consumer")
         self._consuming = True
-        inbox = self._inbox
+        inbox, channels = self._inbox, self._channels
         try:
             while self._state != "closed":
                 if inbox:
-                    yield inbox.popleft()
+                    key, name, payload = inbox.popleft()
+                    if key in channels:  # not unsubscribed since it arrived
+                        yield name, payload
                 else:
                     self._inbox_ready.clear()
                     await self._inbox_ready.wait()
@@ -720,7 +479,7 @@ class RedisBackplane:
         self._ensure_running()
         existed, dead, rooms = await self._call(
             "renew this node's liveness",
-            self._heartbeat_script(args=[self._prefix, self._node_id, self._ttl_ms, 1]),
+            self._heartbeat_script(args=[self._prefix, self._node_id, self._ttl_ms]),
         )
         if dead:
             logger.info(
@@ -941,9 +700,10 @@ class RedisBackplane:
             return  # PONG to a PING sent before anything was subscribed
         kind = response[0]
         if kind == b"message":
-            name = self._channels.get(response[1])
+            key = response[1]
+            name = self._channels.get(key)
             if name is not None:
-                self._inbox.append((name, response[2]))
+                self._inbox.append((key, name, response[2]))
                 self._inbox_ready.set()
         elif kind == b"subscribe":
             key = response[1]
@@ -1023,26 +783,8 @@ class RedisBackplane:
                 await self._discard(connection)
             lost_at = loop.time()
             if lost_at - since >= _MAX_BACKOFF:
-                delay = _MIN_BACKOFF  # it had been working: try again at once
-            attempt = 0
-            while True:
-                await asyncio.sleep(delay)
-                attempt += 1
-                try:
-                    connection = await self._connect_subscriber()
-                    count = await self._install_subscriber(connection)
-                except BackplaneError as exc:
-                    delay = min(delay * 2, _MAX_BACKOFF)
-                    logger.warning(
-                        "Redis at %s still unreachable (attempt %d: %s); next try in %.1f s",
-                        self._settings.safe_url,
-                        attempt,
-                        exc.__cause__ or exc,
-                        delay,
-                    )
-                    continue
-                break
-            delay = min(delay * 2, _MAX_BACKOFF)
+                delay = _MIN_BACKOFF  # it had been working for a while: retry at once
+            connection, count, delay = await self._reconnect(delay)
             logger.info(
                 "reconnected to Redis at %s after %.1f s; re-subscribed %d channels",
                 self._settings.safe_url,
@@ -1050,6 +792,31 @@ class RedisBackplane:
                 count,
             )
             self._spawn(self._restore_presence(), "wirehall-redis-restore-presence")
+
+    async def _reconnect(self, delay: float) -> tuple[AbstractConnection, int, float]:
+        """Retry with exponential backoff until a new subscriber connection is installed."""
+        attempt = 0
+        while True:
+            await asyncio.sleep(delay)
+            attempt += 1
+            try:
+                connection = await self._connect_subscriber()
+                count = await self._install_subscriber(connection)
+            except BackplaneError as exc:
+                reason: object = exc.__cause__ or exc
+            except Exception as exc:
+                logger.exception("unexpected error reconnecting to Redis")
+                reason = repr(exc)
+            else:
+                return connection, count, min(delay * 2, _MAX_BACKOFF)
+            delay = min(delay * 2, _MAX_BACKOFF)
+            logger.warning(
+                "Redis at %s still unreachable (attempt %d: %s); next try in %.1f s",
+                self._settings.safe_url,
+                attempt,
+                reason,
+                delay,
+            )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coroutine, name=name)
