@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from wirehall import Wirehall, WebSocketController, WebSocketService
+from wirehall import WebSocketController, WebSocketService, Wirehall
 
 
 class Burst(msgspec.Struct, tag="burst", tag_field="type"):

@@ -160,7 +160,7 @@ class RawClient:
 
     def read_until_close(self) -> tuple[list[bytes], int]:
         """Every text frame up to the close frame, and the close code."""
-        texts = []
+        texts: list[bytes] = []
         while True:
             opcode, payload = self.frame()
             if opcode == 8:
