@@ -1,0 +1,1 @@
+"""Tiny app modules for the command-line tests (`wirehall routes tests._apps.hello:app`)."""
