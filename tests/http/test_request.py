@@ -179,6 +179,17 @@ async def test_bad_json_is_a_400(body: bytes, message: str) -> None:
     assert message in info.value.detail
 
 
+@pytest.mark.parametrize(
+    "body", [b"[" * 100_000, b'{"room": ' + b"[" * 100_000, b"[" * 100_000 + b"]" * 100_000]
+)
+async def test_deeply_nested_json_is_a_400_not_a_crash(body: bytes) -> None:
+    for read in (Request.json, lambda request: request.json_as(ChatMessage)):
+        request = Request(http_scope(method="POST"), body_stream(body))
+        with pytest.raises(HTTPError) as info:
+            await read(request)
+        assert info.value.status == 400
+
+
 async def test_json_as_decodes_and_validates() -> None:
     request = Request(http_scope(method="POST"), body_stream(b'{"room": "lobby", "text": "hi"}'))
     assert await request.json_as(ChatMessage) == ChatMessage("lobby", "hi", 0)
@@ -284,6 +295,15 @@ async def test_json_round_trip_and_bad_json_through_the_app() -> None:
     assert "not valid JSON" in bad.json()["error"]
     assert empty.status_code == 400
     assert "error" in empty.json()
+
+
+async def test_deeply_nested_json_through_the_app_is_a_400(caplog: pytest.LogCaptureFixture) -> None:
+    async with TestClient(new_app()) as client:
+        untyped = await client.post("/echo", content=b"[" * 100_000)
+        typed = await client.post("/typed", content=b'{"room": ' + b"[" * 100_000)
+    assert (untyped.status_code, typed.status_code) == (400, 400)
+    assert "error" in untyped.json()
+    assert "error" in typed.json()
 
 
 async def test_json_as_through_the_app() -> None:

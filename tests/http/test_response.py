@@ -353,6 +353,13 @@ async def test_unsatisfiable_range_gives_416(data_file: Path, header: str) -> No
     assert got.headers["content-range"] == "bytes */20"
 
 
+async def test_unsatisfiable_range_says_why_in_json(data_file: Path) -> None:
+    got = await fetch(FileResponse(data_file), headers={"Range": "bytes=50-"})
+    assert got.status_code == 416
+    assert got.headers["content-type"] == "application/json"
+    assert "error" in got.json()
+
+
 @pytest.mark.parametrize("header", ["items=0-4", "bytes=0-1,5-6", "bytes=abc", "bytes=a-b", "bytes=1"])
 async def test_ranges_we_do_not_serve_give_the_whole_file(data_file: Path, header: str) -> None:
     got = await fetch(FileResponse(data_file), headers={"Range": header})
