@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from bench.procfs import cpu_seconds
 from bench.servers import Placement, Server, serve
 
 __all__ = ["parse_wrk", "run_http"]
@@ -35,6 +36,11 @@ def parse_wrk(output: str) -> dict[str, Any]:
     if rps is None:
         raise ValueError(f"no Requests/sec in wrk output:\n{output}")
     result: dict[str, Any] = {"rps": float(rps.group(1))}
+    total = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", output)
+    if total is None:
+        raise ValueError(f"no request count in wrk output:\n{output}")
+    result["requests"] = int(total.group(1))
+    result["seconds"] = _ms(total.group(2) + total.group(3)) / 1000
     for label, key in (("50%", "p50_ms"), ("99%", "p99_ms")):
         match = re.search(rf"^\s+{re.escape(label)}\s+(\S+)", output, re.MULTILINE)
         result[key] = _ms(match.group(1)) if match else None
@@ -55,10 +61,17 @@ def _wrk(server: Server, where: Placement, seconds: float, connections: int) -> 
         "--latency",
         f"http://127.0.0.1:{server.port}/",
     ]
+    cpu = cpu_seconds(server.pid)
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=False)
+    cpu = cpu_seconds(server.pid) - cpu
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
-    return parse_wrk(done.stdout)
+    result = parse_wrk(done.stdout)
+    # CPU time per request hardly moves when other processes take turns on the server's
+    # CPU; the server's CPU share says how much of the wall time it actually got
+    result["server_cpu_us_per_request"] = cpu * 1e6 / result["requests"]
+    result["server_cpu_share"] = cpu / result["seconds"]
+    return result
 
 
 def run_http(
@@ -90,7 +103,9 @@ def run_http(
                 samples[name].append(sample)
                 progress(
                     f"  http round {round_index + 1}/{rounds} {name:>10}: "
-                    f"{sample['rps']:>9.0f} req/s  p99 {sample['p99_ms']:.2f} ms"
+                    f"{sample['rps']:>9.0f} req/s  p99 {sample['p99_ms']:>6.2f} ms  "
+                    f"server CPU {sample['server_cpu_us_per_request']:.1f} us/req "
+                    f"(busy {sample['server_cpu_share']:.0%} of the time)"
                 )
     result: dict[str, Any] = {
         "rounds": rounds,
@@ -104,6 +119,8 @@ def run_http(
             "p99_ms": statistics.median(r["p99_ms"] for r in runs if r["p99_ms"] is not None),
             "p50_ms": statistics.median(r["p50_ms"] for r in runs if r["p50_ms"] is not None),
             "errors": sum(r["non_2xx"] + r["socket_errors"] for r in runs),
+            "server_cpu_us_per_request": statistics.median(r["server_cpu_us_per_request"] for r in runs),
+            "server_cpu_share": statistics.median(r["server_cpu_share"] for r in runs),
             "runs": runs,
         }
     return result

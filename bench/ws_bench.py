@@ -22,7 +22,7 @@ import socket
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,11 @@ def percentile(values: list[float], fraction: float) -> float | None:
     return ordered[rank - 1]
 
 
+def _median(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
 def _summary(samples: list[float], timeouts: int = 0) -> dict[str, Any]:
     return {
         "median_ms": statistics.median(samples) if samples else None,
@@ -98,11 +103,16 @@ def run_client(
     return result
 
 
-def _room_spec(port: int, s: WsSettings) -> dict[str, Any]:
+def _room_spec(server: Server, s: WsSettings) -> dict[str, Any]:
     return {
         "host": "127.0.0.1",
-        "ports": [port],
-        "echo": {"clients": s.echo_clients, "duration": s.echo_seconds, "size": 32},
+        "ports": [server.port],
+        "server_pids": [server.pid],
+        "echo": {
+            "clients": s.echo_clients,
+            "duration": s.echo_seconds,
+            "size": 32,
+        },
         "members": s.small_room,
         "fanout": {
             "reps": s.fanout_reps,
@@ -126,6 +136,7 @@ def _scale_spec(server: Server, s: WsSettings) -> dict[str, Any]:
         "ports": [server.port],
         "warmup": 100,
         "memory_pids": [server.pid],
+        "server_pids": [server.pid],
         "settle": 1.5,
         "members": s.big_room,
         "fanout": {
@@ -157,7 +168,7 @@ def run_ws(
             label = f"room-{name}-{round_index + 1}"
             try:
                 with serve(f"ws-{label}", apps[name], where, log_dir, _server_env(name)) as server:
-                    spec = _room_spec(server.port, s)
+                    spec = _room_spec(server, s)
                     result = run_client(spec, where, log_dir, label, client_timeout)
             except RuntimeError as exc:
                 errors[name] = str(exc)
@@ -167,7 +178,8 @@ def run_ws(
             sc = result["slow"]
             progress(
                 f"  ws round {round_index + 1}/{s.rounds} {name:>10}: "
-                f"echo {result['echo']['per_s']:>7.0f}/s  "
+                f"echo {result['echo']['per_s']:>7.0f}/s "
+                f"(server busy {result['echo']['server_cpu_share']:.0%})  "
                 f"fan-out({s.small_room}) {result['fanout']['median_ms']:.1f} ms  "
                 f"slow consumer: "
                 + (
@@ -222,6 +234,14 @@ def run_ws(
             "memory_per_connection_bytes": big["memory"]["per_connection_bytes"],
             "memory": big["memory"],
             "slow_consumer": slow,
+            "server_cpu_us": {
+                "echo_round_trip": _median(r["echo"]["server_cpu_us_per_round_trip"] for r in runs),
+                "fanout_small_delivery": _median(r["fanout"]["server_cpu_us_per_delivery"] for r in runs),
+                "fanout_big_delivery": big["fanout"]["server_cpu_us_per_delivery"],
+                "slow_baseline_delivery": _median(
+                    r["slow"]["baseline"]["server_cpu_us_per_delivery"] for r in runs
+                ),
+            },
             "client_cpu_share": {
                 "echo": max(r["echo"]["client_cpu_share"] for r in runs),
                 "fanout_small": max(r["fanout"]["client_cpu_share"] for r in runs),
@@ -282,6 +302,7 @@ def run_redis(app: str, where: Placement, log_dir: Path, s: WsSettings, progress
     redis_url = f"redis://127.0.0.1:6379/0?prefix={prefix}"
     samples: dict[str, list[float]] = {"memory-1proc": [], "redis-2proc": []}
     timeouts = dict.fromkeys(samples, 0)
+    cpu: dict[str, list[float | None]] = {mode: [] for mode in samples}
     timeout = 120 + s.redis_room / 50
     try:
         for round_index in range(s.rounds):
@@ -301,6 +322,7 @@ def run_redis(app: str, where: Placement, log_dir: Path, s: WsSettings, progress
                     spec = {
                         "host": "127.0.0.1",
                         "ports": [server.port for server in servers],
+                        "server_pids": [server.pid for server in servers],
                         "members": s.redis_room,
                         "fanout": {
                             "reps": s.redis_reps,
@@ -312,6 +334,7 @@ def run_redis(app: str, where: Placement, log_dir: Path, s: WsSettings, progress
                     result = run_client(spec, where, log_dir, label, timeout)
                 samples[mode].extend(result["fanout"]["samples_ms"])
                 timeouts[mode] += result["fanout"]["timeouts"]
+                cpu[mode].append(result["fanout"]["server_cpu_us_per_delivery"])
                 progress(
                     f"  redis round {round_index + 1}/{s.rounds} {mode:>12}: "
                     f"fan-out({s.redis_room}) {result['fanout']['median_ms']:.1f} ms"
@@ -322,5 +345,11 @@ def run_redis(app: str, where: Placement, log_dir: Path, s: WsSettings, progress
     return {
         "clients": s.redis_room,
         "backplane_url": f"redis://127.0.0.1:6379/0?prefix={prefix}",
-        "modes": {mode: _summary(values, timeouts[mode]) for mode, values in samples.items()},
+        "modes": {
+            mode: {
+                **_summary(values, timeouts[mode]),
+                "server_cpu_us_per_delivery": _median(cpu[mode]),
+            }
+            for mode, values in samples.items()
+        },
     }

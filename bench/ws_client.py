@@ -31,7 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-__all__ = ["Connection", "main", "raise_fd_limit", "read_rss"]
+from bench.procfs import cpu_seconds, read_rss
+
+__all__ = ["Connection", "main", "raise_fd_limit"]
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -47,15 +49,6 @@ def raise_fd_limit() -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         soft = target
     return soft
-
-
-def read_rss(pid: int) -> int:
-    """Resident set size of process `pid` in bytes (VmRSS from /proc)."""
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS line in /proc/{pid}/status")
 
 
 def _log(message: str) -> None:
@@ -74,6 +67,10 @@ def _frame(opcode: int, payload: bytes, mask: bytes) -> bytes:
     key = (mask * (n // 4 + 1))[:n]
     masked = (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
     return header + mask + masked
+
+
+def _server_cpu(pids: list[int]) -> float:
+    return sum(cpu_seconds(pid) for pid in pids)
 
 
 def _ignore(conn: Connection, payload: bytes) -> None:
@@ -288,9 +285,10 @@ class _Tally:
 class Broadcaster:
     """Asks the server to broadcast through `trigger`, times until the last counted receipt."""
 
-    def __init__(self, trigger: Connection, members: list[Connection]) -> None:
+    def __init__(self, trigger: Connection, members: list[Connection], server_pids: list[int]) -> None:
         self.trigger = trigger
         self.members = members
+        self.server_pids = server_pids
         self.seq = 0
         self.pending: dict[bytes, _Tally] = {}
         self.malformed = 0
@@ -341,6 +339,8 @@ class Broadcaster:
         samples: list[float] = []
         timeouts = 0
         busy = wall = 0.0
+        delivered = 0
+        server_cpu = _server_cpu(self.server_pids)
         for _ in range(reps):
             cpu, started = time.process_time(), _perf()
             elapsed = await self.once(size, timeout)
@@ -350,7 +350,9 @@ class Broadcaster:
                 timeouts += 1
             else:
                 samples.append(elapsed * 1000)
+                delivered += sum(1 for conn in self.members if conn.counted)
             await asyncio.sleep(gap)
+        server_cpu = _server_cpu(self.server_pids) - server_cpu
         return {
             "members": len(self.members),
             "size": size,
@@ -360,13 +362,20 @@ class Broadcaster:
             # how busy this client was while broadcasts were in flight: near 1.0 would
             # mean the client, not the server, set the pace
             "client_cpu_share": busy / wall if wall else None,
+            # the servers' CPU time per delivered message: unlike wall time, hardly
+            # affected by other processes taking turns on the server's CPU
+            "server_cpu_us_per_delivery": server_cpu * 1e6 / delivered
+            if delivered and self.server_pids and not timeouts
+            else None,
         }
 
 
 # the steps ---------------------------------------------------------------------------------
 
 
-async def run_echo(host: str, ports: list[int], path: str, spec: dict[str, Any]) -> dict[str, Any]:
+async def run_echo(
+    host: str, ports: list[int], path: str, spec: dict[str, Any], server_pids: list[int]
+) -> dict[str, Any]:
     """Each client sends a frame, waits for its echo, sends again, for `duration` seconds."""
     conns = await connect_many(host, ports, path, spec["clients"])
     message = b"e" + b"x" * (spec["size"] - 1)
@@ -404,11 +413,12 @@ async def run_echo(host: str, ports: list[int], path: str, spec: dict[str, Any])
     await asyncio.sleep(min(1.0, spec["duration"] / 5))
     replies = 0
     latencies.clear()
-    cpu, started = time.process_time(), _perf()
+    cpu, server_cpu, started = time.process_time(), _server_cpu(server_pids), _perf()
     await asyncio.sleep(spec["duration"])
     running = False
     stopped = _perf()
     busy = time.process_time() - cpu
+    server_cpu = _server_cpu(server_pids) - server_cpu
     counted = replies
     try:
         await asyncio.wait_for(all_idle.wait(), 5.0)
@@ -425,6 +435,8 @@ async def run_echo(host: str, ports: list[int], path: str, spec: dict[str, Any])
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000 if latencies else None,
         "wrong_payloads": wrong,
         "client_cpu_share": busy / (stopped - started),
+        "server_cpu_share": server_cpu / (stopped - started) if server_pids else None,
+        "server_cpu_us_per_round_trip": server_cpu * 1e6 / counted if server_pids and counted else None,
     }
 
 
@@ -481,13 +493,14 @@ async def run_slow_consumer(
 async def run(spec: dict[str, Any]) -> dict[str, Any]:
     host, ports, path = spec["host"], spec["ports"], spec.get("path", "/ws")
     result: dict[str, Any] = {"fd_limit": raise_fd_limit()}
+    server_pids: list[int] = spec.get("server_pids") or []
     if spec.get("echo"):
         _log(f"echo with {spec['echo']['clients']} clients for {spec['echo']['duration']} s")
-        result["echo"] = await run_echo(host, ports, path, spec["echo"])
+        result["echo"] = await run_echo(host, ports, path, spec["echo"], server_pids)
         await asyncio.sleep(spec.get("settle", 1.0))
     if spec.get("warmup"):
         conns = await connect_many(host, ports, path, spec["warmup"])
-        await Broadcaster(conns[0], conns).sync()
+        await Broadcaster(conns[0], conns, server_pids).sync()
         await close_all(conns)
     pids: list[int] = spec.get("memory_pids") or []
     members: list[Connection] = []
@@ -508,7 +521,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
                 "rss_after": after,
                 "per_connection_bytes": (after - before) / len(members),
             }
-        caster = Broadcaster(members[0], members)
+        caster = Broadcaster(members[0], members, server_pids)
         await caster.sync()
         await caster.sync()
         if spec.get("fanout"):
