@@ -129,7 +129,8 @@ return rooms
 """
 )
 
-# ARGV: prefix, room. The room's members whose node is alive, flattened (member, identity).
+# ARGV: prefix, room. The room's members whose node is alive, as one msgpack array
+# (member, identity, member, identity, ...).
 PRESENCE: Final = """
 local prefix, room = ARGV[1], ARGV[2]
 local flat = redis.call('HGETALL', prefix .. ':presence:' .. room)
@@ -150,5 +151,5 @@ for i = 1, #flat, 2 do
     end
   end
 end
-return out
+return cmsgpack.pack(out)
 """

@@ -20,8 +20,11 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Final, Literal, TypeVar
 
+import msgspec
+
 from wirehall.backplane import _redis_scripts as scripts
 from wirehall.backplane._redis_settings import parse_settings
+from wirehall.backplane._resp import Incomplete, RespError, RespReader, pack_publish
 from wirehall.errors import BackplaneError, ConfigurationError, MissingDependencyError
 
 try:
@@ -30,6 +33,7 @@ try:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
     from redis.exceptions import RedisError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - depends on what is installed
     raise MissingDependencyError("redis", extra="redis") from exc
 
@@ -44,9 +48,12 @@ _MAX_BACKOFF: Final = 5.0
 _POOL_SIZE: Final = 32
 _PUBLISH_BATCH: Final = 1000
 _SUBSCRIBE_CHUNK: Final = 500
+# The presence script answers one msgpack array (member, identity, member, ...): for a big
+# room that is far cheaper than thousands of RESP bulk strings parsed by redis-py.
+_MEMBERS: Final = msgspec.msgpack.Decoder(list[str])
 # Anything a broken or unreachable Redis can raise: redis-py's errors, socket errors and
-# timeouts (TimeoutError is an OSError).
-_FAILURES: Final = (RedisError, OSError)
+# timeouts (TimeoutError is an OSError), unparsable or error replies.
+_FAILURES: Final = (RedisError, OSError, RespError)
 
 
 class RedisBackplane:
@@ -111,7 +118,7 @@ class RedisBackplane:
         try:
             self._pool: BlockingConnectionPool = BlockingConnectionPool.from_url(
                 settings.url,
-                decode_responses=True,
+                decode_responses=False,
                 # One immediate retry on a fresh connection: a pooled connection may be
                 # stale after a Redis restart. Nothing else retries, so failures are fast.
                 retry=Retry(NoBackoff(), 1),
@@ -120,11 +127,18 @@ class RedisBackplane:
                 timeout=settings.command_timeout,
                 **common,
             )
+            # Factories of the two connections read with RespReader: the subscriber's and
+            # the publisher's (redis-py connects, authenticates and selects the database).
             self._subscriber_pool: ConnectionPool = ConnectionPool.from_url(
                 settings.url,
-                decode_responses=False,
                 retry=Retry(NoBackoff(), 0),
                 client_name=f"wirehall-sub-{self._node_id}",
+                **common,
+            )
+            self._publisher_pool: ConnectionPool = ConnectionPool.from_url(
+                settings.url,
+                retry=Retry(NoBackoff(), 0),
+                client_name=f"wirehall-pub-{self._node_id}",
                 **common,
             )
             # Rejects options redis-py does not know now rather than at the first connection.
@@ -156,9 +170,11 @@ class RedisBackplane:
         self._inbox: deque[tuple[bytes, str, bytes]] = deque()
         self._inbox_ready = asyncio.Event()
         self._consuming = False
-        # Publisher side: publishes queue up here and go out in order, pipelined in batches.
-        self._outbox: list[tuple[bytes, bytes, asyncio.Future[None]]] = []
+        # Publisher side: packed PUBLISH commands queue up here (with the time they were
+        # queued) and go out in order, many per write, on one connection.
+        self._outbox: list[tuple[bytes, float, asyncio.Future[None]]] = []
         self._outbox_ready = asyncio.Event()
+        self._publisher: tuple[AbstractConnection, RespReader] | None = None
         # This node's presence, the source of truth for it (Redis may lose it).
         self._local: dict[str, dict[str, str]] = {}
         self._presence_lock = asyncio.Lock()
@@ -282,6 +298,10 @@ class RedisBackplane:
             if not future.done():
                 future.set_exception(BackplaneError("the Redis backplane was closed"))
         self._outbox.clear()
+        if self._publisher is not None:
+            publisher = self._publisher[0]
+            self._publisher = None
+            await self._discard(publisher)
         if self._subscriber is not None:
             subscriber = self._subscriber
             self._detach(subscriber)
@@ -303,6 +323,7 @@ class RedisBackplane:
         await self._client.aclose()
         await self._pool.aclose()
         await self._subscriber_pool.aclose()
+        await self._publisher_pool.aclose()
         logger.info("Redis backplane node %s closed", self._node_id)
 
     # -- channels ----------------------------------------------------------------------------
@@ -353,21 +374,17 @@ class RedisBackplane:
         """Publish `payload` on `channel`; publishes from one node go out in call order.
 
         Raises:
-            BackplaneError: Redis refused it or did not answer within the timeouts. A publish
-                that timed out may still have been delivered.
+            BackplaneError: Redis refused it, or did not take it in time: at once when
+                Redis refuses connections, within about twice `connect_timeout +
+                command_timeout` when it hangs. A publish that timed out may still have
+                been delivered.
         """
         self._ensure_running()
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outbox.append((self._channel_key(channel), payload, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._outbox.append((pack_publish(self._channel_key(channel), payload), loop.time(), future))
         self._outbox_ready.set()
-        try:
-            async with asyncio.timeout(self._call_timeout):
-                await future
-        except TimeoutError as exc:
-            raise BackplaneError(
-                f"Redis at {self._settings.safe_url} did not take a publish to {channel!r} "
-                f"within {self._call_timeout:g} s"
-            ) from exc
+        await future
 
     async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
         """Yield `(channel, payload)` for every message on a subscribed channel, in Redis order.
@@ -452,10 +469,14 @@ class RedisBackplane:
             BackplaneError: Redis could not be read.
         """
         self._ensure_running()
-        flat: list[str] = await self._call(
+        packed: bytes = await self._call(
             f"read the presence of room {room!r}",
             self._presence_script(args=[self._prefix, room]),
         )
+        try:
+            flat = _MEMBERS.decode(packed)
+        except msgspec.DecodeError as exc:
+            raise BackplaneError(f"Redis answered presence of {room!r} with {packed[:40]!r}") from exc
         own = f"{self._node_id}."
         members = {
             member: identity
@@ -477,10 +498,11 @@ class RedisBackplane:
                 by a later successful call.
         """
         self._ensure_running()
-        existed, dead, rooms = await self._call(
+        existed, dead_nodes, changed_rooms = await self._call(
             "renew this node's liveness",
             self._heartbeat_script(args=[self._prefix, self._node_id, self._ttl_ms]),
         )
+        dead, rooms = _texts(dead_nodes), _texts(changed_rooms)
         if dead:
             logger.info(
                 "purged nodes %s whose liveness expired; presence changed in %d rooms",
@@ -539,7 +561,7 @@ class RedisBackplane:
             async with asyncio.timeout(self._call_timeout):
                 return await call
         except _FAILURES as exc:
-            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            reason = _reason(exc)
             raise BackplaneError(
                 f"could not {action}: Redis at {self._settings.safe_url} failed ({reason})"
             ) from exc
@@ -557,7 +579,7 @@ class RedisBackplane:
                 "could not %s in Redis at %s (%s); kept locally and written when Redis answers",
                 action,
                 self._settings.safe_url,
-                "timed out" if isinstance(exc, TimeoutError) else exc,
+                _reason(exc),
             )
 
     async def _locked_resync(self) -> None:
@@ -570,7 +592,7 @@ class RedisBackplane:
         for room, members in self._local.items():
             for member, identity in members.items():
                 args += (room, member, identity)
-        changed: list[str] = await self._resync_script(args=args)
+        changed = _texts(await self._resync_script(args=args))
         self._presence_dirty = False
         self._changed_rooms.update(changed)
 
@@ -581,42 +603,81 @@ class RedisBackplane:
             logger.warning("%s; retrying at the next heartbeat", exc)
 
     async def _publisher_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
             while self._outbox:
-                batch = [item for item in self._outbox[:_PUBLISH_BATCH] if not item[2].done()]
+                batch = self._outbox[:_PUBLISH_BATCH]
                 del self._outbox[:_PUBLISH_BATCH]
+                too_old = loop.time() - self._call_timeout
+                expired = [item for item in batch if item[1] < too_old]
+                if expired:
+                    self._settle(
+                        expired,
+                        f"Redis at {self._settings.safe_url} did not take a publish within "
+                        f"{self._call_timeout:g} s",
+                        None,
+                    )
+                    batch = [item for item in batch if item[1] >= too_old]
+                batch = [item for item in batch if not item[2].done()]
                 if batch:
                     await self._publish_batch(batch)
 
-    async def _publish_batch(self, batch: list[tuple[bytes, bytes, asyncio.Future[None]]]) -> None:
+    async def _publish_batch(self, batch: list[tuple[bytes, float, asyncio.Future[None]]]) -> None:
+        done = 0
         try:
             async with asyncio.timeout(self._call_timeout):
-                if len(batch) == 1:
-                    await self._client.publish(batch[0][0], batch[0][1])
-                else:
-                    pipe = self._client.pipeline(transaction=False)
-                    for key, payload, _ in batch:
-                        pipe.publish(key, payload)
-                    await pipe.execute()
+                connection, reader = await self._publishing_connection()
+                await connection.send_packed_command([item[0] for item in batch], False)
+                for _, _, future in batch:
+                    reply = await reader.reply()
+                    done += 1
+                    if future.done():
+                        continue
+                    if isinstance(reply, RespError):
+                        future.set_exception(BackplaneError(f"Redis refused a publish: {reply}"))
+                    else:
+                        future.set_result(None)
         except _FAILURES as exc:
-            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
-            self._settle(batch, f"could not publish to Redis at {self._settings.safe_url} ({reason})", exc)
+            self._drop_publisher()
+            reason = _reason(exc)
+            self._settle(
+                batch[done:], f"could not publish to Redis at {self._settings.safe_url} ({reason})", exc
+            )
         except asyncio.CancelledError:
-            self._settle(batch, "the Redis backplane was closed", None)
+            self._drop_publisher()
+            self._settle(batch[done:], "the Redis backplane was closed", None)
             raise
         except Exception as exc:
             logger.exception("unexpected error publishing %d messages to Redis", len(batch))
-            self._settle(batch, f"could not publish to Redis: {exc!r}", exc)
-        else:
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_result(None)
+            self._drop_publisher()
+            self._settle(batch[done:], f"could not publish to Redis: {exc!r}", exc)
+
+    async def _publishing_connection(self) -> tuple[AbstractConnection, RespReader]:
+        publisher = self._publisher
+        if publisher is not None and publisher[0].is_connected and not publisher[1].is_broken:
+            return publisher
+        self._drop_publisher()  # stale (e.g. Redis restarted): never send into it
+        connection: AbstractConnection = self._publisher_pool.make_connection()  # type: ignore[no-untyped-call]  # redis-py
+        try:
+            await connection.connect()  # type: ignore[no-untyped-call]  # redis-py
+            publisher = connection, RespReader(_stream_of(connection))
+        except BaseException:
+            await self._discard(connection)
+            raise
+        self._publisher = publisher
+        return publisher
+
+    def _drop_publisher(self) -> None:
+        if self._publisher is not None:
+            connection = self._publisher[0]
+            self._publisher = None
+            self._spawn(self._discard(connection), "wirehall-redis-discard")
 
     @staticmethod
     def _settle(
-        batch: list[tuple[bytes, bytes, asyncio.Future[None]]],
+        batch: list[tuple[bytes, float, asyncio.Future[None]]],
         message: str,
         cause: BaseException | None,
     ) -> None:
@@ -636,7 +697,7 @@ class RedisBackplane:
                 await connection.connect()  # type: ignore[no-untyped-call]  # redis-py
         except _FAILURES as exc:
             await self._discard(connection)
-            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            reason = _reason(exc)
             raise BackplaneError(
                 f"could not connect to Redis at {self._settings.safe_url} ({reason})"
             ) from exc
@@ -747,18 +808,23 @@ class RedisBackplane:
             await connection.disconnect(nowait=True)
 
     async def _read(self, connection: AbstractConnection) -> None:
+        reader = RespReader(_stream_of(connection))
         interval = self._settings.ping_interval
         awaiting_pong = False
         while True:
-            response = await connection.read_response(timeout=interval)
-            if response is None:
+            while not isinstance(reply := reader.pop(), Incomplete):
+                if isinstance(reply, RespError):
+                    raise reply
+                awaiting_pong = False
+                self._dispatch(reply)
+            try:
+                async with asyncio.timeout(interval):
+                    await reader.fill()
+            except TimeoutError:
                 if awaiting_pong:
-                    raise TimeoutError(f"no answer to PING within {interval:g} s")
+                    raise TimeoutError(f"no answer to PING within {interval:g} s") from None
                 awaiting_pong = True
                 await connection.send_command("PING")
-                continue
-            awaiting_pong = False
-            self._dispatch(response)
 
     async def _subscriber_loop(self, connection: AbstractConnection) -> None:
         loop = asyncio.get_running_loop()
@@ -771,7 +837,7 @@ class RedisBackplane:
                 logger.warning(
                     "lost the Redis subscriber connection to %s (%s); reconnecting",
                     self._settings.safe_url,
-                    "timed out" if isinstance(exc, TimeoutError) and not str(exc) else exc,
+                    _reason(exc),
                 )
             except Exception:
                 logger.exception(
@@ -827,3 +893,25 @@ class RedisBackplane:
         self._tasks.discard(task)
         if not task.cancelled() and (error := task.exception()) is not None:
             logger.error("background task %s of the Redis backplane failed", task.get_name(), exc_info=error)
+
+
+def _stream_of(connection: AbstractConnection) -> asyncio.StreamReader:
+    """The socket reader under a connected redis-py connection, read with RespReader."""
+    stream = getattr(connection, "_reader", None)
+    if not isinstance(stream, asyncio.StreamReader):
+        raise BackplaneError(
+            f"redis-py {getattr(aioredis, '__version__', '?')} keeps no asyncio StreamReader "
+            "at Connection._reader; the Redis backplane needs redis>=5,<9"
+        )
+    return stream
+
+
+def _reason(error: BaseException) -> str:
+    """What went wrong, in a few words, for messages and logs."""
+    if isinstance(error, TimeoutError | RedisTimeoutError):
+        return f"timed out: {error}" if str(error) else "timed out"
+    return str(error) or repr(error)
+
+
+def _texts(replies: list[bytes]) -> list[str]:
+    return [reply.decode() for reply in replies]
