@@ -253,9 +253,23 @@ async def test_a_failing_singleton_fails_start() -> None:
 
     container = Container()
     container.singleton(Clock, broken)
-    with pytest.raises(ConfigurationError, match="building Clock failed: RuntimeError: database unreachable") as info:
+    with pytest.raises(
+        ConfigurationError, match="building Clock failed: RuntimeError: database unreachable"
+    ) as info:
         await container.start()
     assert isinstance(info.value.__cause__, RuntimeError)
+
+
+async def test_a_singleton_needing_a_scoped_value_is_refused_at_start() -> None:
+    class Service:
+        def __init__(self, session: Session) -> None:
+            self.session = session
+
+    container = Container()
+    container.scoped(Session)
+    container.singleton(Service)
+    with pytest.raises(ConfigurationError, match=r"singleton .*Service needs Session, which is scoped"):
+        await container.start()
 
 
 async def test_get_refuses_a_scoped_type_outside_a_request() -> None:

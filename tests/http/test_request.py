@@ -224,6 +224,24 @@ async def test_urlencoded_form() -> None:
     assert await request.form() is form
 
 
+async def test_form_after_the_body_was_read() -> None:
+    scope = http_scope(method="POST", headers=[("Content-Type", "application/x-www-form-urlencoded")])
+    request = Request(scope, body_stream(b"a=1", b"&b=2"))
+    assert await request.body() == b"a=1&b=2"
+    form = await request.form()
+    assert (form["a"], form["b"]) == ("1", "2")
+
+
+async def test_huge_or_odd_content_length() -> None:
+    scope = http_scope(method="POST", headers=[("Content-Length", "9" * 30)])
+    with pytest.raises(HTTPError) as info:
+        await Request(scope, body_stream(b"x")).body()
+    assert info.value.status == 413
+    for odd in ("abc", "-1", ""):
+        scope = http_scope(method="POST", headers=[("Content-Length", odd)])
+        assert await Request(scope, body_stream(b"xyz")).body() == b"xyz"
+
+
 async def test_form_with_an_unsupported_type_is_a_415() -> None:
     scope = http_scope(method="POST", headers=[("Content-Type", "application/json")])
     request = Request(scope, body_stream(b"{}"))

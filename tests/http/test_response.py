@@ -112,6 +112,12 @@ async def test_redirect_defaults_to_307_and_quotes_the_location() -> None:
     assert (other.status_code, other.headers["location"]) == (301, "https://example.com/x")
 
 
+def test_redirect_cannot_inject_headers() -> None:
+    response = RedirectResponse("/next\r\nSet-Cookie: evil=1")
+    assert response.headers.getlist("location") == ["/next%0D%0ASet-Cookie:%20evil=1"]
+    assert "set-cookie" not in response.headers
+
+
 async def test_streaming_from_async_and_sync_iterables() -> None:
     async def agen() -> AsyncIterator[str | bytes]:
         yield "a"

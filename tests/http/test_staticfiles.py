@@ -156,6 +156,16 @@ async def test_a_served_directory_that_is_itself_a_symlink_works(site: Path, tmp
         assert (await c.get("/%2e%2e/secret.txt")).status_code == 404
 
 
+def test_a_missing_directory_is_refused_when_configured(tmp_path: Path) -> None:
+    from wirehall.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="no-such-dir"):
+        StaticFiles(tmp_path / "no-such-dir")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(ConfigurationError, match="file.txt"):
+        StaticFiles(tmp_path / "file.txt")
+
+
 def test_resolve(site: Path) -> None:
     static = StaticFiles(site)
     assert static.resolve("/css/site.css") == str(site.resolve() / "css" / "site.css")

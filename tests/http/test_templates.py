@@ -51,6 +51,13 @@ def test_missing_template_is_an_error(template_dir: Path) -> None:
         Templates(template_dir).render("nope.html")
 
 
+def test_a_missing_template_directory_is_refused_when_configured(tmp_path: Path) -> None:
+    from wirehall.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="no-templates-here"):
+        Templates(tmp_path / "no-templates-here")
+
+
 def test_options_reach_jinja(template_dir: Path) -> None:
     templates = Templates(template_dir, autoescape=False, undefined=jinja2.StrictUndefined)
     assert templates.render("hello.html", {"name": "<b>"}) == "<p>Hello <b></p>"
