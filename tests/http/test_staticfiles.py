@@ -162,7 +162,7 @@ def test_a_missing_directory_is_refused_when_configured(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="no-such-dir"):
         StaticFiles(tmp_path / "no-such-dir")
     (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(ConfigurationError, match="file.txt"):
+    with pytest.raises(ConfigurationError, match=r"file\.txt"):
         StaticFiles(tmp_path / "file.txt")
 
 
