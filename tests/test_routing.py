@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -14,7 +15,7 @@ from wirehall import HTTPController, Mount, Request, Route, WebSocketRoute, Wire
 from wirehall.errors import ConfigurationError
 from wirehall.routing import Router, compile_path
 from wirehall.testing.client import TestClient
-from wirehall.types import Receive, Scope, Send
+from wirehall.types import Message, Receive, Scope, Send
 
 
 async def handler_a(scope: Scope, receive: Receive, send: Send) -> None:
@@ -653,3 +654,50 @@ async def test_path_params_of_one_request_never_leak_into_another() -> None:
     async with TestClient(app) as client:
         await client.get("/a")
         assert (await client.get("/b")).json() == {}
+
+
+async def test_a_websocket_to_an_unknown_path_is_refused_with_a_json_404() -> None:
+    from wirehall.testing.websocket import HandshakeRejectedError
+
+    app = new_app()
+
+    @app.get("/http-only")
+    async def http_only() -> str:
+        return "x"
+
+    async with TestClient(app) as client:
+        for path in ("/ws/nowhere", "/http-only"):
+            with pytest.raises(HandshakeRejectedError) as info:
+                async with client.websocket_connect(path):
+                    pass
+            assert info.value.status == 404
+            assert info.value.json() == {"error": "Not Found"}
+
+
+async def test_a_websocket_to_an_unknown_path_without_the_denial_extension_is_closed() -> None:
+    app = new_app()
+    sent: list[Message] = []
+    inbox: list[Message] = [{"type": "websocket.connect"}]
+
+    async def receive() -> Message:
+        return inbox.pop(0) if inbox else {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "ws",
+        "path": "/ws/nowhere",
+        "raw_path": b"/ws/nowhere",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+        "subprotocols": [],
+    }
+    async with TestClient(app):
+        await asyncio.wait_for(app(scope, receive, send), timeout=5)
+    assert [m["type"] for m in sent] == ["websocket.close"]
