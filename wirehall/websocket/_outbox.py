@@ -27,7 +27,7 @@ __all__ = ["Outbox", "OutboxOwner", "SlowConsumerPolicy"]
 
 logger = logging.getLogger(__name__)
 
-_Step = Generator[Any, None, Any]
+_Step = Coroutine[Any, Any, Any] | Generator[Any, Any, Any]
 
 
 class SlowConsumerPolicy(enum.Enum):
@@ -95,8 +95,8 @@ class _Resume:
 
 
 def _stepper(awaitable: Awaitable[None]) -> _Step:
-    if type(awaitable) is CoroutineType or isinstance(awaitable, Coroutine):
-        return awaitable  # type: ignore[return-value]  # a coroutine steps like a generator
+    if isinstance(awaitable, Coroutine):
+        return awaitable  # a coroutine steps like a generator
     return awaitable.__await__()  # generator-based awaitables
 
 
@@ -165,18 +165,12 @@ class Outbox:
 
     def put_nowait(self, message: Message) -> None:
         """Write `message` now if the socket takes it, else queue it. Never waits."""
-        if self._closed:
+        if self._busy or self._closed:
+            self._queue_nowait(message)
             return
-        if self._busy:
-            queue = self._queue
-            if queue is None:
-                queue = self._queue = deque()
-            elif len(queue) >= self._max_queue and not self._overflow(queue):
-                return
-            queue.append(message)
-            return
+        awaitable = self._send(message)
+        step = awaitable if type(awaitable) is CoroutineType else _stepper(awaitable)
         try:
-            step = _stepper(self._send(message))
             first = step.send(None)
         except StopIteration:
             return
@@ -184,6 +178,16 @@ class Outbox:
             self._fail(exc)
             return
         self._hand_over(step, first, None)
+
+    def _queue_nowait(self, message: Message) -> None:
+        if self._closed:
+            return
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        elif len(queue) >= self._max_queue and not self._overflow(queue):
+            return
+        queue.append(message)
 
     async def put(self, message: Message) -> None:
         """Write `message` after everything queued before it; return once it was written.
@@ -243,7 +247,8 @@ class Outbox:
             else:
                 message = item  # type: ignore[assignment]
             try:
-                step = _stepper(send(message))
+                awaitable = send(message)
+                step = awaitable if type(awaitable) is CoroutineType else _stepper(awaitable)
                 first = step.send(None)
             except StopIteration:
                 if pending is not None:

@@ -152,24 +152,65 @@ def build_websocket_endpoint(
 
 
 class _Runner:
-    """What the class and function runners share: registration, errors and events."""
+    """What the class and function runners share: the connection's life, errors and events."""
 
-    __slots__ = ("_access_denied", "container", "guarded")
+    __slots__ = ("_access_denied", "cls", "container", "guarded")
 
-    def __init__(self, container: Container, guarded: tuple[object, ...]) -> None:
+    def __init__(
+        self, cls: type[WebSocketController], container: Container, guarded: tuple[object, ...]
+    ) -> None:
         from wirehall.security.auth import access_denied
 
         self._access_denied = access_denied
+        self.cls = cls
         self.container = container
         self.guarded = guarded
 
-    def _denied(self, scope: Scope) -> int | None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ws = self.cls(scope, receive, send)
+        app = scope.get("app")
+        service: WebSocketService | None = getattr(app, "websockets", None)
+        events: EventBus | None = getattr(app, "events", None)
+        ws._events = events
+        task = ws._main_task = asyncio.current_task()
+        try:
+            await ws.receive_connect()
+        except WebSocketDisconnectError:
+            return  # the client left before the handshake
         check = self._access_denied
         for target in self.guarded:
             status = check(target, scope)
             if status is not None:
-                return status
-        return None
+                await ws.refuse(status)
+                return
+        if service is not None:
+            service.register(ws)
+        code: int = CloseCode.NO_STATUS
+        resolver = self.container.scope()
+        try:
+            try:
+                code = await self._run(ws, resolver, scope.get("path_params") or {})
+            except asyncio.CancelledError:
+                # Cancelled by the connection itself because the peer takes nothing: carry on.
+                if not ws._aborting or task is None or task.uncancel() > 0:
+                    raise
+                code = ws.close_code or CloseCode.ABNORMAL
+            if ws._accepted:
+                await self._disconnected(ws, resolver, code)
+        finally:
+            if service is not None:
+                service.unregister(ws)
+            await resolver.aclose()
+        if ws._accepted and events is not None and events.wants(WebSocketDisconnected):
+            await events.publish(WebSocketDisconnected(ws.id, scope.get("path", ""), code))
+
+    async def _run(
+        self, ws: WebSocketController, resolver: ResolutionScope, path_params: Mapping[str, Any]
+    ) -> int:
+        raise NotImplementedError
+
+    async def _disconnected(self, ws: WebSocketController, resolver: ResolutionScope, code: int) -> None:
+        pass
 
     async def _failed(self, ws: WebSocketController, exc: BaseException) -> int:
         """A hook raised: close (or refuse) as the error says; returns the close code."""
@@ -201,182 +242,129 @@ class _Runner:
             await ws.close(CloseCode.INTERNAL_ERROR, "internal error")
         return ws.close_code or CloseCode.INTERNAL_ERROR
 
-    async def _serve(self, ws: WebSocketController, scope: Scope) -> None:
-        app = scope.get("app")
-        service: WebSocketService | None = getattr(app, "websockets", None)
-        events: EventBus | None = getattr(app, "events", None)
-        ws._events = events
-        task = ws._main_task = asyncio.current_task()
-        try:
-            await ws.receive_connect()
-        except WebSocketDisconnectError:
-            return  # the client left before the handshake
-        denied = self._denied(scope) if self.guarded else None
-        if denied is not None:
-            await ws.refuse(denied)
-            return
-        if service is not None:
-            service.register(ws)
-        code: int = CloseCode.NO_STATUS
-        try:
-            async with self.container.scope() as resolver:
-                try:
-                    code = await self._run(ws, resolver, scope.get("path_params") or {})
-                except asyncio.CancelledError:
-                    if not ws._aborting or task is None or task.uncancel() > 0:
-                        raise
-                    code = ws.close_code or CloseCode.ABNORMAL
-                if ws._accepted:
-                    await self._disconnected(ws, resolver, code)
-        finally:
-            if service is not None:
-                service.unregister(ws)
-        if ws._accepted and events is not None and events.wants(WebSocketDisconnected):
-            await events.publish(WebSocketDisconnected(ws.id, scope.get("path", ""), code))
-
-    async def _run(
-        self, ws: WebSocketController, resolver: ResolutionScope, path_params: Mapping[str, Any]
-    ) -> int:
-        raise NotImplementedError
-
-    async def _disconnected(self, ws: WebSocketController, resolver: ResolutionScope, code: int) -> None:
-        pass
-
 
 class _ControllerRunner(_Runner):
     __slots__ = (
-        "cls",
         "connect_plan",
         "decode",
         "disconnect_plan",
         "limit",
         "max_size",
         "message_plan",
+        "rate_error",
         "receives",
     )
 
     def __init__(self, cls: type[WebSocketController], container: Container, names: tuple[str, ...]) -> None:
-        super().__init__(container, (cls, cls.on_connect))
-        self.cls = cls
+        super().__init__(cls, container, (cls, cls.on_connect))
+        name = cls.__qualname__
         receives = _RECEIVES.get(cls.receives)
         if receives is None:
-            raise ConfigurationError(
-                f"{cls.__qualname__}.receives = {cls.receives!r}; use 'text', 'bytes' or 'any'"
-            )
+            raise ConfigurationError(f"{name}.receives = {cls.receives!r}; use 'text', 'bytes' or 'any'")
         self.receives = receives
         if not isinstance(cls.max_message_size, int) or cls.max_message_size < 1:
             raise ConfigurationError(
-                f"{cls.__qualname__}.max_message_size = {cls.max_message_size!r}; use a positive int"
+                f"{name}.max_message_size = {cls.max_message_size!r}; use a positive int"
             )
         self.max_size = cls.max_message_size
-        if cls.rate_limit is not None and not isinstance(cls.rate_limit, RateLimit):
-            raise ConfigurationError(
-                f"{cls.__qualname__}.rate_limit = {cls.rate_limit!r}; use RateLimit(per_second, burst)"
-            )
-        self.limit = cls.rate_limit
+        limit = cls.rate_limit
+        if limit is not None and not isinstance(limit, RateLimit):
+            raise ConfigurationError(f"{name}.rate_limit = {limit!r}; use RateLimit(per_second, burst)")
+        self.limit = limit
+        self.rate_error = (
+            f"rate limit exceeded: at most {limit.per_second:g} messages per second; this message was dropped"
+            if limit is not None
+            else ""
+        )
         self.decode: Callable[[str | bytes], Any] | None = None
         if cls.message_type is not None:
             try:
                 self.decode = msgspec.json.Decoder(cls.message_type).decode
             except TypeError as exc:
                 raise ConfigurationError(
-                    f"{cls.__qualname__}.message_type = {cls.message_type!r} cannot be decoded "
-                    f"from JSON: {exc}"
+                    f"{name}.message_type = {cls.message_type!r} cannot be decoded from JSON: {exc}"
                 ) from exc
-        name = cls.__qualname__
         self.connect_plan = _hook_plan(container, cls.on_connect, names, 1, f"{name}.on_connect")
         self.message_plan = _hook_plan(container, cls.on_message, names, 2, f"{name}.on_message")
         self.disconnect_plan = _hook_plan(container, cls.on_disconnect, names, 2, f"{name}.on_disconnect")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._serve(self.cls(scope, receive, send), scope)
-
     async def _run(
         self, ws: WebSocketController, resolver: ResolutionScope, path_params: Mapping[str, Any]
     ) -> int:
-        context = {WebSocketHandler: ws}
+        plan = self.message_plan
+        context = {WebSocketHandler: ws} if plan is not None or self.connect_plan is not None else {}
+        data: Any
         try:
-            plan = self.connect_plan
-            if plan is None:
+            connect_plan = self.connect_plan
+            if connect_plan is None:
                 await ws.on_connect()
             else:
-                await ws.on_connect(**await _kwargs(plan, resolver, context, path_params))
-            if ws.websocket_state is _CONNECTING:
-                await ws.refuse(403, "the connection was not accepted")
+                await ws.on_connect(**await _kwargs(connect_plan, resolver, context, path_params))
+            if ws._state is not _OPEN:
+                if ws._state is _CONNECTING:
+                    await ws.refuse(403, "the connection was not accepted")
                 return ws.close_code or CloseCode.POLICY_VIOLATION
-            if ws.websocket_state is not _OPEN:
-                return ws.close_code or CloseCode.NO_STATUS
-            return await self._loop(ws, resolver, context, path_params)
+            # The message loop: the per-message path, kept lean.
+            receive = ws._receive
+            on_message = ws.on_message
+            receives = self.receives
+            max_size = self.max_size
+            text_limit = max_size // 4  # a text this long or shorter cannot exceed max_size in UTF-8
+            decode = self.decode
+            bucket = self.limit.bucket() if self.limit is not None else None
+            events = ws._events
+            while ws._state is _OPEN:
+                message = await receive()
+                if message["type"] != "websocket.receive":
+                    ws._unexpected(message)
+                if ws._state is not _OPEN:
+                    break  # closed from elsewhere while this frame was on its way
+                text = message.get("text")
+                if text is not None:
+                    if receives == _BYTES:
+                        await ws.close(CloseCode.UNSUPPORTED_DATA, "text frames are not accepted here")
+                        break
+                    size = len(text)
+                    if size > text_limit and not text.isascii():
+                        size = len(text.encode())
+                    data = text
+                else:
+                    data = message.get("bytes") or b""
+                    if receives == _TEXT:
+                        await ws.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted here")
+                        break
+                    size = len(data)
+                if size > max_size:
+                    await ws.close(
+                        CloseCode.MESSAGE_TOO_BIG, f"message of {size} bytes; the limit is {max_size}"
+                    )
+                    break
+                if bucket is not None and not bucket.take():
+                    if bucket.exhausted:
+                        await ws.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+                        break
+                    await ws.send_error(self.rate_error)
+                    continue
+                if events is not None and events.wants(WebSocketMessageReceived):
+                    await events.publish(WebSocketMessageReceived(ws.id, ws.scope.get("path", ""), size))
+                if decode is not None:
+                    try:
+                        data = decode(data)
+                    except _DECODE_ERRORS as exc:
+                        await ws.on_invalid_message(str(exc))
+                        continue
+                if plan is None:
+                    await on_message(data)
+                else:
+                    kwargs = plan.kwargs(resolver, context, path_params)
+                    if not isinstance(kwargs, dict):
+                        kwargs = await kwargs
+                    await on_message(data, **kwargs)
+            return ws.close_code or CloseCode.NO_STATUS
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001  # the boundary that runs user code; _failed logs it
             return await self._failed(ws, exc)
-
-    async def _loop(
-        self,
-        ws: WebSocketController,
-        resolver: ResolutionScope,
-        context: dict[type[Any], Any],
-        path_params: Mapping[str, Any],
-    ) -> int:
-        receive = ws._receive
-        on_message = ws.on_message
-        plan = self.message_plan
-        receives = self.receives
-        max_size = self.max_size
-        text_limit = max_size // 4  # a text this long or shorter cannot exceed max_size in UTF-8
-        decode = self.decode
-        bucket = self.limit.bucket() if self.limit is not None else None
-        events = ws._events
-        path = ws.scope.get("path", "")
-        data: Any
-        while ws._state is _OPEN:
-            message = await receive()
-            if message["type"] != "websocket.receive":
-                ws._unexpected(message)
-            text = message.get("text")
-            if text is not None:
-                if receives == _BYTES:
-                    await ws.close(CloseCode.UNSUPPORTED_DATA, "text frames are not accepted here")
-                    break
-                size = len(text)
-                if size > text_limit and not text.isascii():
-                    size = len(text.encode())
-                data = text
-            else:
-                data = message.get("bytes") or b""
-                if receives == _TEXT:
-                    await ws.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted here")
-                    break
-                size = len(data)
-            if size > max_size:
-                await ws.close(CloseCode.MESSAGE_TOO_BIG, f"message of {size} bytes; the limit is {max_size}")
-                break
-            if bucket is not None and not bucket.take():
-                if bucket.exhausted:
-                    await ws.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
-                    break
-                await ws.send_error(
-                    f"rate limit exceeded: at most {self.limit.per_second:g} messages per second "  # type: ignore[union-attr]
-                    "; this message was dropped"
-                )
-                continue
-            if events is not None and events.wants(WebSocketMessageReceived):
-                await events.publish(WebSocketMessageReceived(ws.id, path, size))
-            if decode is not None:
-                try:
-                    data = decode(data)
-                except _DECODE_ERRORS as exc:
-                    await ws.on_invalid_message(str(exc))
-                    continue
-            if plan is None:
-                await on_message(data)
-            else:
-                kwargs = plan.kwargs(resolver, context, path_params)
-                if not isinstance(kwargs, dict):
-                    kwargs = await kwargs
-                await on_message(data, **kwargs)
-        return ws.close_code or CloseCode.NO_STATUS
 
     async def _disconnected(self, ws: WebSocketController, resolver: ResolutionScope, code: int) -> None:
         try:
@@ -395,18 +383,14 @@ class _ControllerRunner(_Runner):
 
 
 class _FunctionRunner(_Runner):
-    __slots__ = ("cls", "func", "plan")
+    __slots__ = ("func", "plan")
 
     def __init__(
         self, func: Callable[..., Awaitable[None]], container: Container, names: tuple[str, ...]
     ) -> None:
-        super().__init__(container, (func,))
+        super().__init__(_connection_class(func), container, (func,))
         self.func = func
-        self.cls = _connection_class(func)
         self.plan = container.plan(func, path_params=names, context=(WebSocketHandler,))
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._serve(self.cls(scope, receive, send), scope)
 
     async def _run(
         self, ws: WebSocketController, resolver: ResolutionScope, path_params: Mapping[str, Any]

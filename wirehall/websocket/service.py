@@ -70,7 +70,8 @@ class WebSocketService:
         self.shutdown_code = shutdown_code
         self._connections: dict[str, WebSocketHandler] = {}
         self._rooms: dict[str, dict[str, WebSocketHandler]] = {}
-        self._joined: dict[str, dict[str, str]] = {}  # connection id -> {room: identity}
+        # connection id -> its rooms (a tuple: most connections are in one or two)
+        self._joined: dict[str, tuple[str, ...]] = {}
         self._subscribed: set[str] = set()
         self._subscription_lock = asyncio.Lock()
         self._counter = itertools.count(1)
@@ -191,7 +192,9 @@ class WebSocketService:
             return
         connection_id = handler.id
         self._rooms.setdefault(room, {})[connection_id] = handler
-        self._joined.setdefault(connection_id, {})[room] = identity
+        joined = self._joined.get(connection_id, ())
+        if room not in joined:
+            self._joined[connection_id] = (*joined, room)
         try:
             await self._sync_subscription(room)
             await self.backplane.add_presence(room, connection_id, identity)
@@ -216,8 +219,12 @@ class WebSocketService:
 
     def _leave_locally(self, connection_id: str, room: str) -> bool:
         joined = self._joined.get(connection_id)
-        if joined is not None and joined.pop(room, None) is not None and not joined:
-            del self._joined[connection_id]
+        if joined is not None and room in joined:
+            rest = tuple(r for r in joined if r != room)
+            if rest:
+                self._joined[connection_id] = rest
+            else:
+                del self._joined[connection_id]
         return self._remove_member(room, connection_id)
 
     async def presence(self, room: str) -> dict[str, str]:
@@ -344,10 +351,10 @@ class WebSocketService:
             excluded = frozenset(exclude)
             for connection_id, handler in targets:
                 if connection_id not in excluded:
-                    handler.send_nowait(message)
+                    handler._outbox.put_nowait(message)
         else:
             for _, handler in targets:
-                handler.send_nowait(message)
+                handler._outbox.put_nowait(message)
 
     async def _pump(self) -> None:
         failures = 0
