@@ -412,3 +412,43 @@ async def test_drop_policies_keep_a_slow_consumer_connected(
         assert received[3:] == ["m46", "m47", "m48", "m49"]
     await node.service.broadcast("room", "after")
     assert await stalled.receive_text() == "after"
+
+
+@pytest.mark.redis
+async def test_two_nodes_on_redis_deliver_each_broadcast_once_in_order(
+    redis_url: str, stack: contextlib.AsyncExitStack
+) -> None:
+    redis_backplane = pytest.importorskip("wirehall.backplane.redis")
+    nodes = []
+    for _ in range(2):
+        events = EventBus()
+        service = WebSocketService(
+            redis_backplane.RedisBackplane.from_url(redis_url), events=events, heartbeat_interval=0
+        )
+        await service.start()
+        stack.push_async_callback(service.stop)
+        nodes.append((service, endpoint_app(Member, service, events)))
+    (first, first_app), (second, second_app) = nodes
+    members = [
+        await member(stack, first_app, "room", "ann"),
+        await member(stack, first_app, "room", "bob"),
+        await member(stack, second_app, "room", "cy"),
+    ]
+    presence = await second.presence("room")
+    assert sorted(presence.values()) == ["ann", "bob", "cy"]
+    await asyncio.gather(*(first.broadcast("room", f"a{n}") for n in range(30)))
+    await asyncio.gather(*(second.broadcast("room", f"b{n}") for n in range(30)))
+    _, cy_id = members[2]
+    assert await first.send_to(cy_id, "direct") is True
+    orders = []
+    for ws, _ in members:
+        received = [await ws.receive_text() for _ in range(60)]
+        assert sorted(received) == sorted([f"a{n}" for n in range(30)] + [f"b{n}" for n in range(30)])
+        assert [m for m in received if m[0] == "a"] == [f"a{n}" for n in range(30)]
+        assert [m for m in received if m[0] == "b"] == [f"b{n}" for n in range(30)]
+        orders.append(received)
+    assert orders[0] == orders[1] == orders[2]  # every node delivers in the backplane's order
+    assert await members[2][0].receive_text() == "direct"
+    for ws, _ in members:
+        with pytest.raises(TimeoutError):
+            await ws.receive(timeout=0.1)
