@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -444,13 +445,13 @@ async def test_messages_already_received_are_not_yielded_after_unsubscribe(
     await receiver.subscribe("room:b")
     for i in range(20):
         await sender.publish("room:a", b"%d" % i)
-    iterator = receiver.messages()
+    iterator = aiter(receiver.messages())
     assert await asyncio.wait_for(anext(iterator), 2) == ("room:a", b"0")
     await asyncio.sleep(0.2)  # the other 19 arrive and wait in the backplane
     await receiver.unsubscribe("room:a")
     await sender.publish("room:b", b"marker")
     assert await asyncio.wait_for(anext(iterator), 2) == ("room:b", b"marker")
-    await iterator.aclose()
+    await iterator.aclose()  # type: ignore[attr-defined]  # an async generator
 
 
 @pytest.mark.redis
@@ -604,6 +605,38 @@ async def test_client_kill_of_the_subscriber_resumes_delivery_and_subscriptions(
     assert "re-subscribed 700 channels" in logs.text
     assert logs.levels("lost the Redis subscriber") == [logging.WARNING]
     assert logs.levels("reconnected to Redis") == [logging.INFO]
+
+
+@pytest.mark.redis
+async def test_background_loops_that_die_are_restarted(
+    logs: Logs,
+    redis_url: str,
+    backplanes: Backplanes,
+    collectors: Callable[[RedisBackplane], Collector],
+) -> None:
+    backplane = await backplanes.start(redis_url)
+    await backplane.subscribe("room:lobby")
+    received = collectors(backplane)
+    publish_batch, reconnect = backplane._publish_batch, backplane._reconnect
+
+    async def broken_publish_batch(batch: Any) -> None:
+        backplane._publish_batch = publish_batch  # type: ignore[method-assign]
+        raise RuntimeError("a bug in the publisher")
+
+    async def broken_reconnect(delay: float) -> Any:
+        backplane._reconnect = reconnect  # type: ignore[method-assign]
+        raise RuntimeError("a bug in the subscriber")
+
+    backplane._publish_batch = broken_publish_batch  # type: ignore[method-assign]
+    with pytest.raises(BackplaneError, match="publisher failed"):
+        await asyncio.wait_for(backplane.publish("room:lobby", b"lost"), timeout=5)
+    backplane._reconnect = broken_reconnect  # type: ignore[method-assign]
+    assert await _kill_subscriber(redis_url, backplane) == 1
+    await logs.wait_for("subscriber loop stopped", timeout=5)
+    await logs.wait_for("reconnected to Redis", timeout=5)
+    await backplane.publish("room:lobby", b"works")
+    await received.wait_for(lambda items: items == [("room:lobby", b"works")])
+    assert "publisher loop stopped" in logs.text
 
 
 @pytest.mark.redis

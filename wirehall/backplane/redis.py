@@ -155,6 +155,7 @@ class RedisBackplane:
 
         self._state: Literal["new", "running", "closed"] = "new"
         self._tasks: set[asyncio.Task[None]] = set()
+        self._supervised: set[asyncio.Task[None]] = set()
         # Subscriber side. `_channels` is what we want (prefixed name -> name), `_confirmed`
         # what Redis confirmed on the current connection. Subscribe and unsubscribe requests
         # are serialised by `_subscription_lock`, each waiting for its own confirmation, so a
@@ -268,8 +269,10 @@ class RedisBackplane:
             await self._discard(subscriber)
             raise BackplaneError("the Redis backplane was closed while starting")
         self._state = "running"
-        self._spawn(self._subscriber_loop(subscriber), "wirehall-redis-subscriber")
-        self._spawn(self._publisher_loop(), "wirehall-redis-publisher")
+        self._supervise(
+            "subscriber", lambda: self._subscriber_loop(subscriber), lambda: self._subscriber_loop(None)
+        )
+        self._supervise("publisher", self._publisher_loop, self._publisher_loop)
         logger.info(
             "Redis backplane connected to %s as node %s (prefix %r)",
             self._settings.safe_url,
@@ -320,6 +323,8 @@ class RedisBackplane:
                     self._settings.heartbeat_ttl,
                 )
         self._local.clear()
+        if self._tasks:  # connections dropped while the loops stopped, being closed
+            await asyncio.wait(list(self._tasks), timeout=self._call_timeout)
         await self._client.aclose()
         await self._pool.aclose()
         await self._subscriber_pool.aclose()
@@ -621,8 +626,12 @@ class RedisBackplane:
                     )
                     batch = [item for item in batch if item[1] >= too_old]
                 batch = [item for item in batch if not item[2].done()]
-                if batch:
+                if not batch:
+                    continue
+                try:
                     await self._publish_batch(batch)
+                finally:  # only a bug leaves any unsettled: then the loop restarts
+                    self._settle(batch, "the Redis backplane's publisher failed", None)
 
     async def _publish_batch(self, batch: list[tuple[bytes, float, asyncio.Future[None]]]) -> None:
         done = 0
@@ -823,12 +832,22 @@ class RedisBackplane:
             except TimeoutError:
                 if awaiting_pong:
                     raise TimeoutError(f"no answer to PING within {interval:g} s") from None
+                if not connection.is_connected:  # redis-py closed it after a failed send
+                    raise ConnectionError("the subscriber connection was closed") from None
                 awaiting_pong = True
                 await connection.send_command("PING")
 
-    async def _subscriber_loop(self, connection: AbstractConnection) -> None:
+    async def _subscriber_loop(self, connection: AbstractConnection | None) -> None:
         loop = asyncio.get_running_loop()
         delay = _MIN_BACKOFF
+        if connection is None:  # restarted: the old loop's connection cannot be trusted
+            lost_at = loop.time()
+            if self._subscriber is not None:
+                stale = self._subscriber
+                self._detach(stale)
+                await self._discard(stale)
+            connection, count, delay = await self._reconnect(delay)
+            self._reconnected(loop.time() - lost_at, count)
         while True:
             since = loop.time()
             try:
@@ -851,13 +870,16 @@ class RedisBackplane:
             if lost_at - since >= _MAX_BACKOFF:
                 delay = _MIN_BACKOFF  # it had been working for a while: retry at once
             connection, count, delay = await self._reconnect(delay)
-            logger.info(
-                "reconnected to Redis at %s after %.1f s; re-subscribed %d channels",
-                self._settings.safe_url,
-                loop.time() - lost_at,
-                count,
-            )
-            self._spawn(self._restore_presence(), "wirehall-redis-restore-presence")
+            self._reconnected(loop.time() - lost_at, count)
+
+    def _reconnected(self, after: float, channels: int) -> None:
+        logger.info(
+            "reconnected to Redis at %s after %.1f s; re-subscribed %d channels",
+            self._settings.safe_url,
+            after,
+            channels,
+        )
+        self._spawn(self._restore_presence(), "wirehall-redis-restore-presence")
 
     async def _reconnect(self, delay: float) -> tuple[AbstractConnection, int, float]:
         """Retry with exponential backoff until a new subscriber connection is installed."""
@@ -884,15 +906,41 @@ class RedisBackplane:
                 delay,
             )
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coroutine, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        if task in self._supervised:
+            self._supervised.discard(task)  # its supervisor logs and restarts it
+            return
         if not task.cancelled() and (error := task.exception()) is not None:
             logger.error("background task %s of the Redis backplane failed", task.get_name(), exc_info=error)
+
+    def _supervise(
+        self,
+        name: str,
+        first: Callable[[], Coroutine[Any, Any, None]],
+        again: Callable[[], Coroutine[Any, Any, None]],
+    ) -> None:
+        """Run a loop that must not stop while the backplane runs; restart it (`again`) if it does."""
+
+        def restart(task: asyncio.Task[None]) -> None:
+            if self._state != "running" or task.cancelled():
+                return
+            logger.error(
+                "the Redis backplane's %s loop stopped; restarting it",
+                name,
+                exc_info=task.exception(),
+            )
+            self._supervise(name, again, again)
+
+        task = self._spawn(first(), f"wirehall-redis-{name}")
+        self._supervised.add(task)
+        task.add_done_callback(restart)
 
 
 def _stream_of(connection: AbstractConnection) -> asyncio.StreamReader:
