@@ -26,7 +26,7 @@ def load_app(path: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise click.BadParameter(
                 f"could not find module {module_name!r} (run from the project's folder?)",
                 param_hint="APP",

@@ -1,7 +1,7 @@
 """Dependency injection by type annotation.
 
-A `Container` maps types to providers. Endpoint, controller and hook parameters are
-resolved from their annotations: path parameters by name, the current request or
+A `Container` maps types to providers. Endpoint, controller-method and WebSocket-hook
+parameters are resolved from their annotations: path parameters by name, the current request or
 socket by type, everything else from the container. Plans are compiled once, when a
 route is registered, so a request pays only for dictionary look-ups.
 

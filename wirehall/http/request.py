@@ -106,7 +106,7 @@ class Request(Connection):
             raise HTTPError(400, "the request body is empty; send a JSON document")
         try:
             return _DECODER.decode(body)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             raise HTTPError(400, f"the request body is not valid JSON: {exc}") from exc
 
     async def json_as(self, type_: type[T]) -> T:
@@ -119,12 +119,14 @@ class Request(Connection):
             raise HTTPError(400, "the request body is empty; send a JSON document")
         try:
             msgspec.json.decode(body)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             raise HTTPError(400, f"the request body is not valid JSON: {exc}") from exc
         try:
             return msgspec.json.decode(body, type=type_)
         except msgspec.ValidationError as exc:
             raise HTTPError(422, str(exc)) from exc
+        except RecursionError as exc:
+            raise HTTPError(400, "the request body is nested too deeply") from exc
 
     async def form(self, *, max_files: int = 100, max_fields: int = 1000) -> FormData:
         """The urlencoded or multipart form, uploads spooled to temporary files."""

@@ -272,17 +272,12 @@ class FileResponse(Response):
         if range_header is not None and _if_range_ok(request_headers, etag, last_modified):
             parsed = _parse_range(range_header, size)
             if parsed == "unsatisfiable":
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 416,
-                        "headers": [
-                            (b"content-range", f"bytes */{size}".encode()),
-                            (b"content-length", b"0"),
-                        ],
-                    }
+                refusal = error_response(
+                    416,
+                    f"the requested range is outside the file ({size} bytes)",
+                    {"Content-Range": f"bytes */{size}"},
                 )
-                await send({"type": "http.response.body", "body": b""})
+                await refusal(scope, receive, send)
                 return
             if parsed is not None:
                 start, end = parsed

@@ -6,6 +6,7 @@ import asyncio
 import os
 import stat
 
+from wirehall.errors import ConfigurationError
 from wirehall.http.response import FileResponse, error_response
 from wirehall.types import Receive, Scope, Send
 
@@ -21,6 +22,10 @@ class StaticFiles:
 
     def __init__(self, directory: str | os.PathLike[str], *, html: bool = False) -> None:
         self.directory = os.path.realpath(os.fspath(directory))
+        if not os.path.isdir(self.directory):
+            raise ConfigurationError(
+                f"static directory {os.fspath(directory)!r} does not exist or is not a directory"
+            )
         self.html = html
 
     def resolve(self, path: str) -> str | None:

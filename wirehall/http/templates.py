@@ -8,6 +8,7 @@ from typing import Any
 
 import jinja2
 
+from wirehall.errors import ConfigurationError
 from wirehall.http.response import HTMLResponse
 
 __all__ = ["Templates"]
@@ -17,6 +18,10 @@ class Templates:
     """Renders Jinja2 templates from a directory, with HTML autoescaping on."""
 
     def __init__(self, directory: str | os.PathLike[str], **options: Any) -> None:
+        if not os.path.isdir(directory):
+            raise ConfigurationError(
+                f"template directory {os.fspath(directory)!r} does not exist or is not a directory"
+            )
         options.setdefault("autoescape", True)
         self.environment = jinja2.Environment(loader=jinja2.FileSystemLoader(os.fspath(directory)), **options)
 
