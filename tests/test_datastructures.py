@@ -160,7 +160,7 @@ def test_url_equality_and_hash() -> None:
 
 def test_state_attributes() -> None:
     state = State(user="ann")
-    state.count = 1  # type: ignore[attr-defined]  # State has no __setattr__ for mypy
+    state.count = 1  # State has no __setattr__ for mypy
     assert state.user == "ann"
     assert state.count == 1
     assert "count" in state

@@ -78,7 +78,7 @@ class Connection:
         state = self.scope.get("wirehall.state")
         if state is None:
             state = self.scope["wirehall.state"] = State()
-        return state  # type: ignore[no-any-return]
+        return state
 
     @property
     def session(self) -> dict[str, Any]:
@@ -86,7 +86,7 @@ class Connection:
         session = self.scope.get("session")
         if session is None:
             session = self.scope["session"] = {}
-        return session  # type: ignore[no-any-return]
+        return session
 
     @property
     def user(self) -> Any:

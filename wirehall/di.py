@@ -255,7 +255,7 @@ class Container:
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"cannot inspect the parameters of {where}: {exc}") from exc
         try:
-            target = func.__init__ if inspect.isclass(func) else func  # type: ignore[misc]
+            target = func.__init__ if inspect.isclass(func) else func
             hints = typing.get_type_hints(target)
         except Exception as exc:
             raise ConfigurationError(

@@ -147,7 +147,7 @@ class EventBus:
             found = tuple(
                 subscriber
                 for base in event_type.__mro__
-                for subscriber in self._subscribers.get(base, ())  # type: ignore[call-overload]
+                for subscriber in self._subscribers.get(base, ())
             )
             self._cache[event_type] = found
         return found

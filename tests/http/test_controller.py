@@ -97,7 +97,7 @@ def new_app(tmp_path: Path | None = None) -> Wirehall:
     @app.route("/context")
     class Context(HTTPController):
         async def get(self) -> dict[str, Any]:
-            self.state.visited = True  # type: ignore[attr-defined]  # State lacks __setattr__ for mypy
+            self.state.visited = True  # State lacks __setattr__ for mypy
             return {
                 "path_params": self.path_params,
                 "query": self.query.getlist("q"),

@@ -70,7 +70,7 @@ def test_missing_parts_of_the_scope_have_sensible_defaults() -> None:
 def test_state_is_per_request_and_shared_by_views_of_one_request() -> None:
     scope_a, scope_b = http_scope("/a"), http_scope("/b")
     first = Request(scope_a, body_stream())
-    first.state.user_id = 42  # type: ignore[attr-defined]  # State lacks __setattr__ for mypy
+    first.state.user_id = 42  # State lacks __setattr__ for mypy
     assert Request(scope_a, body_stream()).state.user_id == 42
     assert "user_id" not in Request(scope_b, body_stream()).state
 
@@ -287,7 +287,7 @@ def new_app(**options: Any) -> Wirehall:
 
     @app.get("/state")
     async def state(request: Request) -> dict[str, Any]:
-        request.state.seen = "yes"  # type: ignore[attr-defined]  # State lacks __setattr__ for mypy
+        request.state.seen = "yes"  # State lacks __setattr__ for mypy
         return {"before": "count" in request.state, "after": request.state.seen}
 
     @app.get("/whoami")

@@ -76,7 +76,7 @@ class FormData:
         value = self.get(name, _MISSING)
         if value is _MISSING:
             raise KeyError(name)
-        return value  # type: ignore[no-any-return]
+        return value
 
     def __contains__(self, name: object) -> bool:
         return any(key == name for key, _ in self._items)

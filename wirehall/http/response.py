@@ -243,7 +243,11 @@ class FileResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            info = self.stat_result or await asyncio.to_thread(os.stat, self.path)
+            info = (
+                self.stat_result
+                if self.stat_result is not None
+                else await asyncio.to_thread(os.stat, self.path)
+            )
         except OSError:
             await error_response(404, "file not found")(scope, receive, send)
             return
