@@ -6,7 +6,6 @@ import os
 import secrets
 import shutil
 import socket
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -71,6 +70,6 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def unused_port() -> Iterator[int]:
+def unused_port() -> int:
     """A free loopback port for a test server."""
-    yield free_port()
+    return free_port()

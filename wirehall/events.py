@@ -145,9 +145,7 @@ class EventBus:
         found = self._cache.get(event_type)
         if found is None:
             found = tuple(
-                subscriber
-                for base in event_type.__mro__
-                for subscriber in self._subscribers.get(base, ())
+                subscriber for base in event_type.__mro__ for subscriber in self._subscribers.get(base, ())
             )
             self._cache[event_type] = found
         return found
