@@ -60,8 +60,9 @@ class RedisBackplane:
     """A `Backplane` on Redis (pub/sub for channels, hashes and expiring keys for presence).
 
     Build it with `RedisBackplane.from_url("redis://127.0.0.1:6379/0?prefix=myapp")` or with
-    keyword arguments, which take precedence over the URL's options. Needs Redis 2.6 or
-    later, standalone or behind Sentinel-managed failover (not Redis Cluster).
+    keyword arguments, which take precedence over the URL's options. Needs Redis 2.6.12 or
+    later (tested with 7.0), standalone or behind Sentinel-managed failover (not Redis
+    Cluster).
 
     Args:
         url: `redis://[[user]:password@]host[:port][/db][?options]`, or `rediss://` for TLS.
