@@ -26,6 +26,7 @@ import redis
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.backplane._private_redis import PrivateRedis, running_private_redis
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.redis
@@ -48,6 +49,12 @@ def backplane_url(redis_url: str) -> Iterator[str]:
         keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
         if keys:
             client.delete(*keys)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of this test's own, which it may kill and restart."""
+    yield from running_private_redis()
 
 
 class Server:
@@ -308,3 +315,48 @@ async def test_client_kill_mid_run_resumes_delivery_and_servers_survive(
     for server in servers:
         assert "lost the Redis subscriber connection" in server.log
         assert "reconnected to Redis" in server.log
+
+
+async def test_a_redis_outage_is_survived_and_delivery_and_presence_come_back(
+    private_redis: PrivateRedis, clients: Callable[[str, str], Any], tmp_path: Path
+) -> None:
+    url = f"{private_redis.url}?heartbeat_ttl={HEARTBEAT_TTL}&connect_timeout=0.5&command_timeout=0.5"
+    servers = [Server(url, tmp_path / f"server-{i}.log") for i in range(2)]
+    try:
+        await asyncio.gather(*(server.wait_ready() for server in servers))
+        one, two = servers
+        ann = await clients(one.ws("lobby", "ann"), "ann@1")
+        cyd = await clients(two.ws("lobby", "cyd"), "cyd@2")
+        for member in (ann, cyd):
+            await member.wait_for(member.sees(["ann", "cyd"]))
+
+        private_redis.kill()  # no persistence: everything in it is gone
+        await ann.connection.send("into the void")
+        await ann.wait_for(lambda c: any(f["type"] == "error" for f in c.frames))
+        await asyncio.sleep(HEARTBEAT_TTL)  # heartbeats fail meanwhile
+        _assert_healthy(servers)
+
+        await asyncio.to_thread(private_redis.start)  # same port, empty
+        async with asyncio.timeout(20):
+            while "back" not in cyd.texts():
+                await ann.connection.send("back")
+                await asyncio.sleep(0.2)
+        await cyd.connection.send("and forth")
+        await ann.wait_for(lambda c: "and forth" in c.texts())
+        # Both nodes wrote their presence back; the rooms were announced again.
+        for server in servers:
+            for _ in range(100):
+                if sorted((await server.presence("lobby")).values()) == ["ann", "cyd"]:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"presence was not restored:\n{server.log}")
+        for member in (ann, cyd):
+            assert not member.closed
+            assert member.users() == ["ann", "cyd"]
+        _assert_healthy(servers)
+        for server in servers:
+            assert "reconnected to Redis" in server.log
+    finally:
+        for server in servers:
+            server.stop()

@@ -11,9 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -27,19 +24,15 @@ import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.backplane._private_redis import PrivateRedis, running_private_redis
 from tests.conftest import free_port
 from wirehall.backplane.redis import RedisBackplane
 from wirehall.errors import BackplaneError, ConfigurationError
 
 LOGGER = "wirehall.backplane.redis"
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
 # -- fixtures -------------------------------------------------------------------------------
-
-
-def _require_redis() -> bool:
-    return os.environ.get("WIREHALL_REQUIRE_REDIS", "") not in ("", "0", "false", "no")
 
 
 @pytest.fixture
@@ -55,6 +48,12 @@ def redis_url(redis_url: str) -> Iterator[str]:
 
 def _without_query(url: str) -> str:
     return urlsplit(url)._replace(query="").geturl()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of this test's own, which it may kill, stop and restart."""
+    yield from running_private_redis()
 
 
 class Backplanes:
@@ -155,75 +154,6 @@ def logs() -> Iterator[Logs]:
     yield handler
     logger.removeHandler(handler)
     logger.setLevel(level)
-
-
-class PrivateRedis:
-    """A redis-server of our own (no persistence) that a test may kill, stop and restart."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with redis.Redis(port=self.port, socket_timeout=0.5) as client:
-                    client.ping()
-                return
-            except (redis.RedisError, OSError):
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-        self.process = None
-
-    def pause(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    if not os.path.exists(REDIS_SERVER):
-        if _require_redis():
-            pytest.fail(f"{REDIS_SERVER} is required (WIREHALL_REQUIRE_REDIS=1)")
-        pytest.skip(f"{REDIS_SERVER} is not installed")
-    server = PrivateRedis(free_port())
-    server.start()
-    yield server
-    if server.process is not None:
-        server.resume()
-        server.kill()
 
 
 def _redis_admin(url: str) -> aioredis.Redis:
