@@ -84,6 +84,14 @@ def _on_sigterm(signum: int, frame: object) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted: every server started was stopped", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _main(argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short smoke run (about a minute)")
     parser.add_argument(
