@@ -29,6 +29,7 @@
     sendForm: $("send-form"),
     text: $("text"),
     send: $("send"),
+    people: document.querySelector(".people"),
     users: $("users"),
     userCount: $("user-count"),
   };
@@ -79,6 +80,8 @@
     const open = state === "open";
     ui.text.disabled = !session;
     ui.send.disabled = !open;
+    // Until the next presence update, the list of people is only what we last heard.
+    if (!open) ui.people.classList.add("stale");
   }
 
   // ---- checks mirroring the server's, so a typo is explained before any round trip ------
@@ -161,6 +164,7 @@
     });
     ui.users.replaceChildren(...items);
     ui.userCount.textContent = String(users.length);
+    ui.people.classList.remove("stale");
   }
 
   async function refreshKnownRooms() {
@@ -336,7 +340,9 @@
     ui.messages.replaceChildren();
     ui.users.replaceChildren();
     ui.userCount.textContent = "0";
+    document.body.classList.add("joined");
     ui.roomTitle.textContent = "# " + room;
+    ui.text.placeholder = `Message #${room}`;
     ui.roomHint.textContent = `You are ${user}. Everyone in ${room} sees what you send.`;
     document.title = `#${room} · wirehall chat`;
     if (location.hash !== "#" + room) history.replaceState(null, "", "#" + room);
