@@ -337,23 +337,24 @@ class WebSocketService:
             members = self._rooms.get(envelope.target)
             if not members:
                 return
-            targets = tuple(members.items())
+            # A copy of the values (no per-member tuples): a slow or dead consumer leaves
+            # the room during the loop.
+            targets = tuple(members.values())
         elif kind is Kind.DIRECT:
             handler = self._connections.get(envelope.target)
             if handler is not None:
-                handler.send_nowait(message)
+                handler._outbox.put_nowait(message)
             return
         else:
-            targets = tuple(self._connections.items())
-        # A copy: a slow or dead consumer leaves the room during the loop.
+            targets = tuple(self._connections.values())
         exclude = envelope.exclude
         if exclude:
             excluded = frozenset(exclude)
-            for connection_id, handler in targets:
-                if connection_id not in excluded:
+            for handler in targets:
+                if handler._id not in excluded:
                     handler._outbox.put_nowait(message)
         else:
-            for _, handler in targets:
+            for handler in targets:
                 handler._outbox.put_nowait(message)
 
     async def _pump(self) -> None:
