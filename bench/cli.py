@@ -17,10 +17,10 @@ from typing import Any, NoReturn
 
 from bench.apps import APPS
 from bench.http_bench import run_http
+from bench.procfs import raise_fd_limit
 from bench.report import evaluate_targets, render
 from bench.servers import ROOT, UVICORN_OPTIONS, placement
 from bench.ws_bench import WsSettings, run_redis, run_ws
-from bench.ws_client import raise_fd_limit
 
 __all__ = ["main"]
 
@@ -29,6 +29,7 @@ RESULTS = ROOT / "bench" / "results"
 QUICK_WS = WsSettings(
     rounds=1,
     echo_clients=16,
+    echo_rounds=1,
     echo_seconds=1.0,
     small_room=200,
     big_room=500,

@@ -1,10 +1,11 @@
-"""What /proc says about a process: resident memory and CPU time used."""
+"""A process's resources: resident memory and CPU time (from /proc), open-file limit."""
 
 from __future__ import annotations
 
 import os
+import resource
 
-__all__ = ["cpu_seconds", "read_rss"]
+__all__ = ["cpu_seconds", "raise_fd_limit", "read_rss"]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -25,3 +26,20 @@ def cpu_seconds(pid: int) -> float:
     # the command name (field 2) may contain spaces: split after its closing parenthesis
     fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def raise_fd_limit(wanted: int = 65536) -> int:
+    """Raise the soft limit on open files to `wanted`, raising the hard limit too when
+    allowed (root), else as far as the hard limit goes; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+        except (ValueError, OSError):
+            pass  # not allowed to raise the hard limit
+    ceiling = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+    if soft < ceiling:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+        soft = ceiling
+    return soft

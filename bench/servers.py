@@ -18,6 +18,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.procfs import raise_fd_limit
+
 __all__ = ["UVICORN_OPTIONS", "Placement", "Server", "free_port", "placement", "serve"]
 
 UVICORN_OPTIONS = [
@@ -74,11 +76,7 @@ def free_port() -> int:
 
 
 def _raise_fd_limit() -> None:
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_fd_limit()
 
 
 @dataclass

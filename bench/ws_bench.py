@@ -1,12 +1,14 @@
 """WebSocket benchmarks: echo, fan-out, idle memory, slow consumer; and the Redis backplane.
 
 The load comes from `bench.ws_client`, run as a process of its own (pinned to the other
-CPU when possible) against a fresh server per run. Two kinds of run per framework:
+CPU when possible). Every framework's server runs at the same time, freshly started for
+each run, and the client takes turns between them broadcast by broadcast (echo: window by
+window), so that a burst of outside load lands on all of them rather than on one:
 
-- "room" runs (repeated, the framework order rotated between rounds): echo with a few
-  clients, then fan-out to the small room, then the slow-consumer test in that room;
-- a "scale" run: idle memory per connection while the big room is opened, then fan-out
-  to the big room.
+- "room" runs (repeated): echo with a few clients, fan-out to the small room, then the
+  slow-consumer test in that room (one framework after the other);
+- a "scale" run: idle memory per connection while the big rooms are opened, then fan-out
+  to the big rooms.
 """
 
 from __future__ import annotations
@@ -36,12 +38,13 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class WsSettings:
-    rounds: int = 3
+    rounds: int = 2  # room runs, each against fresh servers
     echo_clients: int = 64
-    echo_seconds: float = 5.0
+    echo_rounds: int = 3  # per room run, the frameworks taking turns
+    echo_seconds: float = 2.0
     small_room: int = 1000
     big_room: int = 5000
-    fanout_reps: int = 10  # per round (small room) / in total (big room: x3)
+    fanout_reps: int = 15  # per room run (small room) / per scale run (big room: x2)
     fanout_size: int = 64
     slow_reps: int = 10
     slow_stall_reps: int = 100
@@ -50,7 +53,7 @@ class WsSettings:
     fanout_timeout: float = 5.0
     gap: float = 0.02
     redis_room: int = 1000
-    redis_reps: int = 10  # per round
+    redis_reps: int = 15  # per round
 
 
 def percentile(values: list[float], fraction: float) -> float | None:
@@ -103,13 +106,36 @@ def run_client(
     return result
 
 
-def _room_spec(server: Server, s: WsSettings) -> dict[str, Any]:
+def _server_env(name: str) -> dict[str, str]:
+    return {"WIREHALL_BACKPLANE": "memory://"} if name == "wirehall" else {}
+
+
+def _targets(servers: dict[str, list[Server]]) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "ports": [s.port for s in group], "pids": [s.pid for s in group]}
+        for name, group in servers.items()
+    ]
+
+
+def _start_all(
+    stack: contextlib.ExitStack, apps: dict[str, str], where: Placement, log_dir: Path, label: str
+) -> dict[str, list[Server]]:
+    return {
+        name: [stack.enter_context(serve(f"{label}-{name}", app, where, log_dir, _server_env(name)))]
+        for name, app in apps.items()
+    }
+
+
+def _room_spec(servers: dict[str, list[Server]], s: WsSettings, order: int) -> dict[str, Any]:
+    names = list(servers)
+    shift = order % len(names)
     return {
         "host": "127.0.0.1",
-        "ports": [server.port],
-        "server_pids": [server.pid],
+        "targets": _targets({n: servers[n] for n in names[shift:] + names[:shift]}),
         "echo": {
             "clients": s.echo_clients,
+            "rounds": s.echo_rounds,
+            "warm": min(1.0, s.echo_seconds / 2),
             "duration": s.echo_seconds,
             "size": 32,
         },
@@ -130,17 +156,16 @@ def _room_spec(server: Server, s: WsSettings) -> dict[str, Any]:
     }
 
 
-def _scale_spec(server: Server, s: WsSettings) -> dict[str, Any]:
+def _scale_spec(servers: dict[str, list[Server]], s: WsSettings) -> dict[str, Any]:
     return {
         "host": "127.0.0.1",
-        "ports": [server.port],
+        "targets": _targets(servers),
         "warmup": 100,
-        "memory_pids": [server.pid],
-        "server_pids": [server.pid],
+        "memory": True,
         "settle": 1.5,
         "members": s.big_room,
         "fanout": {
-            "reps": 3 * s.fanout_reps,
+            "reps": 2 * s.fanout_reps,
             "size": s.fanout_size,
             "timeout": s.fanout_timeout,
             "gap": s.gap,
@@ -148,39 +173,27 @@ def _scale_spec(server: Server, s: WsSettings) -> dict[str, Any]:
     }
 
 
-def _server_env(name: str) -> dict[str, str]:
-    return {"WIREHALL_BACKPLANE": "memory://"} if name == "wirehall" else {}
-
-
 def run_ws(
     apps: dict[str, str], where: Placement, log_dir: Path, s: WsSettings, progress: Progress
 ) -> dict[str, Any]:
+    """Every framework's server runs at once; the client takes turns between them."""
     names = list(apps)
     rooms: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
-    scales: dict[str, dict[str, Any]] = {}
-    errors: dict[str, str] = {}
-    client_timeout = 120 + s.echo_seconds + s.small_room / 50
+    room_timeout = 180 + len(names) * (s.echo_rounds * (s.echo_seconds + 2) + s.small_room / 50)
     for round_index in range(s.rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            if name in errors:
-                continue
-            label = f"room-{name}-{round_index + 1}"
-            try:
-                with serve(f"ws-{label}", apps[name], where, log_dir, _server_env(name)) as server:
-                    spec = _room_spec(server, s)
-                    result = run_client(spec, where, log_dir, label, client_timeout)
-            except RuntimeError as exc:
-                errors[name] = str(exc)
-                progress(f"  ws {name}: FAILED: {exc}")
-                continue
-            rooms[name].append(result)
-            sc = result["slow"]
+        label = f"room-{round_index + 1}"
+        with contextlib.ExitStack() as stack:
+            servers = _start_all(stack, apps, where, log_dir, label)
+            spec = _room_spec(servers, s, round_index)
+            result = run_client(spec, where, log_dir, label, room_timeout)
+        for name in names:
+            r = result["targets"][name]
+            rooms[name].append(r)
+            sc = r["slow"]
             progress(
                 f"  ws round {round_index + 1}/{s.rounds} {name:>10}: "
-                f"echo {result['echo']['per_s']:>7.0f}/s "
-                f"(server busy {result['echo']['server_cpu_share']:.0%})  "
-                f"fan-out({s.small_room}) {result['fanout']['median_ms']:.1f} ms  "
+                f"echo {r['echo']['per_s']:>7.0f}/s  "
+                f"fan-out({s.small_room}) {r['fanout']['median_ms']:>6.1f} ms  "
                 f"slow consumer: "
                 + (
                     f"stalled after {sc['stalled_at']} broadcasts"
@@ -188,34 +201,26 @@ def run_ws(
                     else f"{sc['median_ms']:.1f} ms vs {sc['baseline']['median_ms']:.1f} ms"
                 )
             )
+    with contextlib.ExitStack() as stack:
+        servers = _start_all(stack, apps, where, log_dir, "scale")
+        scale = run_client(
+            _scale_spec(servers, s), where, log_dir, "scale", 180 + len(names) * s.big_room / 50
+        )["targets"]
     for name in names:
-        if name in errors:
-            continue
-        label = f"scale-{name}"
-        try:
-            with serve(f"ws-{label}", apps[name], where, log_dir, _server_env(name)) as server:
-                result = run_client(_scale_spec(server, s), where, log_dir, label, 180 + s.big_room / 25)
-        except RuntimeError as exc:
-            errors[name] = str(exc)
-            progress(f"  ws {name}: FAILED: {exc}")
-            continue
-        scales[name] = result
+        r = scale[name]
         progress(
-            f"  ws scale {name:>10}: {result['memory']['per_connection_bytes'] / 1024:.1f} KiB"
-            f"/connection, fan-out({s.big_room}) {result['fanout']['median_ms']:.1f} ms "
-            f"(opened in {result['connect_s']:.1f} s)"
+            f"  ws scale {name:>10}: {r['memory']['per_connection_bytes'] / 1024:.1f} KiB"
+            f"/connection, fan-out({s.big_room}) {r['fanout']['median_ms']:.1f} ms "
+            f"(opened in {r['connect_s']:.1f} s)"
         )
     frameworks: dict[str, Any] = {}
     for name in names:
-        if name in errors:
-            frameworks[name] = {"error": errors[name]}
-            continue
         runs = rooms[name]
         small = [x for r in runs for x in r["fanout"]["samples_ms"]]
         base = [x for r in runs for x in r["slow"]["baseline"]["samples_ms"]]
         stalled = [x for r in runs for x in r["slow"]["stalled_samples_ms"]]
         stall_events = [r["slow"]["stalled_at"] for r in runs if r["slow"]["stalled_at"] is not None]
-        big = scales[name]
+        big = scale[name]
         slow: dict[str, Any] = {
             "baseline": _summary(base),
             "with_stalled": _summary(stalled),
@@ -226,9 +231,10 @@ def run_ws(
         }
         if not stall_events and base and stalled:
             slow["added_ms"] = statistics.median(stalled) - statistics.median(base)
+        echo_rounds = [w for r in runs for w in r["echo"]["rounds"]]
         frameworks[name] = {
-            "echo_per_s": statistics.median(r["echo"]["per_s"] for r in runs),
-            "echo_p99_ms": statistics.median(r["echo"]["p99_ms"] for r in runs),
+            "echo_per_s": statistics.median(w["per_s"] for w in echo_rounds),
+            "echo_p99_ms": _median(w["p99_ms"] for w in echo_rounds),
             "fanout_small": _summary(small, sum(r["fanout"]["timeouts"] for r in runs)),
             "fanout_big": _summary(big["fanout"]["samples_ms"], big["fanout"]["timeouts"]),
             "memory_per_connection_bytes": big["memory"]["per_connection_bytes"],
@@ -247,13 +253,11 @@ def run_ws(
                 "fanout_small": max(r["fanout"]["client_cpu_share"] for r in runs),
                 "fanout_big": big["fanout"]["client_cpu_share"],
             },
-            "malformed_payloads": sum(r["malformed_payloads"] for r in runs) + big["malformed_payloads"],
+            "malformed_payloads": sum(r["fanout"]["malformed_payloads"] for r in runs)
+            + big["fanout"]["malformed_payloads"],
             "runs": {"room": runs, "scale": big},
         }
-    return {
-        "settings": s.__dict__,
-        "frameworks": frameworks,
-    }
+    return {"settings": s.__dict__, "frameworks": frameworks}
 
 
 # Redis backplane ----------------------------------------------------------------------------
@@ -300,56 +304,55 @@ def run_redis(app: str, where: Placement, log_dir: Path, s: WsSettings, progress
         return {"skipped": reason}
     prefix = f"wirehall-bench-{secrets.token_hex(4)}"
     redis_url = f"redis://127.0.0.1:6379/0?prefix={prefix}"
-    samples: dict[str, list[float]] = {"memory-1proc": [], "redis-2proc": []}
-    timeouts = dict.fromkeys(samples, 0)
-    cpu: dict[str, list[float | None]] = {mode: [] for mode in samples}
-    timeout = 120 + s.redis_room / 50
+    modes = ["memory-1proc", "redis-2proc"]
+    samples: dict[str, list[float]] = {mode: [] for mode in modes}
+    timeouts = dict.fromkeys(modes, 0)
+    cpu: dict[str, list[float | None]] = {mode: [] for mode in modes}
     try:
         for round_index in range(s.rounds):
-            order = list(samples) if round_index % 2 == 0 else list(reversed(samples))
-            for mode in order:
-                label = f"{mode}-{round_index + 1}"
-                with contextlib.ExitStack() as stack:
-                    if mode == "memory-1proc":
-                        env = {"WIREHALL_BACKPLANE": "memory://"}
-                        servers = [stack.enter_context(serve(f"ws-{label}", app, where, log_dir, env))]
-                    else:
-                        env = {"WIREHALL_BACKPLANE": redis_url}
-                        servers = [
-                            stack.enter_context(serve(f"ws-{label}-{i}", app, where, log_dir, env))
-                            for i in (1, 2)
-                        ]
-                    spec = {
-                        "host": "127.0.0.1",
-                        "ports": [server.port for server in servers],
-                        "server_pids": [server.pid for server in servers],
-                        "members": s.redis_room,
-                        "fanout": {
-                            "reps": s.redis_reps,
-                            "size": s.fanout_size,
-                            "timeout": s.fanout_timeout,
-                            "gap": s.gap,
-                        },
-                    }
-                    result = run_client(spec, where, log_dir, label, timeout)
-                samples[mode].extend(result["fanout"]["samples_ms"])
-                timeouts[mode] += result["fanout"]["timeouts"]
-                cpu[mode].append(result["fanout"]["server_cpu_us_per_delivery"])
+            label = f"redis-{round_index + 1}"
+            with contextlib.ExitStack() as stack:
+                memory_env = {"WIREHALL_BACKPLANE": "memory://"}
+                redis_env = {"WIREHALL_BACKPLANE": redis_url}
+                servers = {
+                    "memory-1proc": [
+                        stack.enter_context(serve(f"{label}-memory", app, where, log_dir, memory_env))
+                    ],
+                    "redis-2proc": [
+                        stack.enter_context(serve(f"{label}-redis{i}", app, where, log_dir, redis_env))
+                        for i in (1, 2)
+                    ],
+                }
+                order = modes if round_index % 2 == 0 else modes[::-1]
+                spec = {
+                    "host": "127.0.0.1",
+                    "targets": _targets({mode: servers[mode] for mode in order}),
+                    "members": s.redis_room,
+                    "fanout": {
+                        "reps": s.redis_reps,
+                        "size": s.fanout_size,
+                        "timeout": s.fanout_timeout,
+                        "gap": s.gap,
+                    },
+                }
+                result = run_client(spec, where, log_dir, label, 180 + s.redis_room / 25)
+            for mode in modes:
+                fan = result["targets"][mode]["fanout"]
+                samples[mode].extend(fan["samples_ms"])
+                timeouts[mode] += fan["timeouts"]
+                cpu[mode].append(fan["server_cpu_us_per_delivery"])
                 progress(
                     f"  redis round {round_index + 1}/{s.rounds} {mode:>12}: "
-                    f"fan-out({s.redis_room}) {result['fanout']['median_ms']:.1f} ms"
+                    f"fan-out({s.redis_room}) {fan['median_ms']:.1f} ms"
                 )
     finally:
         with contextlib.suppress(Exception):
             _delete_prefix(prefix)
     return {
         "clients": s.redis_room,
-        "backplane_url": f"redis://127.0.0.1:6379/0?prefix={prefix}",
+        "backplane_url": redis_url,
         "modes": {
-            mode: {
-                **_summary(values, timeouts[mode]),
-                "server_cpu_us_per_delivery": _median(cpu[mode]),
-            }
+            mode: {**_summary(values, timeouts[mode]), "server_cpu_us_per_delivery": _median(cpu[mode])}
             for mode, values in samples.items()
         },
     }

@@ -21,7 +21,6 @@ import base64
 import hashlib
 import json
 import os
-import resource
 import socket
 import statistics
 import struct
@@ -31,24 +30,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from bench.procfs import cpu_seconds, read_rss
+from bench.procfs import cpu_seconds, raise_fd_limit, read_rss
 
-__all__ = ["Connection", "main", "raise_fd_limit"]
+__all__ = ["Connection", "main"]
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 SEQ_WIDTH = 10  # broadcast payloads start with a zero-padded sequence number
 _perf = time.perf_counter
-
-
-def raise_fd_limit() -> int:
-    """Raise the soft limit on open files to the hard limit; return the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    return soft
 
 
 def _log(message: str) -> None:
@@ -237,7 +226,7 @@ async def _connect(host: str, port: int, path: str, timeout: float, tiny_buffers
 
 
 async def connect_many(
-    host: str, ports: list[int], path: str, count: int, concurrency: int = 100
+    host: str, ports: list[int], count: int, concurrency: int = 100, path: str = "/ws"
 ) -> list[Connection]:
     """Open `count` connections, spread round-robin over `ports`, `concurrency` at a time."""
     gate = asyncio.Semaphore(concurrency)
@@ -336,51 +325,82 @@ class Broadcaster:
         raise RuntimeError(f"no broadcast reached all {len(self.members)} connections within {timeout:.0f} s")
 
     async def series(self, reps: int, size: int, timeout: float, gap: float) -> dict[str, Any]:
-        samples: list[float] = []
-        timeouts = 0
-        busy = wall = 0.0
-        delivered = 0
-        server_cpu = _server_cpu(self.server_pids)
-        for _ in range(reps):
+        """`reps` broadcasts, one after the other."""
+        return (await interleaved({"": self}, reps, size, timeout, gap))[""]
+
+
+async def interleaved(
+    casters: dict[str, Broadcaster], reps: int, size: int, timeout: float, gap: float
+) -> dict[str, dict[str, Any]]:
+    """`reps` broadcasts per target, the targets taking turns (the order rotated each time).
+
+    Turn-taking spreads bursts of outside load over every target instead of one.
+    """
+    names = list(casters)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    timeouts = dict.fromkeys(names, 0)
+    delivered = dict.fromkeys(names, 0)
+    busy = dict.fromkeys(names, 0.0)
+    wall = dict.fromkeys(names, 0.0)
+    server_cpu = {name: _server_cpu(caster.server_pids) for name, caster in casters.items()}
+    for rep in range(reps):
+        shift = rep % len(names)
+        for name in names[shift:] + names[:shift]:
+            caster = casters[name]
             cpu, started = time.process_time(), _perf()
-            elapsed = await self.once(size, timeout)
-            busy += time.process_time() - cpu
-            wall += _perf() - started
+            elapsed = await caster.once(size, timeout)
+            busy[name] += time.process_time() - cpu
+            wall[name] += _perf() - started
             if elapsed is None:
-                timeouts += 1
+                timeouts[name] += 1
             else:
-                samples.append(elapsed * 1000)
-                delivered += sum(1 for conn in self.members if conn.counted)
+                samples[name].append(elapsed * 1000)
+                delivered[name] += sum(1 for conn in caster.members if conn.counted)
             await asyncio.sleep(gap)
-        server_cpu = _server_cpu(self.server_pids) - server_cpu
-        return {
-            "members": len(self.members),
+    results: dict[str, dict[str, Any]] = {}
+    for name, caster in casters.items():
+        used = _server_cpu(caster.server_pids) - server_cpu[name]
+        results[name] = {
+            "members": len(caster.members),
             "size": size,
-            "samples_ms": samples,
-            "timeouts": timeouts,
-            "median_ms": statistics.median(samples) if samples else None,
+            "samples_ms": samples[name],
+            "timeouts": timeouts[name],
+            "median_ms": statistics.median(samples[name]) if samples[name] else None,
             # how busy this client was while broadcasts were in flight: near 1.0 would
             # mean the client, not the server, set the pace
-            "client_cpu_share": busy / wall if wall else None,
-            # the servers' CPU time per delivered message: unlike wall time, hardly
+            "client_cpu_share": busy[name] / wall[name] if wall[name] else None,
+            # the server's CPU time per delivered message: unlike wall time, hardly
             # affected by other processes taking turns on the server's CPU
-            "server_cpu_us_per_delivery": server_cpu * 1e6 / delivered
-            if delivered and self.server_pids and not timeouts
+            "server_cpu_us_per_delivery": used * 1e6 / delivered[name]
+            if delivered[name] and caster.server_pids and not timeouts[name]
             else None,
+            "malformed_payloads": caster.malformed,
         }
+    return results
 
 
 # the steps ---------------------------------------------------------------------------------
 
 
-async def run_echo(
-    host: str, ports: list[int], path: str, spec: dict[str, Any], server_pids: list[int]
+@dataclass
+class Target:
+    """One server (or several serving one room, e.g. over a backplane) under test."""
+
+    name: str
+    ports: list[int]
+    pids: list[int]
+    echo_conns: list[Connection] = field(default_factory=list)
+    members: list[Connection] = field(default_factory=list)
+
+
+async def echo_window(
+    conns: list[Connection], size: int, warm: float, duration: float, server_pids: list[int]
 ) -> dict[str, Any]:
-    """Each client sends a frame, waits for its echo, sends again, for `duration` seconds."""
-    conns = await connect_many(host, ports, path, spec["clients"])
-    message = b"e" + b"x" * (spec["size"] - 1)
+    """Each connection sends a frame, waits for its echo, sends again; counted for `duration`."""
+    message = b"e" + b"x" * (size - 1)
     frame = _frame(_OP_TEXT, message, conns[0].mask)
     running = True
+    counting = False
     replies = 0
     wrong = 0
     latencies: list[float] = []
@@ -393,8 +413,9 @@ async def run_echo(
         if payload != message:
             wrong += 1
         if running:
-            replies += 1
-            latencies.append(now - conn.sent_at)
+            if counting:
+                replies += 1
+                latencies.append(now - conn.sent_at)
             conn.sent_at = now
             conn.transport.write(frame)  # type: ignore[union-attr]
         else:
@@ -403,18 +424,15 @@ async def run_echo(
                 all_idle.set()
 
     for conn in conns:
-        conn.mask = conns[0].mask
         conn.on_data = on_echo
-    # warm up for a short moment, then count
     started = _perf()
     for conn in conns:
         conn.sent_at = started
         conn.transport.write(frame)  # type: ignore[union-attr]
-    await asyncio.sleep(min(1.0, spec["duration"] / 5))
-    replies = 0
-    latencies.clear()
+    await asyncio.sleep(warm)
+    counting = True
     cpu, server_cpu, started = time.process_time(), _server_cpu(server_pids), _perf()
-    await asyncio.sleep(spec["duration"])
+    await asyncio.sleep(duration)
     running = False
     stopped = _perf()
     busy = time.process_time() - cpu
@@ -424,10 +442,10 @@ async def run_echo(
         await asyncio.wait_for(all_idle.wait(), 5.0)
     except TimeoutError:
         _log(f"echo: {len(conns) - idle} clients never got their last echo back")
-    await close_all(conns)
+    for conn in conns:
+        conn.on_data = _ignore
     latencies.sort()
     return {
-        "clients": len(conns),
         "duration_s": stopped - started,
         "replies": counted,
         "per_s": counted / (stopped - started),
@@ -435,19 +453,54 @@ async def run_echo(
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000 if latencies else None,
         "wrong_payloads": wrong,
         "client_cpu_share": busy / (stopped - started),
+        "server_cpu_s": server_cpu,
         "server_cpu_share": server_cpu / (stopped - started) if server_pids else None,
-        "server_cpu_us_per_round_trip": server_cpu * 1e6 / counted if server_pids and counted else None,
     }
 
 
+async def run_echo(host: str, targets: list[Target], spec: dict[str, Any]) -> dict[str, Any]:
+    """Echo rounds, the targets taking turns; per target: the median over rounds."""
+    for target in targets:
+        target.echo_conns = await connect_many(host, target.ports, spec["clients"])
+    windows: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+    try:
+        for round_index in range(spec["rounds"]):
+            shift = round_index % len(targets)
+            for target in targets[shift:] + targets[:shift]:
+                windows[target.name].append(
+                    await echo_window(
+                        target.echo_conns, spec["size"], spec["warm"], spec["duration"], target.pids
+                    )
+                )
+                await asyncio.sleep(0.2)
+    finally:
+        for target in targets:
+            await close_all(target.echo_conns)
+            target.echo_conns = []
+    results: dict[str, Any] = {}
+    for name, runs in windows.items():
+        replies = sum(r["replies"] for r in runs)
+        results[name] = {
+            "clients": spec["clients"],
+            "rounds": runs,
+            "per_s": statistics.median(r["per_s"] for r in runs),
+            "p99_ms": statistics.median(r["p99_ms"] for r in runs if r["p99_ms"] is not None),
+            "server_cpu_us_per_round_trip": sum(r["server_cpu_s"] for r in runs) * 1e6 / replies
+            if replies
+            else None,
+            "client_cpu_share": max(r["client_cpu_share"] for r in runs),
+        }
+    return results
+
+
 async def run_slow_consumer(
-    host: str, port: int, path: str, caster: Broadcaster, spec: dict[str, Any]
+    host: str, target: Target, caster: Broadcaster, spec: dict[str, Any]
 ) -> dict[str, Any]:
     """Fan-out time of the others, without and then with one connection that stopped reading."""
     size, timeout, gap = spec["size"], spec["timeout"], spec["gap"]
     baseline = await caster.series(spec["reps"], size, timeout, gap)
 
-    staller = await _connect(host, port, path, timeout=15.0, tiny_buffers=True)
+    staller = await _connect(host, target.ports[0], "/ws", timeout=15.0, tiny_buffers=True)
     staller.counted = False
     caster.members.append(staller)
     staller.on_data = _ignore
@@ -491,49 +544,58 @@ async def run_slow_consumer(
 
 
 async def run(spec: dict[str, Any]) -> dict[str, Any]:
-    host, ports, path = spec["host"], spec["ports"], spec.get("path", "/ws")
-    result: dict[str, Any] = {"fd_limit": raise_fd_limit()}
-    server_pids: list[int] = spec.get("server_pids") or []
+    host = spec["host"]
+    targets = [Target(t["name"], t["ports"], t.get("pids") or []) for t in spec["targets"]]
+    out: dict[str, dict[str, Any]] = {t.name: {} for t in targets}
+    result: dict[str, Any] = {"fd_limit": raise_fd_limit(), "targets": out}
+    settle = spec.get("settle", 1.0)
     if spec.get("echo"):
-        _log(f"echo with {spec['echo']['clients']} clients for {spec['echo']['duration']} s")
-        result["echo"] = await run_echo(host, ports, path, spec["echo"], server_pids)
-        await asyncio.sleep(spec.get("settle", 1.0))
-    if spec.get("warmup"):
-        conns = await connect_many(host, ports, path, spec["warmup"])
-        await Broadcaster(conns[0], conns, server_pids).sync()
-        await close_all(conns)
-    pids: list[int] = spec.get("memory_pids") or []
-    members: list[Connection] = []
+        _log(f"echo: {spec['echo']['rounds']} rounds per target")
+        for name, echo in (await run_echo(host, targets, spec["echo"])).items():
+            out[name]["echo"] = echo
+        await asyncio.sleep(settle)
     try:
-        if pids:
-            await asyncio.sleep(spec.get("settle", 1.0))
-            before = sum(read_rss(pid) for pid in pids)
-        _log(f"opening {spec['members']} connections")
-        opened = _perf()
-        members = await connect_many(host, ports, path, spec["members"])
-        result["connect_s"] = _perf() - opened
-        if pids:
-            await asyncio.sleep(spec.get("settle", 1.0))
-            after = sum(read_rss(pid) for pid in pids)
-            result["memory"] = {
-                "connections": len(members),
-                "rss_before": before,
-                "rss_after": after,
-                "per_connection_bytes": (after - before) / len(members),
-            }
-        caster = Broadcaster(members[0], members, server_pids)
-        await caster.sync()
-        await caster.sync()
+        if spec.get("warmup"):
+            for target in targets:
+                conns = await connect_many(host, target.ports, spec["warmup"])
+                await Broadcaster(conns[0], conns, target.pids).sync()
+                await close_all(conns)
+            await asyncio.sleep(settle)
+        before = {t.name: sum(read_rss(pid) for pid in t.pids) for t in targets}
+        for target in targets:
+            _log(f"{target.name}: opening {spec['members']} connections")
+            opened = _perf()
+            target.members = await connect_many(host, target.ports, spec["members"])
+            out[target.name]["connect_s"] = _perf() - opened
+        await asyncio.sleep(settle)
+        if spec.get("memory"):
+            for target in targets:
+                after = sum(read_rss(pid) for pid in target.pids)
+                out[target.name]["memory"] = {
+                    "connections": len(target.members),
+                    "rss_before": before[target.name],
+                    "rss_after": after,
+                    "per_connection_bytes": (after - before[target.name]) / len(target.members),
+                }
+        casters = {t.name: Broadcaster(t.members[0], t.members, t.pids) for t in targets}
+        for caster in casters.values():
+            await caster.sync()
+            await caster.sync()
         if spec.get("fanout"):
             fan = spec["fanout"]
-            _log(f"fan-out to {len(members)}: {fan['reps']} broadcasts")
-            result["fanout"] = await caster.series(fan["reps"], fan["size"], fan["timeout"], fan["gap"])
+            _log(f"fan-out to {spec['members']}: {fan['reps']} broadcasts per target, interleaved")
+            series = await interleaved(casters, fan["reps"], fan["size"], fan["timeout"], fan["gap"])
+            for name, values in series.items():
+                out[name]["fanout"] = values
         if spec.get("slow"):
-            _log(f"slow consumer among {len(members)}")
-            result["slow"] = await run_slow_consumer(host, ports[0], path, caster, spec["slow"])
-        result["malformed_payloads"] = caster.malformed
+            for target in targets:
+                _log(f"{target.name}: slow consumer among {spec['members']}")
+                out[target.name]["slow"] = await run_slow_consumer(
+                    host, target, casters[target.name], spec["slow"]
+                )
     finally:
-        await close_all(members, timeout=3.0)
+        for target in targets:
+            await close_all(target.members, timeout=3.0)
     return result
 
 
