@@ -357,3 +357,31 @@ async def test_people_on_a_process_that_died_leave_the_presence(
                         break
         finally:
             await bob.close()
+
+
+@pytest.mark.redis
+async def test_concurrent_posts_through_two_processes_arrive_in_id_order(
+    redis_pair: tuple[ChatServer, ChatServer],
+) -> None:
+    one, two = redis_pair
+    per_process = 60
+    async with (
+        socket_to(one, "lobby", user="ann") as ann,
+        socket_to(two, "lobby", user="bob") as bob,
+        httpx.AsyncClient(trust_env=False, timeout=WAIT) as http,
+    ):
+        await frame_of(ann, "presence", users=["ann", "bob"])
+        await frame_of(bob, "presence", users=["ann", "bob"])
+
+        async def poster(server: ChatServer, who: str) -> None:
+            for i in range(per_process):
+                response = await http.post(
+                    server.http_url + "/api/rooms/lobby/messages", json={"user": who, "text": str(i)}
+                )
+                assert response.status_code == 201
+
+        await asyncio.gather(*(poster(s, w) for s in (one, two) for w in ("p", "q")))
+        for ws in (ann, bob):
+            ids = [(await frame_of(ws, "message"))["id"] for _ in range(4 * per_process)]
+            assert ids == sorted(ids), "messages arrived out of the order they were stored"
+            assert len(set(ids)) == len(ids)
