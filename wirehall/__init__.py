@@ -4,7 +4,7 @@ Everything an app author needs is importable from here; other modules may change
 """
 
 from wirehall.app import Middleware, RouteGroup, Wirehall
-from wirehall.backplane import Backplane, MemoryBackplane, backplane_from_url
+from wirehall.backplane import Backplane, MemoryBackplane, MemoryHub, backplane_from_url
 from wirehall.config import Settings
 from wirehall.connection import Connection
 from wirehall.datastructures import URL, Address, Headers, QueryParams, State
@@ -96,6 +96,7 @@ __all__ = [
     "JSONResponse",
     "Lifetime",
     "MemoryBackplane",
+    "MemoryHub",
     "Middleware",
     "MissingDependencyError",
     "Mount",

@@ -219,6 +219,8 @@ class Wirehall(_Registrar):
                 backplane_from_url(chosen) if isinstance(chosen, str) else chosen,
                 events=self.events,
             )
+        elif websockets.events is None:
+            websockets.events = self.events  # so presence and connection events reach the app
         self.websockets = websockets
         self.container.instance(Wirehall, self)
         self.container.instance(Container, self.container)
