@@ -102,8 +102,10 @@ def render_ws(ws: dict[str, Any]) -> str:
         ("echo p99 ms", lambda r: r["echo_p99_ms"], 2),
         (f"fan-out {s['small_room']} median ms", lambda r: r["fanout_small"]["median_ms"], 1),
         (f"fan-out {s['small_room']} p95 ms", lambda r: r["fanout_small"]["p95_ms"], 1),
+        (f"fan-out {s['small_room']} min ms", lambda r: r["fanout_small"]["min_ms"], 1),
         (f"fan-out {s['big_room']} median ms", lambda r: r["fanout_big"]["median_ms"], 1),
         (f"fan-out {s['big_room']} p95 ms", lambda r: r["fanout_big"]["p95_ms"], 1),
+        (f"fan-out {s['big_room']} min ms", lambda r: r["fanout_big"]["min_ms"], 1),
         (f"idle memory KiB/conn ({s['big_room']} conns)", mem, 2),
         (
             f"slow consumer: {s['slow_size'] // 1024} KiB fan-out {s['small_room']} median ms",

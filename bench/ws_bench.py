@@ -74,6 +74,8 @@ def _summary(samples: list[float], timeouts: int = 0) -> dict[str, Any]:
     return {
         "median_ms": statistics.median(samples) if samples else None,
         "p95_ms": percentile(samples, 0.95),
+        # the best case: what a broadcast costs when nothing else competed for the CPU
+        "min_ms": min(samples) if samples else None,
         "count": len(samples),
         "timeouts": timeouts,
     }
