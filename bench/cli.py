@@ -99,8 +99,8 @@ def _main(argv: list[str] | None) -> None:
         "--only", choices=["http", "ws", "redis"], action="append", help="run only this section (repeatable)"
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
-    parser.add_argument("--http-rounds", type=int, help="HTTP rounds (default 3, quick 1)")
-    parser.add_argument("--http-seconds", type=float, help="seconds per wrk run (default 5, quick 2)")
+    parser.add_argument("--http-rounds", type=int, help="HTTP rounds (default 5, quick 1)")
+    parser.add_argument("--http-seconds", type=float, help="seconds per wrk run (default 4, quick 2)")
     args = parser.parse_args(argv)
     sections = args.only or ["http", "ws", "redis"]
 
@@ -112,8 +112,8 @@ def _main(argv: list[str] | None) -> None:
     log_dir = RESULTS / f"logs-{stamp}"
     log_dir.mkdir(parents=True, exist_ok=True)
     ws_settings = QUICK_WS if args.quick else WsSettings()
-    http_rounds = args.http_rounds or (1 if args.quick else 3)
-    http_seconds = args.http_seconds or (2.0 if args.quick else 5.0)
+    http_rounds = args.http_rounds or (1 if args.quick else 5)
+    http_seconds = args.http_seconds or (2.0 if args.quick else 4.0)
 
     apps: dict[str, str] = {}
     unavailable: dict[str, str] = {}

@@ -44,7 +44,7 @@ class WsSettings:
     echo_seconds: float = 2.0
     small_room: int = 1000
     big_room: int = 5000
-    fanout_reps: int = 15  # per room run (small room) / per scale run (big room: x2)
+    fanout_reps: int = 25  # per room run (small room) / per scale run (big room: x2)
     fanout_size: int = 64
     slow_reps: int = 10
     slow_stall_reps: int = 100
