@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import msgspec
+
 from examples.chat.api import parse_since
 from examples.chat.config import RESUME_LIMIT, WELCOME_HISTORY
 from examples.chat.frames import FRAME_HELP, ClientFrame, Ping, Pong, SendText, Welcome
@@ -15,6 +17,8 @@ from wirehall import WebSocketController
 __all__ = ["ChatRoom"]
 
 logger = logging.getLogger(__name__)
+
+_encode = msgspec.json.Encoder().encode
 
 
 class ChatRoom(WebSocketController):
@@ -31,7 +35,7 @@ class ChatRoom(WebSocketController):
     room_name: str
     user_name: str
 
-    async def on_connect(self, room: str, rooms: ChatRooms, store: Store) -> None:
+    async def on_connect(self, room: str, store: Store) -> None:
         """Refuse bad names (HTTP 403); else accept, send the welcome, then join."""
         try:
             room = check_room(room)
@@ -42,14 +46,16 @@ class ChatRoom(WebSocketController):
             return
         self.room_name, self.user_name = room, user
         await self.accept()
-        # Nobody on this process posts to the room between reading the history and joining
-        # it, so a message is either in the history or broadcast to us after the welcome.
-        async with rooms.quiet(room):
+        # No message is being added (by any process) while we read the history and join, so
+        # each one is either in the history or broadcast to us after the welcome: none lost,
+        # none twice. The welcome is queued, not awaited, so nothing here waits on the client.
+        async with store.exclusive() as snapshot:
             if since is None:
-                history = await store.recent(room, WELCOME_HISTORY)
+                history = await snapshot.recent(room, WELCOME_HISTORY)
             else:
-                history = await store.since(room, since, RESUME_LIMIT)
-            await self.send_json(Welcome(room=room, user=user, history=history))
+                history = await snapshot.since(room, since, RESUME_LIMIT)
+            welcome = Welcome(room=room, user=user, history=history)
+            self.send_nowait({"type": "websocket.send", "text": _encode(welcome).decode()})
             await self.join(room, identity=user)
 
     async def on_message(self, frame: SendText | Ping, rooms: ChatRooms) -> None:

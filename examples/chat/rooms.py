@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -54,16 +54,7 @@ class ChatRooms:
     def __init__(self, store: Store, service: WebSocketService) -> None:
         self.store = store
         self.service = service
-        self._posting = _RoomLocks()
         self._announcing = _RoomLocks()
-
-    def quiet(self, room: str) -> AbstractAsyncContextManager[None]:
-        """While the block runs, nobody on this process posts to `room`.
-
-        A joining connection reads the history and joins inside it, so that every
-        message is either in its history or broadcast to it after its welcome.
-        """
-        return self._posting.hold(room)
 
     async def post(self, room: str, user: str, text: str) -> Message:
         """Store the message and broadcast it to the room; returns it as stored.
@@ -73,7 +64,7 @@ class ChatRooms:
         If the backplane refuses the broadcast, nothing is stored (`BackplaneError`).
         """
         try:
-            async with self.quiet(room), self.store.adding(room, user, text) as message:
+            async with self.store.adding(room, user, text) as message:
                 await self.service.broadcast(room, message)
         except BackplaneError as exc:
             logger.warning("message to %r not sent, the backplane refused it: %s", room, exc)

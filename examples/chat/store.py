@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-__all__ = ["Message", "Store", "utc_timestamp"]
+__all__ = ["Message", "Snapshot", "Store", "utc_timestamp"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,22 +107,30 @@ class Store:
 
     async def recent(self, room: str, limit: int) -> list[Message]:
         """The room's last `limit` messages, oldest first."""
-        query = select(messages).where(messages.c.room == room).order_by(messages.c.id.desc()).limit(limit)
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [_message(row) for row in reversed(rows)]
+            return await Snapshot(conn).recent(room, limit)
 
     async def since(self, room: str, after: int, limit: int) -> list[Message]:
         """The room's first `limit` messages whose id is greater than `after`, oldest first."""
-        query = (
-            select(messages)
-            .where(messages.c.room == room, messages.c.id > after)
-            .order_by(messages.c.id)
-            .limit(limit)
-        )
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [_message(row) for row in rows]
+            return await Snapshot(conn).since(room, after, limit)
+
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[Snapshot]:
+        """Read while no message is being added: no add is under way while the block runs.
+
+        On SQLite the block holds the database's write lock (`BEGIN IMMEDIATE`), so this
+        holds across every process sharing the file: a message is either committed before
+        the block (and visible to it) or added after it. Elsewhere it holds for this
+        process only. Adds wait for the block, so keep it short and never wait on a client.
+        """
+        async with self._write_lock, self.engine.connect() as conn:
+            if self.engine.dialect.name == "sqlite":
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield Snapshot(conn)
+            finally:
+                await conn.rollback()
 
     async def rooms(self) -> list[tuple[str, int]]:
         """Every room that has messages, with its message count, sorted by name."""
@@ -138,6 +146,30 @@ class Store:
         if message_id is None:  # pragma: no cover - every supported dialect reports it
             raise RuntimeError("the database did not report the new message's id")
         return Message(id=int(message_id), room=room, user=user, text=text, ts=ts)
+
+
+class Snapshot:
+    """Reads a room's history on one connection (see `Store.exclusive`)."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def recent(self, room: str, limit: int) -> list[Message]:
+        """The room's last `limit` messages, oldest first."""
+        query = select(messages).where(messages.c.room == room).order_by(messages.c.id.desc()).limit(limit)
+        rows = (await self._conn.execute(query)).all()
+        return [_message(row) for row in reversed(rows)]
+
+    async def since(self, room: str, after: int, limit: int) -> list[Message]:
+        """The room's first `limit` messages whose id is greater than `after`, oldest first."""
+        query = (
+            select(messages)
+            .where(messages.c.room == room, messages.c.id > after)
+            .order_by(messages.c.id)
+            .limit(limit)
+        )
+        rows = (await self._conn.execute(query)).all()
+        return [_message(row) for row in rows]
 
 
 def _message(row: Any) -> Message:

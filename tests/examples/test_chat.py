@@ -662,3 +662,41 @@ async def _chat_across(first: TestClient, second: TestClient) -> None:
                 await ws.send_json({"type": "ping"})
                 assert (await next_frame(ws, "pong")) == {"type": "pong"}
         await presence(ann, ["ann"])
+
+
+async def test_joining_while_another_node_posts_loses_nothing(database_url: str) -> None:
+    # The poster's node broadcasts each message before it commits it; a joiner on the other
+    # node must still find every message once: in its welcome or broadcast after it.
+    hub = MemoryHub()
+    settings = ChatSettings(database_url=database_url)
+    one = create_app(settings, backplane=MemoryBackplane(hub))
+    two = create_app(settings, backplane=MemoryBackplane(hub))
+    async with TestClient(one) as first, TestClient(two) as second:
+        posted: list[int] = []
+        done = asyncio.Event()
+
+        async def poster() -> None:
+            for i in range(150):
+                posted.append((await post(first, "race", "ann", f"m{i}"))["id"])
+            done.set()
+
+        async def joiner(delay: float) -> list[int]:
+            await asyncio.sleep(delay)
+            async with joined(second, "race", "bob") as (ws, welcome):
+                got = [m["id"] for m in welcome["history"]]
+                async with asyncio.timeout(30):
+                    while not (done.is_set() and got and got[-1] == posted[-1]):
+                        try:
+                            frame = await ws.receive_json(timeout=0.2)
+                        except TimeoutError:
+                            continue  # the last message may be ours already; check again
+                        if frame["type"] == "message":
+                            got.append(frame["id"])
+                return got
+
+        posting = asyncio.create_task(poster())
+        results = await asyncio.gather(*(joiner(0.02 * n) for n in range(12)))
+        await posting
+        for got in results:
+            assert got, "a joiner saw nothing"
+            assert got == [i for i in posted if i >= got[0]]

@@ -182,3 +182,44 @@ async def test_a_failed_block_stores_nothing(store: Store) -> None:
 async def test_any_text_round_trips(store: Store, text: str) -> None:
     message = await store.add("fuzz", "ann", text)
     assert (await store.since("fuzz", message.id - 1, 1)) == [message]
+
+
+async def test_exclusive_reads_while_no_process_adds(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "chat.db")
+    one, two = Store(url), Store(url)
+    await one.start()
+    await two.start()
+    try:
+        first = await two.add("lobby", "bob", "before")
+        async with one.exclusive() as snapshot:
+            adding = asyncio.create_task(two.add("lobby", "bob", "during"))
+            await asyncio.sleep(0.2)
+            assert not adding.done()  # the other process waits for the block
+            assert await snapshot.recent("lobby", 10) == [first]
+            assert await snapshot.since("lobby", 0, 10) == [first]
+        later = await asyncio.wait_for(adding, timeout=10)
+        assert [m.id for m in await one.recent("lobby", 10)] == [first.id, later.id]
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_exclusive_waits_for_an_add_under_way(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "chat.db")
+    one, two = Store(url), Store(url)
+    await one.start()
+    await two.start()
+    try:
+        async with two.adding("lobby", "bob", "in flight") as message:
+            reading = asyncio.create_task(_read_exclusively(one))
+            await asyncio.sleep(0.2)
+            assert not reading.done()  # the reader waits for the commit
+        assert await asyncio.wait_for(reading, timeout=10) == [message]
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def _read_exclusively(store: Store) -> list[Message]:
+    async with store.exclusive() as snapshot:
+        return await snapshot.recent("lobby", 10)
