@@ -446,7 +446,9 @@ class Wirehall(_Registrar):
             if match.mount is not None:
                 await self._mounted(match.mount.prefix, match.mount.app, scope, receive, send)
             else:
-                await self._refuse_websocket(scope, receive, send, 404)
+                from wirehall.websocket.handler import WebSocketHandler
+
+                await WebSocketHandler(scope, receive, send).refuse(404)
             return
         scope["path_params"] = match.path_params
         await match.handler(scope, receive, send)
@@ -550,20 +552,3 @@ class Wirehall(_Registrar):
             if handler is not None:
                 return handler
         return None
-
-    async def _refuse_websocket(self, scope: Scope, receive: Receive, send: Send, status: int) -> None:
-        message = await receive()
-        if message["type"] != "websocket.connect":
-            return
-        if "websocket.http.response" in scope.get("extensions", {}) or {}:
-            response = error_response(status)
-            await send(
-                {
-                    "type": "websocket.http.response.start",
-                    "status": status,
-                    "headers": response.raw_headers,
-                }
-            )
-            await send({"type": "websocket.http.response.body", "body": response.body})
-        else:
-            await send({"type": "websocket.close", "code": 1008})
