@@ -2,42 +2,21 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from examples.chat.config import API_LIMIT_DEFAULT, API_LIMIT_MAX
-from examples.chat.names import InvalidInputError, check_room, check_text, check_user
+from examples.chat.names import (
+    InvalidInputError,
+    check_limit,
+    check_room,
+    check_since,
+    check_text,
+    check_user,
+)
 from examples.chat.rooms import ChatRooms, PostError
 from examples.chat.store import Store
 from wirehall import HTTPController, HTTPError, Response
 
-__all__ = ["RoomList", "RoomMessages", "parse_limit", "parse_since"]
-
-_DIGITS = re.compile(r"[0-9]{1,18}")  # fits a 64-bit integer column
-
-
-def parse_since(raw: str | None) -> int | None:
-    """The `since` query parameter: absent, or a message id (a whole number, 0 or more)."""
-    if raw is None:
-        return None
-    if _DIGITS.fullmatch(raw) is None:
-        raise InvalidInputError(f"since={_shown(raw)} is not a message id; use a whole number, 0 or more")
-    return int(raw)
-
-
-def parse_limit(raw: str | None) -> int:
-    """The `limit` query parameter: 1 to 500, 50 when absent."""
-    if raw is None:
-        return API_LIMIT_DEFAULT
-    if _DIGITS.fullmatch(raw) is None or not 1 <= int(raw) <= API_LIMIT_MAX:
-        raise InvalidInputError(
-            f"limit={_shown(raw)} is not allowed; use a whole number from 1 to {API_LIMIT_MAX}"
-        )
-    return int(raw)
-
-
-def _shown(raw: str) -> str:
-    return repr(raw if len(raw) <= 24 else raw[:24] + "…")
+__all__ = ["RoomList", "RoomMessages"]
 
 
 def _bad_request(exc: InvalidInputError) -> HTTPError:
@@ -51,8 +30,8 @@ class RoomMessages(HTTPController):
         """The room's last `limit` messages, or with `since` the first `limit` after it."""
         try:
             room = check_room(room)
-            since = parse_since(self.query.get("since"))
-            limit = parse_limit(self.query.get("limit"))
+            since = check_since(self.query.get("since"))
+            limit = check_limit(self.query.get("limit"))
         except InvalidInputError as exc:
             raise _bad_request(exc) from exc
         if since is None:

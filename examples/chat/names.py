@@ -1,4 +1,4 @@
-"""What the chat accepts as a room name, a user name and a message text.
+"""What the chat accepts: room and user names, message texts, `since` and `limit`.
 
 Plain functions from a value to a checked value, so they can be tested without a socket.
 Each raises `InvalidInputError` with a message written for the person who typed the value.
@@ -9,12 +9,16 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from examples.chat.config import API_LIMIT_DEFAULT, API_LIMIT_MAX
+
 __all__ = [
     "ROOM_MAX",
     "TEXT_MAX",
     "USER_MAX",
     "InvalidInputError",
+    "check_limit",
     "check_room",
+    "check_since",
     "check_text",
     "check_user",
 ]
@@ -22,7 +26,7 @@ __all__ = [
 ROOM_MAX = 64
 USER_MAX = 32
 TEXT_MAX = 2000
-
+_DIGITS = re.compile(r"[0-9]{1,18}")  # fits a 64-bit integer column
 _ROOM = re.compile(rf"[A-Za-z0-9_-]{{1,{ROOM_MAX}}}")
 # Cc: control characters. Cs: lone surrogates, which cannot be stored or sent as UTF-8.
 _REJECTED_CATEGORIES = frozenset({"Cc", "Cs"})
@@ -70,3 +74,27 @@ def check_text(value: str) -> str:
 
 def _has_rejected_character(value: str) -> bool:
     return any(unicodedata.category(char) in _REJECTED_CATEGORIES for char in value)
+
+
+def check_since(raw: str | None) -> int | None:
+    """The `since` query parameter: absent, or a message id (a whole number, 0 or more)."""
+    if raw is None:
+        return None
+    if _DIGITS.fullmatch(raw) is None:
+        raise InvalidInputError(f"since={_shown(raw)} is not a message id; use a whole number, 0 or more")
+    return int(raw)
+
+
+def check_limit(raw: str | None) -> int:
+    """The `limit` query parameter: 1 to 500, 50 when absent."""
+    if raw is None:
+        return API_LIMIT_DEFAULT
+    if _DIGITS.fullmatch(raw) is None or not 1 <= int(raw) <= API_LIMIT_MAX:
+        raise InvalidInputError(
+            f"limit={_shown(raw)} is not allowed; use a whole number from 1 to {API_LIMIT_MAX}"
+        )
+    return int(raw)
+
+
+def _shown(raw: str) -> str:
+    return repr(raw if len(raw) <= 24 else raw[:24] + "…")

@@ -6,10 +6,9 @@ import logging
 
 import msgspec
 
-from examples.chat.api import parse_since
 from examples.chat.config import RESUME_LIMIT, WELCOME_HISTORY
 from examples.chat.frames import FRAME_HELP, ClientFrame, Ping, Pong, SendText, Welcome
-from examples.chat.names import InvalidInputError, check_room, check_text, check_user
+from examples.chat.names import InvalidInputError, check_room, check_since, check_text, check_user
 from examples.chat.rooms import ChatRooms, PostError
 from examples.chat.store import Store
 from wirehall import WebSocketController
@@ -40,7 +39,7 @@ class ChatRoom(WebSocketController):
         try:
             room = check_room(room)
             user = check_user(self.query.get("user") or "")
-            since = parse_since(self.query.get("since"))
+            since = check_since(self.query.get("since"))
         except InvalidInputError as exc:
             await self.refuse(403, str(exc))
             return

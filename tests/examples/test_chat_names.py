@@ -13,7 +13,9 @@ from examples.chat.names import (
     TEXT_MAX,
     USER_MAX,
     InvalidInputError,
+    check_limit,
     check_room,
+    check_since,
     check_text,
     check_user,
 )
@@ -123,3 +125,34 @@ def test_text_rule_holds_for_any_text(raw: str) -> None:
     else:
         with pytest.raises(InvalidInputError):
             check_text(raw)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(None, None), ("0", 0), ("17", 17), ("007", 7)])
+def test_since_is_absent_or_a_whole_number(raw: str | None, expected: int | None) -> None:
+    assert check_since(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "-1", "+1", " 1", "1.0", "1e3", "abc", "١٢", "1_000", "9" * 19])
+def test_bad_since_is_refused(raw: str) -> None:
+    with pytest.raises(InvalidInputError, match="since"):
+        check_since(raw)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(None, 50), ("1", 1), ("50", 50), ("500", 500)])
+def test_limit_defaults_to_50_and_allows_up_to_500(raw: str | None, expected: int) -> None:
+    assert check_limit(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["0", "501", "-1", "", "ten", "5.0", "1e2", "9" * 30])
+def test_bad_limit_is_refused_and_the_message_says_the_range(raw: str) -> None:
+    with pytest.raises(InvalidInputError, match="from 1 to 500"):
+        check_limit(raw)
+
+
+@given(st.text(max_size=25))
+def test_since_accepts_exactly_plain_digits(raw: str) -> None:
+    if raw.isascii() and raw.isdigit() and len(raw) <= 18:
+        assert check_since(raw) == int(raw)
+    else:
+        with pytest.raises(InvalidInputError):
+            check_since(raw)
