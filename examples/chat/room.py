@@ -11,7 +11,7 @@ from examples.chat.frames import FRAME_HELP, ClientFrame, Ping, Pong, SendText, 
 from examples.chat.names import InvalidInputError, check_room, check_since, check_text, check_user
 from examples.chat.rooms import ChatRooms, PostError
 from examples.chat.store import Store
-from wirehall import WebSocketController
+from wirehall import BackplaneError, CloseCode, WebSocketController
 
 __all__ = ["ChatRoom"]
 
@@ -45,6 +45,13 @@ class ChatRoom(WebSocketController):
             return
         self.room_name, self.user_name = room, user
         await self.accept()
+        try:
+            await self._welcome_and_join(room, user, since, store)
+        except BackplaneError as exc:
+            logger.warning("%r could not join %r: %s", user, room, exc)
+            await self.close(CloseCode.TRY_AGAIN_LATER, "the chat is unavailable; try again")
+
+    async def _welcome_and_join(self, room: str, user: str, since: int | None, store: Store) -> None:
         # No message is being added (by any process) while we read the history and join, so
         # each one is either in the history or broadcast to us after the welcome: none lost,
         # none twice. The welcome is queued, not awaited, so nothing here waits on the client.

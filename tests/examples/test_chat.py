@@ -23,9 +23,9 @@ from examples.chat import create_app
 from examples.chat.app import STATIC
 from examples.chat.config import ChatSettings
 from examples.chat.store import Store
+from wirehall import BackplaneError
 from wirehall.backplane import MemoryBackplane, MemoryHub
-from wirehall.testing.client import TestClient
-from wirehall.testing.websocket import HandshakeRejectedError
+from wirehall.testing import HandshakeRejectedError, TestClient
 
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00")
 TEST_IDS = ("name", "room", "join", "text", "send", "messages", "users", "status")
@@ -700,3 +700,31 @@ async def test_joining_while_another_node_posts_loses_nothing(database_url: str)
         for got in results:
             assert got, "a joiner saw nothing"
             assert got == [i for i in posted if i >= got[0]]
+
+
+class FlakyBackplane(MemoryBackplane):
+    """A memory backplane whose publishing can be made to fail, as a lost Redis would."""
+
+    failing = False
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        if self.failing and channel.startswith("room:"):
+            raise BackplaneError("the backplane is gone (simulated)")
+        await super().publish(channel, payload)
+
+
+async def test_a_message_the_backplane_refuses_is_not_stored(database_url: str) -> None:
+    backplane = FlakyBackplane()
+    app = create_app(ChatSettings(database_url=database_url), backplane=backplane)
+    async with TestClient(app) as client, joined(client, "lobby", "ann") as (ws, _):
+        await presence(ws, ["ann"])
+        backplane.failing = True
+        await ws.send_json({"type": "message", "text": "lost?"})
+        assert "try again" in (await ws.receive_json())["error"]
+        response = await client.post("/api/rooms/lobby/messages", json={"user": "bob", "text": "lost?"})
+        assert response.status_code == 503
+        assert "try again" in response.json()["error"]
+        assert await all_messages(client, "lobby") == []
+        backplane.failing = False
+        await ws.send_json({"type": "message", "text": "back"})
+        assert_message(await next_frame(ws, "message"), "lobby", "ann", "back")
