@@ -46,7 +46,7 @@ class WsSettings:
     big_room: int = 5000
     fanout_reps: int = 25  # per room run (small room) / per scale run (big room: x2)
     fanout_size: int = 64
-    slow_reps: int = 10
+    slow_reps: int = 10  # baseline broadcasts before the client stalls, and again after
     slow_stall_reps: int = 100
     slow_size: int = 4096
     slow_timeout: float = 2.0
@@ -219,7 +219,13 @@ def run_ws(
     for name in names:
         runs = rooms[name]
         small = [x for r in runs for x in r["fanout"]["samples_ms"]]
-        base = [x for r in runs for x in r["slow"]["baseline"]["samples_ms"]]
+        base = [
+            x
+            for r in runs
+            for part in (r["slow"]["baseline"], r["slow"]["baseline_after"])
+            if part
+            for x in part["samples_ms"]
+        ]
         stalled = [x for r in runs for x in r["slow"]["stalled_samples_ms"]]
         stall_events = [r["slow"]["stalled_at"] for r in runs if r["slow"]["stalled_at"] is not None]
         big = scale[name]

@@ -530,10 +530,14 @@ async def run_slow_consumer(
     close_code = staller.close_code  # set only if the server closed it
     caster.members.remove(staller)
     await close_all([staller], timeout=2.0)
+    # The baseline again, so that it brackets the stalled phase in time: a burst of outside
+    # load during one side alone would otherwise pass for the stalled client's doing.
+    after = await caster.series(spec["reps"], size, timeout, gap) if stalled_at is None else None
     return {
         "members": len(caster.members),
         "size": size,
         "baseline": baseline,
+        "baseline_after": after,
         "stalled_samples_ms": samples,
         "stalled_at": stalled_at,
         "broadcasts_while_stalled": held_back,
