@@ -61,7 +61,8 @@ class ChatRooms:
 
         The broadcast happens before the database commits, while the database's write lock
         is held: on SQLite, messages are broadcast in id order even from several processes.
-        If the backplane refuses the broadcast, nothing is stored (`BackplaneError`).
+        If the backplane refuses the broadcast or the database fails, nothing is stored and
+        `PostError` says so.
         """
         try:
             async with self.store.adding(room, user, text) as message:
