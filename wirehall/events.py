@@ -104,7 +104,11 @@ class WebSocketDisconnected(Event):
 
 @dataclass(frozen=True, slots=True)
 class PresenceChanged(Event):
-    """Somebody joined or left `room` (on this process or, through the backplane, another)."""
+    """Somebody joined or left `room`, or a dead process's members were purged from it.
+
+    Published on the process where the change happened (for a purge: the one process that
+    purged), not on every process: broadcast from a subscriber to tell the whole room.
+    """
 
     room: str
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import msgspec
-
 from examples.chat.config import RESUME_LIMIT, WELCOME_HISTORY
 from examples.chat.frames import FRAME_HELP, ClientFrame, Ping, Pong, SendText, Welcome
 from examples.chat.names import InvalidInputError, check_room, check_since, check_text, check_user
@@ -16,8 +14,6 @@ from wirehall import BackplaneError, CloseCode, WebSocketController
 __all__ = ["ChatRoom"]
 
 logger = logging.getLogger(__name__)
-
-_encode = msgspec.json.Encoder().encode
 
 
 class ChatRoom(WebSocketController):
@@ -61,7 +57,7 @@ class ChatRoom(WebSocketController):
             else:
                 history = await snapshot.since(room, since, RESUME_LIMIT)
             welcome = Welcome(room=room, user=user, history=history)
-            self.send_nowait({"type": "websocket.send", "text": _encode(welcome).decode()})
+            self.send_json_nowait(welcome)
             await self.join(room, identity=user)
 
     async def on_message(self, frame: SendText | Ping, rooms: ChatRooms) -> None:
@@ -79,6 +75,6 @@ class ChatRoom(WebSocketController):
         except PostError as exc:
             await self.send_error(str(exc))
 
-    async def on_invalid_message(self, error: str) -> None:
+    async def on_invalid_message(self, error: str, raw: str | bytes) -> None:
         """Say what was wrong with a frame that is not a chat frame; the connection stays."""
         await self.send_error(f"that frame was not understood ({error}); {FRAME_HELP}")

@@ -85,8 +85,9 @@ class WebSocketController(WebSocketHandler):
     async def on_disconnect(self, code: int, *args: Any, **kwargs: Any) -> None:
         """The connection closed with `code` (either side). Rooms are left right after."""
 
-    async def on_invalid_message(self, error: str) -> None:
-        """A message did not decode into `message_type`; the default replies with an error frame."""
+    async def on_invalid_message(self, error: str, raw: str | bytes) -> None:
+        """`raw` did not decode into `message_type` (`error` says why); the default replies
+        with an error frame and keeps the connection open."""
         await self.send_error(error)
 
     # conveniences -------------------------------------------------------------------
@@ -351,7 +352,10 @@ class _ControllerRunner(_Runner):
                     try:
                         data = decode(data)
                     except _DECODE_ERRORS as exc:
-                        await ws.on_invalid_message(str(exc))
+                        await ws.on_invalid_message(str(exc), data)
+                        continue
+                    except RecursionError:
+                        await ws.on_invalid_message("the message is nested too deeply", data)
                         continue
                 if plan is None:
                     await on_message(data)

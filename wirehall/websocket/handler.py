@@ -337,6 +337,14 @@ class WebSocketHandler(Connection):
         """
         self._outbox.put_nowait(message)
 
+    def send_text_nowait(self, text: str) -> None:
+        """Queue a text frame without waiting (ordered with broadcasts; dropped once closed)."""
+        self._outbox.put_nowait({"type": "websocket.send", "text": text})
+
+    def send_json_nowait(self, data: Any) -> None:
+        """Queue `data` as a JSON text frame without waiting (ordered with broadcasts)."""
+        self._outbox.put_nowait({"type": "websocket.send", "text": _encode_json(data).decode()})
+
     def _check_sendable(self) -> None:
         if self._state is _CONNECTING:
             raise WebSocketStateError(

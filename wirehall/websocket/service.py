@@ -53,7 +53,7 @@ class WebSocketService:
         events: EventBus | None = None,
         max_queue: int = 1024,
         slow_consumer: SlowConsumerPolicy = SlowConsumerPolicy.CLOSE,
-        heartbeat_interval: float = 5.0,
+        heartbeat_interval: float | None = None,
         shutdown_code: int = CloseCode.GOING_AWAY,
     ) -> None:
         if backplane is None:
@@ -66,6 +66,9 @@ class WebSocketService:
         self.events = events
         self.max_queue = max_queue
         self.slow_consumer = slow_consumer
+        if heartbeat_interval is None:
+            # renew well within the backplane's expiry (a third of it for Redis), else every 5 s
+            heartbeat_interval = float(getattr(backplane, "heartbeat_interval", 5.0))
         self.heartbeat_interval = heartbeat_interval
         self.shutdown_code = shutdown_code
         self._connections: dict[str, WebSocketHandler] = {}
