@@ -40,6 +40,10 @@ __all__ = ["Middleware", "RouteGroup", "Wirehall"]
 
 logger = logging.getLogger(__name__)
 
+_QUICK_CONTENT_TYPES = frozenset(
+    {(b"content-type", b"text/plain; charset=utf-8"), (b"content-type", b"application/json")}
+)
+
 F = TypeVar("F", bound=Callable[..., Any])
 Hook = Callable[[], Awaitable[None] | None]
 ExceptionHandler = Callable[[Any, BaseException], Awaitable[Response] | Response]
@@ -200,12 +204,17 @@ class Wirehall(_Registrar):
             # mounted apps, whose responses we never see, go through the middleware itself
             self._headers = SecurityHeadersMiddleware(self._serve_mount)
             self._finish = self._add_security_headers
+            # what any non-HTML response over http gets, computed once for the quick path
+            plain = [(b"content-type", b"text/plain")]
+            self._headers.add_headers(plain, https=False)
+            self._plain_security_headers = plain[1:]
         self._middleware = list(middleware)
         self._startup_hooks: list[Hook] = []
         self._shutdown_hooks: list[Hook] = []
         self._exception_handlers: dict[type[BaseException], ExceptionHandler] = {}
         self._asgi: ASGIApp | None = None
         self._websocket_entry: ASGIApp | None = None
+        self._direct = False
         self._started = False
         self._events_version = -1
         self._observed_requests = False
@@ -329,6 +338,7 @@ class Wirehall(_Registrar):
             self._dispatch_websocket, allowed_origins=self.allowed_origins
         )
         app: ASGIApp = self._dispatch
+        self._direct = not self._middleware
         for middleware in reversed(self._middleware):
             app = middleware.cls(app, **middleware.options)
         return app
@@ -414,6 +424,10 @@ class Wirehall(_Registrar):
                 await self._lifespan(receive, send)
                 return
             await self.startup()
+        if self._direct and scope["type"] == "websocket":
+            # no middleware in front: one coroutine frame less for each connection's whole life
+            await self._websocket_entry(scope, receive, send)  # type: ignore[misc]
+            return
         await self._asgi(scope, receive, send)  # type: ignore[misc]
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -440,18 +454,18 @@ class Wirehall(_Registrar):
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
-    async def _dispatch_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _dispatch_websocket(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # returns the handler's awaitable rather than awaiting it: no frame of its own is
+        # kept alive for the connection's lifetime
         match = self.router.match("websocket", "", scope["path"])
         if match.handler is None:
             if match.mount is not None:
-                await self._mounted(match.mount.prefix, match.mount.app, scope, receive, send)
-            else:
-                from wirehall.websocket.handler import WebSocketHandler
+                return self._mounted(match.mount.prefix, match.mount.app, scope, receive, send)
+            from wirehall.websocket.handler import WebSocketHandler
 
-                await WebSocketHandler(scope, receive, send).refuse(404)
-            return
+            return WebSocketHandler(scope, receive, send).refuse(404)
         scope["path_params"] = match.path_params
-        await match.handler(scope, receive, send)
+        return match.handler(scope, receive, send)
 
     async def _unmatched_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = self.router.match("http", scope["method"], scope["path"])
@@ -473,7 +487,12 @@ class Wirehall(_Registrar):
 
     def _add_security_headers(self, response: Response, scope: Scope) -> None:
         assert self._headers is not None
-        self._headers.add_headers(response.raw_headers, https=scope.get("scheme") == "https")
+        headers = response.raw_headers
+        https = scope.get("scheme") == "https"
+        if not https and len(headers) == 2 and headers[1] in _QUICK_CONTENT_TYPES:
+            headers.extend(self._plain_security_headers)  # a returned str / dict / list
+        else:
+            self._headers.add_headers(headers, https=https)
 
     async def _serve_mount(self, scope: Scope, receive: Receive, send: Send) -> None:
         prefix, app = scope.pop("wirehall.mount")
