@@ -46,8 +46,11 @@ class Room(WebSocketController):
 
 
 async def announce(event: PresenceChanged) -> None:
-    users = sorted(set((await app.websockets.presence(event.room)).values()))
-    await app.websockets.broadcast(event.room, {"type": "presence", "users": users})
+    try:
+        users = sorted(set((await app.websockets.presence(event.room)).values()))
+        await app.websockets.broadcast(event.room, {"type": "presence", "users": users})
+    except BackplaneError as exc:  # the next change, or the heartbeat after recovery, re-announces
+        logger.warning("presence of %r not announced: %s", event.room, exc)
 
 
 app.events.subscribe(PresenceChanged, announce)

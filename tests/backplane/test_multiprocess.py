@@ -258,8 +258,9 @@ async def test_a_killed_process_leaves_presence_within_the_heartbeat_expiry(
 
     two.kill()  # SIGKILL: no goodbye, its presence stays in Redis until it expires
     killed_at = time.monotonic()
-    await ann.wait_for(ann.sees(["ann"]), timeout=HEARTBEAT_TTL + 5)
-    assert time.monotonic() - killed_at < HEARTBEAT_TTL + 3 * HEARTBEAT_INTERVAL + 1
+    await ann.wait_for(ann.sees(["ann"]), timeout=HEARTBEAT_TTL + 10)
+    # The expiry plus one heartbeat, and slack for a busy machine.
+    assert time.monotonic() - killed_at < HEARTBEAT_TTL + HEARTBEAT_INTERVAL + 3
     assert sorted((await one.presence("lobby")).values()) == ["ann"]
     await ann.connection.send("still here")
     await ann.wait_for(lambda c: "still here" in c.texts())
@@ -337,12 +338,13 @@ async def test_a_redis_outage_is_survived_and_delivery_and_presence_come_back(
         _assert_healthy(servers)
 
         await asyncio.to_thread(private_redis.start)  # same port, empty
+        # Each node resubscribes on its own schedule (backoff); until then its side misses
+        # what is published (pub/sub keeps nothing), so probe both ways until both arrive.
         async with asyncio.timeout(20):
-            while "back" not in cyd.texts():
+            while "back" not in cyd.texts() or "and forth" not in ann.texts():
                 await ann.connection.send("back")
+                await cyd.connection.send("and forth")
                 await asyncio.sleep(0.2)
-        await cyd.connection.send("and forth")
-        await ann.wait_for(lambda c: "and forth" in c.texts())
         # Both nodes wrote their presence back; the rooms were announced again.
         for server in servers:
             for _ in range(100):
