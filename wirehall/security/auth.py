@@ -17,9 +17,10 @@ from typing import Any, TypeVar, overload
 
 from wirehall.connection import Connection
 from wirehall.errors import ConfigurationError
-from wirehall.security._responses import refuse_websocket, send_json_error
+from wirehall.security._responses import send_json_error
 from wirehall.types import ASGIApp, Receive, Scope, Send
 from wirehall.websocket.codes import CloseCode
+from wirehall.websocket.handler import WebSocketHandler
 
 __all__ = [
     "AUTH_ATTRIBUTE",
@@ -147,8 +148,8 @@ class AuthenticationMiddleware:
             if kind == "http":
                 await send_json_error(send, 500, "Internal Server Error")
             else:
-                await refuse_websocket(
-                    scope, receive, send, 500, "Internal Server Error", CloseCode.INTERNAL_ERROR
+                await WebSocketHandler(scope, receive, send).refuse(
+                    500, "Internal Server Error", close_code=CloseCode.INTERNAL_ERROR
                 )
             return
         scope["user"] = user

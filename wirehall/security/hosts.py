@@ -7,9 +7,9 @@ from collections.abc import Iterable
 
 from wirehall.errors import ConfigurationError
 from wirehall.security._netloc import split_host
-from wirehall.security._responses import refuse_websocket, send_json_error
+from wirehall.security._responses import send_json_error
 from wirehall.types import ASGIApp, Receive, Scope, Send
-from wirehall.websocket.codes import CloseCode
+from wirehall.websocket.handler import WebSocketHandler
 
 __all__ = ["TrustedHostMiddleware"]
 
@@ -72,7 +72,7 @@ class TrustedHostMiddleware:
         if kind == "http":
             await send_json_error(send, 400, _INVALID)
         else:
-            await refuse_websocket(scope, receive, send, 400, _INVALID, CloseCode.POLICY_VIOLATION)
+            await WebSocketHandler(scope, receive, send).refuse(400, _INVALID)
 
     def _is_allowed(self, value: str) -> bool:
         split = split_host(value.strip())

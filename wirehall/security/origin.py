@@ -12,9 +12,8 @@ from collections.abc import Iterable
 
 from wirehall.errors import ConfigurationError
 from wirehall.security._netloc import DEFAULT_PORTS, Origin, parse_origin, split_host
-from wirehall.security._responses import refuse_websocket
 from wirehall.types import ASGIApp, Receive, Scope, Send
-from wirehall.websocket.codes import CloseCode
+from wirehall.websocket.handler import WebSocketHandler
 
 __all__ = ["WebSocketOriginMiddleware", "is_same_origin"]
 
@@ -86,9 +85,7 @@ class WebSocketOriginMiddleware:
             return
         else:
             logger.info("refused WebSocket handshake to %s from origin %r", scope.get("path"), origin_value)
-        await refuse_websocket(
-            scope, receive, send, 403, "WebSocket origin not allowed", CloseCode.POLICY_VIOLATION
-        )
+        await WebSocketHandler(scope, receive, send).refuse(403, "WebSocket origin not allowed")
 
     def _is_allowed(self, value: str, scope: Scope) -> bool:
         origin = parse_origin(value.strip())

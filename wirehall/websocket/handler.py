@@ -183,11 +183,17 @@ class WebSocketHandler(Connection):
             self._state = _OPEN
             self._outbox.open()
 
-    async def refuse(self, status: int = 403, detail: str | None = None) -> None:
+    async def refuse(
+        self,
+        status: int = 403,
+        detail: str | None = None,
+        *,
+        close_code: int = CloseCode.POLICY_VIOLATION,
+    ) -> None:
         """Refuse the handshake with HTTP `status` (a JSON `{"error": detail}` body).
 
         Without the server's `websocket.http.response` extension the refusal is a close
-        before accept, which servers answer with 403.
+        with `close_code` before accept, which servers answer with 403.
         """
         if self._state is _OPEN:
             raise WebSocketStateError(
@@ -207,7 +213,7 @@ class WebSocketHandler(Connection):
                 detail = "refused"
         extensions = self.scope.get("extensions") or {}
         denial = "websocket.http.response" in extensions
-        self._set_closed(CloseCode.ABNORMAL if denial else CloseCode.POLICY_VIOLATION)
+        self._set_closed(CloseCode.ABNORMAL if denial else close_code)
         self._reported = True
         try:
             if denial:
@@ -227,7 +233,7 @@ class WebSocketHandler(Connection):
                 await self._send(
                     {
                         "type": "websocket.close",
-                        "code": CloseCode.POLICY_VIOLATION,
+                        "code": int(close_code),
                         "reason": _truncate_reason(detail),
                     }
                 )
