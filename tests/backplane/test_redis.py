@@ -236,6 +236,9 @@ def test_password_never_appears_in_the_url_shown() -> None:
         ("redis://127.0.0.1/0?startup=later", "startup='later'"),
         ("redis://127.0.0.1/0?prefix=a&prefix=b", "twice"),
         ("redis://127.0.0.1/0?no_such_option=1", "redis-py rejects"),
+        ("redis://127.0.0.1/0?protocol=3", "chooses itself (RESP2)"),
+        ("redis://127.0.0.1/0?decode_responses=true", "chooses itself"),
+        ("redis://127.0.0.1/0?client_name=x", "chooses itself"),
     ],
 )
 def test_bad_urls_are_configuration_errors(url: str, says: str) -> None:

@@ -1,7 +1,7 @@
 """The Lua scripts of the Redis backplane; each runs atomically inside Redis.
 
-Keys are built inside the scripts from the prefix, so they suit a standalone Redis (or
-one behind Sentinel), not Redis Cluster.
+Keys are built inside the scripts from the prefix, so they suit a Redis reached at one
+address, not Redis Cluster.
 """
 
 from __future__ import annotations

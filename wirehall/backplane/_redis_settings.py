@@ -33,6 +33,12 @@ DEFAULTS: Final[dict[str, str]] = {
     "ping_interval": "5",
     "startup": "fail",
 }
+# redis-py options the backplane depends on: it speaks RESP2 and reads raw bytes itself.
+_FIXED: Final = {
+    "protocol": "RESP2",
+    "decode_responses": "raw bytes",
+    "client_name": "wirehall-{node}, wirehall-sub-{node}, wirehall-pub-{node}",
+}
 _SECONDS_OPTIONS: Final = ("heartbeat_ttl", "connect_timeout", "command_timeout", "ping_interval")
 
 
@@ -71,6 +77,11 @@ def parse_settings(url: str, overrides: dict[str, object]) -> RedisSettings:
         seen.add(name)
         if name in DEFAULTS:
             options[name] = value
+        elif name in _FIXED:
+            raise ConfigurationError(
+                f"the Redis URL {shown!r} sets {name!r}, which the backplane chooses itself "
+                f"({_FIXED[name]}); remove it from the URL"
+            )
         else:
             passthrough.append((name, value))  # redis-py's own options, e.g. ssl_cert_reqs
     for name, override in overrides.items():

@@ -61,8 +61,8 @@ class RedisBackplane:
 
     Build it with `RedisBackplane.from_url("redis://127.0.0.1:6379/0?prefix=myapp")` or with
     keyword arguments, which take precedence over the URL's options. Needs Redis 2.6.12 or
-    later (tested with 7.0), standalone or behind Sentinel-managed failover (not Redis
-    Cluster).
+    later (tested with 7.0), reached at one address (standalone, or a failover setup
+    behind one address); not Redis Cluster.
 
     Args:
         url: `redis://[[user]:password@]host[:port][/db][?options]`, or `rediss://` for TLS.
