@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
@@ -133,3 +133,22 @@ async def handshake(app: ASGIApp, scope: Scope) -> Handshake:
     async with asyncio.timeout(5):
         await app(scope, receive, send)
     return Handshake(sent)
+
+
+async def passed_through(wrap: Callable[[ASGIApp], ASGIApp], *scopes: Scope) -> list[str]:
+    """The types of `scopes` that `wrap(app)` hands on to `app`, driving each once."""
+    seen: list[str] = []
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope["type"])
+
+    async def no_receive() -> Message:
+        raise AssertionError("the middleware read a message from a scope it should pass on")
+
+    async def discard(message: Message) -> None:
+        return None
+
+    app = wrap(inner)
+    for scope in scopes:
+        await app(scope, no_receive, discard)
+    return seen

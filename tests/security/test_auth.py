@@ -19,7 +19,7 @@ from wirehall.security.auth import (
     user_roles,
 )
 
-from ._asgi import client, echo_scope_app, handshake, websocket_scope
+from ._asgi import client, echo_scope_app, handshake, passed_through, websocket_scope
 
 
 class User:
@@ -234,25 +234,11 @@ async def test_sync_authenticator_is_accepted() -> None:
 
 
 async def test_lifespan_passes_through() -> None:
-    seen: list[str] = []
-
-    async def inner(scope: Any, receive: Any, send: Any) -> None:
-        seen.append(scope["type"])
-
     async def authenticate(connection: Connection) -> Any:
         raise AssertionError("not called for lifespan")
 
-    app = AuthenticationMiddleware(inner, authenticate)
-    await app({"type": "lifespan"}, _never, _discard)
+    seen = await passed_through(lambda app: AuthenticationMiddleware(app, authenticate), {"type": "lifespan"})
     assert seen == ["lifespan"]
-
-
-async def _never() -> Any:
-    raise AssertionError("receive not expected")
-
-
-async def _discard(message: Any) -> None:
-    return None
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -11,7 +11,7 @@ from wirehall.errors import ConfigurationError
 from wirehall.security.cors import CORSMiddleware
 from wirehall.types import Receive, Scope, Send
 
-from ._asgi import client, echo_scope_app
+from ._asgi import client, echo_scope_app, passed_through
 
 SITE = "https://app.example.org"
 
@@ -155,20 +155,11 @@ def test_bad_configuration(options: dict[str, Any]) -> None:
 
 
 async def test_websocket_and_lifespan_pass_through() -> None:
-    seen: list[str] = []
-
-    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
-        seen.append(scope["type"])
-
-    async def nothing() -> Any:
-        raise AssertionError
-
-    async def discard(message: Any) -> None:
-        return None
-
-    app = CORSMiddleware(inner, allow_origins=[SITE])
-    await app({"type": "lifespan"}, nothing, discard)
-    await app({"type": "websocket", "headers": [(b"origin", b"x")]}, nothing, discard)
+    seen = await passed_through(
+        lambda app: CORSMiddleware(app, allow_origins=[SITE]),
+        {"type": "lifespan"},
+        {"type": "websocket", "headers": [(b"origin", b"x")]},
+    )
     assert seen == ["lifespan", "websocket"]
 
 

@@ -12,7 +12,7 @@ from wirehall.errors import ConfigurationError
 from wirehall.security.csrf import CSRFMiddleware
 from wirehall.types import Receive, Scope, Send
 
-from ._asgi import client, echo_scope_app
+from ._asgi import client, echo_scope_app, passed_through
 
 TOKEN = secrets.token_urlsafe(32)
 OTHER = secrets.token_urlsafe(32)
@@ -313,20 +313,9 @@ async def test_client_disconnect_while_reading_form_does_not_call_the_app() -> N
 
 
 async def test_websocket_and_lifespan_pass_through() -> None:
-    seen: list[str] = []
-
-    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
-        seen.append(scope["type"])
-
-    async def nothing() -> Any:
-        raise AssertionError
-
-    async def discard(message: Any) -> None:
-        return None
-
-    app = CSRFMiddleware(inner)
-    await app({"type": "lifespan"}, nothing, discard)
-    await app({"type": "websocket", "headers": [(b"cookie", b"a=b")]}, nothing, discard)
+    seen = await passed_through(
+        CSRFMiddleware, {"type": "lifespan"}, {"type": "websocket", "headers": [(b"cookie", b"a=b")]}
+    )
     assert seen == ["lifespan", "websocket"]
 
 

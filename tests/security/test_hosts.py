@@ -9,9 +9,8 @@ from hypothesis import strategies as st
 
 from wirehall.errors import ConfigurationError
 from wirehall.security.hosts import TrustedHostMiddleware
-from wirehall.types import Receive, Scope, Send
 
-from ._asgi import client, echo_scope_app, handshake, websocket_scope
+from ._asgi import client, echo_scope_app, handshake, passed_through, websocket_scope
 
 ALLOWED = ["example.com", "*.example.org", "127.0.0.1", "[::1]", "LocalHost"]
 
@@ -116,18 +115,7 @@ def test_bad_configuration(entry: str) -> None:
 
 
 async def test_lifespan_passes_through() -> None:
-    seen: list[str] = []
-
-    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
-        seen.append(scope["type"])
-
-    async def nothing() -> Any:
-        raise AssertionError
-
-    async def discard(message: Any) -> None:
-        return None
-
-    await TrustedHostMiddleware(inner, ["example.com"])({"type": "lifespan"}, nothing, discard)
+    seen = await passed_through(lambda app: TrustedHostMiddleware(app, ["example.com"]), {"type": "lifespan"})
     assert seen == ["lifespan"]
 
 

@@ -10,9 +10,8 @@ from hypothesis import strategies as st
 from wirehall.errors import ConfigurationError
 from wirehall.security._netloc import parse_origin, split_host
 from wirehall.security.origin import WebSocketOriginMiddleware
-from wirehall.types import Receive, Scope, Send
 
-from ._asgi import client, echo_scope_app, handshake, websocket_scope
+from ._asgi import client, echo_scope_app, handshake, passed_through, websocket_scope
 
 
 async def connect(
@@ -155,19 +154,7 @@ async def test_client_gone_before_connect_sends_nothing() -> None:
 
 
 async def test_lifespan_passes_through() -> None:
-    seen: list[str] = []
-
-    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
-        seen.append(scope["type"])
-
-    async def nothing() -> Any:
-        raise AssertionError
-
-    async def discard(message: Any) -> None:
-        return None
-
-    await WebSocketOriginMiddleware(inner)({"type": "lifespan"}, nothing, discard)
-    assert seen == ["lifespan"]
+    assert await passed_through(WebSocketOriginMiddleware, {"type": "lifespan"}) == ["lifespan"]
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from wirehall.errors import ConfigurationError
 from wirehall.security.sessions import SessionMiddleware
 from wirehall.types import Receive, Scope, Send
 
-from ._asgi import client, echo_scope_app, handshake, websocket_scope
+from ._asgi import client, echo_scope_app, handshake, passed_through, websocket_scope
 
 
 async def session_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -289,12 +289,7 @@ async def test_other_cookies_are_left_alone() -> None:
 
 
 async def test_lifespan_passes_through() -> None:
-    seen: list[str] = []
-
-    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
-        seen.append(scope["type"])
-
-    await SessionMiddleware(inner, "secret")({"type": "lifespan"}, _no_receive, _discard)
+    seen = await passed_through(lambda app: SessionMiddleware(app, "secret"), {"type": "lifespan"})
     assert seen == ["lifespan"]
 
 
