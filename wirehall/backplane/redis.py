@@ -705,18 +705,23 @@ class RedisBackplane:
         try:
             async with asyncio.timeout(self._call_timeout):
                 await connection.connect()  # type: ignore[no-untyped-call]  # redis-py
+            _stream_of(connection)  # an incompatible redis-py fails here, at start()
         except _FAILURES as exc:
             await self._discard(connection)
             reason = _reason(exc)
             raise BackplaneError(
                 f"could not connect to Redis at {self._settings.safe_url} ({reason})"
             ) from exc
+        except BackplaneError:
+            await self._discard(connection)
+            raise
         return connection
 
     async def _install_subscriber(self, connection: AbstractConnection) -> int:
         """Subscribe every wanted channel on a new connection and make it the current one."""
         try:
             async with asyncio.timeout(self._call_timeout), self._subscription_lock:
+                self._wake_waiters()  # anything still waiting belongs to a dead connection
                 keys = list(self._channels)
                 for key in keys:
                     self._waiters.setdefault((b"subscribe", key), deque()).append(None)
@@ -725,9 +730,10 @@ class RedisBackplane:
                 self._subscriber = connection
                 self._subscriber_ready.set()
         except _FAILURES as exc:
+            self._wake_waiters()
             await self._discard(connection)
             raise BackplaneError(
-                f"could not re-subscribe at Redis at {self._settings.safe_url} ({exc})"
+                f"could not subscribe at Redis at {self._settings.safe_url} ({_reason(exc)})"
             ) from exc
         return len(keys)
 
@@ -807,6 +813,10 @@ class RedisBackplane:
         self._subscriber = None
         self._subscriber_ready.clear()
         self._confirmed.clear()
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        """Tell every (un)subscribe request still waiting that its connection is gone."""
         waiting, self._waiters = self._waiters, {}
         for waiters in waiting.values():
             for future in waiters:
@@ -950,7 +960,8 @@ def _stream_of(connection: AbstractConnection) -> asyncio.StreamReader:
     if not isinstance(stream, asyncio.StreamReader):
         raise BackplaneError(
             f"redis-py {getattr(aioredis, '__version__', '?')} keeps no asyncio StreamReader "
-            "at Connection._reader; the Redis backplane needs redis>=5,<9"
+            "at Connection._reader, which the Redis backplane reads; it was tested with "
+            "redis-py 5 to 8"
         )
     return stream
 
