@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -14,6 +13,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from tests._servers import stop_process, wait_until_serving
 from wirehall.cli import load_app, main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,40 +115,26 @@ def _command() -> list[str]:
     return [sys.executable, "-m", "wirehall.cli"]
 
 
-def test_wirehall_run_serves_the_app(unused_port: int) -> None:
+def test_wirehall_run_serves_the_app(unused_port: int, tmp_path: Path) -> None:
     port = unused_port
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("WIREHALL_BACKPLANE", None)
-    process = subprocess.Popen(
-        [*_command(), "run", "tests._apps.hello:app", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [*_command(), "run", "tests._apps.hello:app", "--port", str(port), "--log-level", "warning"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        deadline = time.monotonic() + 20
-        response = None
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                output = process.stdout.read().decode() if process.stdout else ""
-                pytest.fail(f"wirehall run exited with {process.returncode}: {output}")
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        assert response is not None, "the server did not answer within 20 s"
+        response = wait_until_serving(
+            process, f"http://127.0.0.1:{port}/healthz", log=lambda: log_path.read_text(errors="replace")
+        )
         assert response.status_code == 200
         assert response.json() == {"status": "ok"}
         item = httpx.get(f"http://127.0.0.1:{port}/api/items/5", timeout=2)
         assert item.json() == {"id": 5}
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        if process.stdout:
-            process.stdout.close()
+        stop_process(process, signal.SIGINT, 10)

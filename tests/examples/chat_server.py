@@ -6,11 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlencode
 
-import httpx
+from tests._servers import stop_process, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 WIREHALL = Path(sys.executable).with_name("wirehall")
@@ -56,33 +55,19 @@ class ChatServer:
         ]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_TIMEOUT
-        with httpx.Client(trust_env=False, timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"the chat server exited at start:\n{self.log()}")
-                try:
-                    if client.get(self.http_url + "/healthz").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"the chat server did not answer /healthz in time:\n{self.log()}")
+        try:
+            url = self.http_url + "/healthz"
+            wait_until_serving(self.process, url, timeout=START_TIMEOUT, log=self.log).raise_for_status()
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> int | None:
         """Stop the server by its PID and wait for it; returns its exit code."""
         process, self.process = self.process, None
         if process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(sig)
-            try:
-                return process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                return process.wait(STOP_TIMEOUT)
-        return process.returncode
+        return stop_process(process, sig, STOP_TIMEOUT)
 
     def restart(self) -> None:
         self.stop()

@@ -27,6 +27,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from tests._servers import stop_process, wait_until_serving
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,27 +55,12 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the test server exited early:\n{self.log}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"the test server did not start within {timeout}s:\n{self.log}")
+    def wait_ready(self) -> None:
+        url = f"http://127.0.0.1:{self.port}/healthz"
+        wait_until_serving(self.process, url, log=lambda: self.log).raise_for_status()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
 
 
 @pytest.fixture
