@@ -26,6 +26,7 @@ import redis
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests._servers import stop_process, wait_until_serving
 from tests.backplane._private_redis import PrivateRedis, running_private_redis
 from tests.conftest import free_port
 
@@ -91,39 +92,24 @@ class Server:
         return self.process.poll() is None
 
     async def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(timeout=2) as client:
-            while True:
-                if not self.is_running:
-                    raise AssertionError(f"the server exited early:\n{self.log}")
-                with contextlib.suppress(httpx.HTTPError):
-                    response = await client.get(f"{self.http}/healthz")
-                    if response.status_code == 200:
-                        self.node = response.json()["node"]
-                        return
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"the server did not start in {timeout} s:\n{self.log}")
-                await asyncio.sleep(0.1)
+        response = await asyncio.to_thread(
+            wait_until_serving, self.process, f"{self.http}/healthz", timeout=timeout, log=lambda: self.log
+        )
+        assert response.status_code == 200, self.log
+        self.node = response.json()["node"]
 
     async def presence(self, room: str) -> dict[str, str]:
-        async with httpx.AsyncClient(timeout=5) as client:
+        async with httpx.AsyncClient(timeout=5, trust_env=False) as client:
             response = await client.get(f"{self.http}/presence/{room}")
             response.raise_for_status()
             members: dict[str, str] = response.json()["members"]
             return members
 
     def stop(self) -> None:
-        if self.is_running:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
 
     def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
+        stop_process(self.process, signal.SIGKILL)
 
 
 @pytest.fixture
