@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,6 +40,16 @@ def ws_scope(
         "extensions": extensions if extensions is not None else {},
         "state": {},
     }
+
+
+async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float = 2.0) -> None:
+    """Wait until `check()` (sync or async) is true, polling; TimeoutError after `timeout` seconds."""
+    async with asyncio.timeout(timeout):
+        while True:
+            result = check()
+            if await result if inspect.isawaitable(result) else result:
+                return
+            await asyncio.sleep(0.005)
 
 
 def handler_app(script: Callable[[WebSocketHandler], Awaitable[None]]) -> ASGIApp:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
@@ -12,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.websocket._support import session, ws_scope
+from tests.websocket._support import eventually, session, ws_scope
 from wirehall.app import Wirehall
 from wirehall.di import Container
 from wirehall.errors import ConfigurationError, WebSocketError
@@ -479,16 +478,14 @@ async def test_lifecycle_events_are_published() -> None:
     seen: list[object] = []
     app.events.subscribe(WebSocketConnected, seen.append)
     app.events.subscribe(WebSocketDisconnected, seen.append)
-    async with TestClient(app) as client:
-        async with client.websocket_connect("/echo") as ws:
-            await ws.send_text("a")
-            await ws.receive_text()
-            messages: list[WebSocketMessageReceived] = []
-            app.events.subscribe(WebSocketMessageReceived, messages.append)
-            await ws.send_text("hello")
-            await ws.receive_text()
-            await ws.close(4001)
-        await asyncio.sleep(0.05)
+    async with TestClient(app) as client, client.websocket_connect("/echo") as ws:
+        await ws.send_text("a")
+        await ws.receive_text()
+        messages: list[WebSocketMessageReceived] = []
+        app.events.subscribe(WebSocketMessageReceived, messages.append)
+        await ws.send_text("hello")
+        await ws.receive_text()
+        await ws.close(4001)
     connected, disconnected = seen
     assert isinstance(connected, WebSocketConnected)
     assert isinstance(disconnected, WebSocketDisconnected)
@@ -527,6 +524,10 @@ class Member(WebSocketController):
             await self.service.broadcast(room, message, exclude=[self])
 
 
+async def presence_is(app: Wirehall, room: str, identities: list[str]) -> bool:
+    return sorted((await app.websockets.presence(room)).values()) == identities
+
+
 async def test_join_leave_send_error_and_rooms_left_on_disconnect() -> None:
     app = make_app()
     app.websocket("/rooms/{room}")(Member)
@@ -535,8 +536,7 @@ async def test_join_leave_send_error_and_rooms_left_on_disconnect() -> None:
             client.websocket_connect("/rooms/a?user=ann") as ann,
             client.websocket_connect("/rooms/a?user=bob") as bob,
         ):
-            await asyncio.sleep(0.01)
-            assert sorted((await app.websockets.presence("a")).values()) == ["ann", "bob"]
+            await eventually(lambda: presence_is(app, "a", ["ann", "bob"]))
             await ann.send_text("hi all")
             assert await bob.receive_text() == "hi all"
             await ann.send_text("error")
@@ -545,11 +545,7 @@ async def test_join_leave_send_error_and_rooms_left_on_disconnect() -> None:
             assert list((await bob.receive_json()).values()) == ["ann"]
             await bob.close()
             await ann.close()
-        for _ in range(100):
-            if not await app.websockets.presence("a"):
-                break
-            await asyncio.sleep(0.01)
-        assert await app.websockets.presence("a") == {}
+        await eventually(lambda: presence_is(app, "a", []))
         assert app.websockets.rooms() == []
         assert app.websockets.connection_count == 0
 
@@ -584,13 +580,10 @@ async def test_a_peer_that_takes_nothing_is_dropped_after_the_close_timeout() ->
         await endpoint(scope, receive, send)
 
     async with session(app, buffer=1) as ws:  # the client never reads
-        await asyncio.sleep(0.01)
+        await eventually(lambda: len(service.local_members("patient")) == 1)
         for n in range(10):
             await service.broadcast("patient", f"m{n}")
-        for _ in range(200):
-            if Patient.ended:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: bool(Patient.ended), timeout=5.0)
         assert Patient.ended == [CloseCode.TRY_AGAIN_LATER]
         assert service.connection_count == 0
         assert service.local_members("patient") == []

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.websocket._support import Member, endpoint_app, member
+from tests.websocket._support import Member, endpoint_app, eventually, member
 from wirehall.backplane.memory import MemoryBackplane, MemoryHub
 from wirehall.errors import BackplaneError, WebSocketDisconnectError
 from wirehall.events import EventBus, PresenceChanged
@@ -65,13 +65,6 @@ async def other(hub: MemoryHub) -> AsyncIterator[Node]:
     await node.service.start()
     yield node
     await node.service.stop()
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 2.0) -> None:
-    """Wait until `check()` is true (polling; every test wait is bounded)."""
-    async with asyncio.timeout(timeout):
-        while not check():  # noqa: ASYNC110  # a condition, not an event, is what we wait for
-            await asyncio.sleep(0.005)
 
 
 async def test_connections_get_node_prefixed_ids_and_are_listed(
@@ -400,9 +393,11 @@ async def test_drop_policies_keep_a_slow_consumer_connected(
     await node.service.start()
     stack.push_async_callback(node.service.stop)
     stalled, stalled_id = await member(stack, node.app, "room", "slow", buffer=2)
+    probe, _ = await member(stack, node.app, "probe", "probe")
     for n in range(50):
         await node.service.broadcast("room", f"m{n}")
-    await asyncio.sleep(0.01)
+    await node.service.broadcast("probe", "after the burst")
+    assert await probe.receive_text() == "after the burst"  # one ordered stream: the burst was delivered
     assert node.service.get(stalled_id) is not None
     received = [await stalled.receive_text() for _ in range(2 + 1 + 4)]
     if policy is SlowConsumerPolicy.DROP_NEWEST:
