@@ -61,8 +61,9 @@ class ChatRooms:
 
         The broadcast happens before the database commits, while the database's write lock
         is held: on SQLite, messages are broadcast in id order even from several processes.
-        If the backplane refuses the broadcast or the database fails, nothing is stored and
-        `PostError` says so.
+        If the database fails, nothing is stored and `PostError` says so. If the backplane
+        is down, the service still delivers to this process's clients (others catch up with
+        `since` when they reconnect); a backplane that refuses outright is a `PostError`.
         """
         try:
             async with self.store.adding(room, user, text) as message:

@@ -315,13 +315,30 @@ async def test_heartbeat_failures_are_logged_and_purges_announced(
     assert "heartbeat failed" in caplog.text
 
 
-async def test_broadcast_raises_backplane_error_when_publishing_fails(node: Node) -> None:
+async def test_local_members_still_get_a_broadcast_the_backplane_refused(
+    node: Node, stack: contextlib.AsyncExitStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    ann, ann_id = await member(stack, node.app, "room", "ann")
+
+    async def broken(channel: str, payload: bytes) -> None:
+        raise BackplaneError("redis is down")
+
+    node.backplane.publish = broken  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="wirehall.websocket.service"):
+        await node.service.broadcast("room", "still here")
+        assert await node.service.send_to(ann_id, "direct, locally") is True
+    assert await ann.receive_text() == "still here"
+    assert await ann.receive_text() == "direct, locally"
+    assert "this node's members only" in caplog.text
+
+
+async def test_send_to_another_node_raises_when_the_backplane_refuses(node: Node) -> None:
     async def broken(channel: str, payload: bytes) -> None:
         raise ConnectionError("no route")
 
     node.backplane.publish = broken  # type: ignore[method-assign]
     with pytest.raises(BackplaneError, match="did not take"):
-        await node.service.broadcast("room", "lost")
+        await node.service.send_to("othernode.1", "lost")
 
 
 async def test_failed_join_is_rolled_back(node: Node, stack: contextlib.AsyncExitStack) -> None:

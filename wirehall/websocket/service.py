@@ -266,10 +266,9 @@ class WebSocketService:
         """Send `message` to every member of `room` on every node, except `exclude`.
 
         `str` goes as a text frame, `bytes` as a binary one, anything else as JSON text
-        (encoded once). Never waits on a socket.
-
-        Raises:
-            BackplaneError: the backplane did not take the message.
+        (encoded once). Never waits on a socket. When the backplane cannot take the
+        message (Redis is down), this node's members still get it and a WARNING is logged:
+        other nodes miss it, and clients catch up through their app's history.
         """
         await self._publish("room:" + room, Kind.ROOM, room, message, exclude)
 
@@ -312,10 +311,20 @@ class WebSocketService:
         payload = encode_envelope(Envelope(self.node_id, self._seq, kind, target, text, data, excluded))
         try:
             await self.backplane.publish(channel, payload)
-        except BackplaneError:
-            raise
         except Exception as exc:
-            raise BackplaneError(f"the backplane did not take a message for {channel!r}: {exc!r}") from exc
+            error = exc if isinstance(exc, BackplaneError) else None
+            if kind is Kind.DIRECT and not target.startswith(self.node_id + "."):
+                raise error or BackplaneError(
+                    f"the backplane did not take a message for {channel!r}: {exc!r}"
+                ) from exc
+            # local members must not lose what only the cross-process path failed to carry;
+            # if the backplane did take it after all, its echo is dropped as a duplicate
+            logger.warning(
+                "backplane did not take a message for %r (%s); delivered to this node's members only",
+                channel,
+                exc,
+            )
+            self._deliver(channel, payload)
 
     # delivery --------------------------------------------------------------------------
 
