@@ -6,6 +6,7 @@ import os
 import secrets
 import shutil
 import socket
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -44,10 +45,20 @@ def redis_server_url() -> str:
 
 
 @pytest.fixture
-def redis_url(redis_server_url: str) -> str:
-    """A Redis backplane URL with a key prefix of its own, so tests never collide."""
+def redis_url(redis_server_url: str) -> Iterator[str]:
+    """A Redis backplane URL with a key prefix of its own (its keys deleted afterwards)."""
+    import redis
+
+    prefix = f"wirehall-test-{secrets.token_hex(6)}"
     separator = "&" if "?" in redis_server_url else "?"
-    return f"{redis_server_url}{separator}prefix=wirehall-test-{secrets.token_hex(6)}"
+    yield f"{redis_server_url}{separator}prefix={prefix}"
+    client = redis.Redis.from_url(redis_server_url, socket_timeout=5)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="session")

@@ -49,17 +49,22 @@ class Backplane(Protocol):
         """Every payload published on a subscribed channel, as `(channel, payload)`.
 
         Payloads of one channel arrive in the order the backplane ordered them; a payload
-        is yielded once per subscription. The iterator ends when the backplane is closed.
+        is yielded once per subscription. What is published while this node is cut off
+        from the backplane is not replayed. The iterator ends when the backplane is closed.
         Only one consumer may iterate.
         """
         ...
 
     async def add_presence(self, room: str, member: str, identity: str) -> None:
-        """Record that `member` (a connection id) is in `room` as `identity`."""
+        """Record that `member` (a connection id) is in `room` as `identity`.
+
+        Member ids start with this node's `node_id` and a dot (the service's connection ids
+        do); an id of another node is a `ValueError`.
+        """
         ...
 
     async def remove_presence(self, room: str, member: str) -> None:
-        """Forget that `member` is in `room` (no error when it was not there)."""
+        """Forget that `member` is in `room` (no error when it was not there, or is another node's)."""
         ...
 
     async def presence(self, room: str) -> dict[str, str]:
@@ -69,8 +74,10 @@ class Backplane(Protocol):
     async def heartbeat(self) -> list[str]:
         """Renew this node's liveness and purge members of nodes that stopped renewing theirs.
 
-        Returns the rooms whose presence the purge changed (each reported by one node only).
-        Called by the service every `heartbeat_interval` seconds.
+        Returns the rooms whose presence changed: by the purge (each reported by one node
+        only), or by restoring this node's own members after the backplane lost them.
+        Called by the service every `heartbeat_interval` seconds (a backplane may offer that
+        attribute; the service then uses it).
         """
         ...
 
