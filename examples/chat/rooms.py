@@ -89,13 +89,14 @@ class ChatRooms:
             await self.service.broadcast(room, Presence(room=room, users=users))
 
     async def overview(self) -> list[dict[str, Any]]:
-        """Every room with messages or people online here: name, users online, messages."""
+        """Every room with messages or people online on any process: name, users online, messages."""
         counts = dict(await self.store.rooms())
-        names = sorted(set(counts) | set(self.service.rooms()))
+        names = sorted(set(counts) | set(await self.service.occupied_rooms()))
         online = await asyncio.gather(*(self.online(name) for name in names))
         return [
             {"room": name, "online": len(users), "messages": counts.get(name, 0)}
             for name, users in zip(names, online, strict=True)
+            if users or counts.get(name)
         ]
 
 

@@ -218,6 +218,19 @@ async def test_presence_is_shared_across_nodes(make_node: NodeFactory) -> None:
     assert await first.presence("kitchen") == {f"{second.node_id}.2": ""}
 
 
+async def test_rooms_lists_where_any_node_has_presence(make_node: NodeFactory) -> None:
+    first, second = await make_node(), await make_node()
+    assert "lobby" not in await first.rooms()
+    await first.add_presence("lobby", f"{first.node_id}.1", "ann")
+    await second.add_presence("kitchen", f"{second.node_id}.1", "bob")
+    listed = await first.rooms()
+    assert {"lobby", "kitchen"} <= set(listed)
+    assert listed == sorted(listed)
+    await second.remove_presence("kitchen", f"{second.node_id}.1")
+    assert "kitchen" not in await first.rooms()
+    assert "lobby" in await second.rooms()
+
+
 async def test_heartbeat_returns_a_list_of_rooms(backplane: Backplane) -> None:
     await backplane.add_presence("lobby", f"{backplane.node_id}.1", "ann")
     rooms = await backplane.heartbeat()

@@ -643,6 +643,20 @@ async def test_two_nodes_act_as_one_chat(database_url: str) -> None:
         await _chat_across(first, second)
 
 
+async def test_a_room_with_people_only_on_another_node_is_listed(database_url: str) -> None:
+    hub = MemoryHub()
+    settings = ChatSettings(database_url=database_url)
+    one = create_app(settings, backplane=MemoryBackplane(hub))
+    two = create_app(settings, backplane=MemoryBackplane(hub))
+    async with TestClient(one) as first, TestClient(two) as second:
+        assert (await second.get("/api/rooms")).json() == {"rooms": []}
+        async with joined(first, "quiet", "ann") as (ann, _):
+            await presence(ann, ["ann"])
+            rooms = (await second.get("/api/rooms")).json()["rooms"]
+            assert rooms == [{"room": "quiet", "online": 1, "messages": 0}]
+        assert (await second.get("/api/rooms")).json() == {"rooms": []}
+
+
 async def _chat_across(first: TestClient, second: TestClient) -> None:
     async with joined(first, "lobby", "ann") as (ann, _):
         await presence(ann, ["ann"])

@@ -71,6 +71,14 @@ class Backplane(Protocol):
         """Members of `room` on every live node, as `{member: identity}`."""
         ...
 
+    async def rooms(self) -> list[str]:
+        """Rooms in which any node has recorded presence, sorted.
+
+        Members of a node that died may keep a room listed until they are purged; ask
+        `presence(room)` for who is really there.
+        """
+        ...
+
     async def heartbeat(self) -> list[str]:
         """Renew this node's liveness and purge members of nodes that stopped renewing theirs.
 

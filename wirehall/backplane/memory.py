@@ -98,6 +98,10 @@ class MemoryBackplane:
         """`{member: identity}` in `room`, across the hub's nodes."""
         return {member: identity for member, (_, identity) in self.hub.presence.get(room, {}).items()}
 
+    async def rooms(self) -> list[str]:
+        """Rooms with presence on any of the hub's nodes."""
+        return sorted(room for room, members in self.hub.presence.items() if members)
+
     async def heartbeat(self) -> list[str]:
         """Nodes of one process cannot die separately: nothing to purge."""
         return []

@@ -492,6 +492,24 @@ class RedisBackplane:
         members.update(self._local.get(room, {}))
         return members
 
+    async def rooms(self) -> list[str]:
+        """Rooms with presence recorded by any node (SCAN over the presence keys).
+
+        Raises:
+            BackplaneError: Redis could not be read.
+        """
+        self._ensure_running()
+        head = f"{self._prefix}:presence:"
+
+        async def scan() -> set[str]:
+            found: set[str] = set()
+            async for key in self._client.scan_iter(match=f"{head}*", count=1000):
+                found.add(key.decode("utf-8", "replace")[len(head) :])
+            return found
+
+        found = await self._call("list the rooms with presence", scan())
+        return sorted(found | {room for room, members in self._local.items() if members})
+
     async def heartbeat(self) -> list[str]:
         """Renew this node's liveness and purge the members of nodes whose liveness expired.
 

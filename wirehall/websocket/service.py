@@ -230,6 +230,10 @@ class WebSocketService:
                 del self._joined[connection_id]
         return self._remove_member(room, connection_id)
 
+    async def occupied_rooms(self) -> list[str]:
+        """Rooms with members on any node (this node's `rooms()` are the local ones), sorted."""
+        return sorted(set(await self.backplane.rooms()) | set(self._rooms))
+
     async def presence(self, room: str) -> dict[str, str]:
         """`{connection_id: identity}` of the members of `room` on every node."""
         return await self.backplane.presence(room)
