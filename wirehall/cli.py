@@ -127,6 +127,13 @@ def run(
     import uvicorn
 
     load_app(app)  # fail here, clearly, rather than inside a worker
+    backplane = os.environ.get("WIREHALL_BACKPLANE", "").strip() or "memory://"
+    if workers > 1 and backplane.startswith("memory:"):
+        click.echo(
+            f"warning: {workers} workers with WIREHALL_BACKPLANE={backplane!r} act as {workers} "
+            "separate WebSocket servers; set WIREHALL_BACKPLANE=redis://HOST:PORT/DB to join them",
+            err=True,
+        )
     uvicorn.run(
         app,
         host=host,
