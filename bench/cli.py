@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bench.apps import APPS
+from bench.apps import APPS, HTTP_ONLY_APPS
 from bench.http_bench import run_http
 from bench.procfs import raise_fd_limit
 from bench.report import evaluate_targets, render
@@ -146,7 +146,10 @@ def _main(argv: list[str] | None) -> None:
     try:
         if "http" in sections:
             print("HTTP ...", flush=True)
-            results["http"] = run_http(apps, where, log_dir, http_rounds, http_seconds, progress=_progress)
+            http_apps = {**apps, **HTTP_ONLY_APPS} if "wirehall" in apps else apps
+            results["http"] = run_http(
+                http_apps, where, log_dir, http_rounds, http_seconds, progress=_progress
+            )
         if "ws" in sections:
             print("WebSocket ...", flush=True)
             results["ws"] = run_ws(apps, where, log_dir, ws_settings, _progress)

@@ -337,7 +337,7 @@ class Wirehall(_Registrar):
         self._websocket_entry = WebSocketOriginMiddleware(
             self._dispatch_websocket, allowed_origins=self.allowed_origins
         )
-        app: ASGIApp = self._dispatch
+        app: ASGIApp = self._routed
         self._direct = not self._middleware
         for middleware in reversed(self._middleware):
             app = middleware.cls(app, **middleware.options)
@@ -424,13 +424,11 @@ class Wirehall(_Registrar):
                 await self._lifespan(receive, send)
                 return
             await self.startup()
-        if self._direct and scope["type"] == "websocket":
-            # no middleware in front: one coroutine frame less for each connection's whole life
-            await self._websocket_entry(scope, receive, send)  # type: ignore[misc]
+        if not self._direct and "wirehall.routed" not in scope:
+            await self._asgi(scope, receive, send)  # type: ignore[misc]  # ends in _routed
             return
-        await self._asgi(scope, receive, send)  # type: ignore[misc]
-
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # routing happens here, in the app's own frame: one coroutine less per request and
+        # per connection (a frame that would live as long as the WebSocket)
         kind = scope["type"]
         if kind == "http":
             handler, params = self.router.match_http(scope["method"], scope["path"])
@@ -453,6 +451,11 @@ class Wirehall(_Registrar):
             await self._websocket_entry(scope, receive, send)  # type: ignore[misc]
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+
+    async def _routed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The innermost app of the middleware stack: back into `__call__`, past the middleware."""
+        scope["wirehall.routed"] = True
+        await self(scope, receive, send)
 
     def _dispatch_websocket(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # returns the handler's awaitable rather than awaiting it: no frame of its own is
@@ -497,6 +500,7 @@ class Wirehall(_Registrar):
     async def _serve_mount(self, scope: Scope, receive: Receive, send: Send) -> None:
         prefix, app = scope.pop("wirehall.mount")
         child = dict(scope)
+        child.pop("wirehall.routed", None)  # a mounted wirehall app runs its own middleware
         child["root_path"] = scope.get("root_path", "") + prefix
         child["path"] = scope["path"][len(prefix) :] or "/"
         raw_path = scope.get("raw_path")

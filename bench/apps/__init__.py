@@ -7,7 +7,7 @@ back unchanged; a text frame `b<payload>` is broadcast as `<payload>` to every c
 in the room (the sender included).
 """
 
-__all__ = ["APPS"]
+__all__ = ["APPS", "HTTP_ONLY_APPS"]
 
 # framework name -> uvicorn import string
 APPS = {
@@ -15,3 +15,7 @@ APPS = {
     "starlette": "bench.apps.starlette_app:app",
     "wirehall": "bench.apps.wirehall_app:app",
 }
+
+# HTTP only: wirehall without its default security headers (nosniff, frame options, referrer
+# policy), to separate what they cost from the framework's own path
+HTTP_ONLY_APPS = {"wirehall-bare": "bench.apps.wirehall_bare:app"}
