@@ -195,7 +195,9 @@ def test_websocket_and_http_share_a_path_but_not_handlers() -> None:
     router.add_websocket("/only-ws", handler_b, name=None, endpoint=handler_b)
     only = router.match("http", "GET", "/only-ws")
     assert only.handler is None
-    assert only.allow == ""
+    assert only.upgrade is True  # the app answers 426 Upgrade Required (405 for other methods)
+    assert only.allow == "GET, HEAD"
+    assert router.match("http", "GET", "/nowhere").upgrade is False
 
 
 def test_mounts_match_on_segment_boundaries_longest_first() -> None:
@@ -701,3 +703,24 @@ async def test_a_websocket_to_an_unknown_path_without_the_denial_extension_is_cl
     async with TestClient(app):
         await asyncio.wait_for(app(scope, receive, send), timeout=5)
     assert [m["type"] for m in sent] == ["websocket.close"]
+
+
+async def test_plain_http_to_a_websocket_path_says_upgrade_or_405() -> None:
+    from wirehall import WebSocketController, Wirehall
+    from wirehall.testing import TestClient
+
+    app = Wirehall()
+
+    @app.websocket("/live/{room}")
+    class Live(WebSocketController):
+        pass
+
+    async with TestClient(app) as client:
+        plain = await client.get("/live/lobby")
+        assert plain.status_code == 426
+        assert plain.headers["upgrade"] == "websocket"
+        assert "error" in plain.json()
+        posted = await client.post("/live/lobby")
+        assert posted.status_code == 405
+        assert posted.headers["allow"] == "GET, HEAD"
+        assert (await client.get("/elsewhere")).status_code == 404

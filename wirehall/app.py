@@ -474,6 +474,13 @@ class Wirehall(_Registrar):
         match = self.router.match("http", scope["method"], scope["path"])
         if match.mount is not None:
             await self._mounted(match.mount.prefix, match.mount.app, scope, receive, send)
+        elif match.upgrade and scope["method"] in ("GET", "HEAD"):
+            await self._send_error_response(
+                error_response(426, "this path takes WebSocket connections", {"Upgrade": "websocket"}),
+                scope,
+                receive,
+                send,
+            )
         elif match.allow:
             await self._send_error_response(
                 error_response(405, headers={"Allow": match.allow}), scope, receive, send

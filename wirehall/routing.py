@@ -181,6 +181,7 @@ class Match:
     path_params: dict[str, Any]
     allow: str = ""  # set (with handler None) when the path exists but not for this method
     mount: _MountEntry | None = None
+    upgrade: bool = False  # the path serves WebSocket handshakes (HTTP GET there needs Upgrade)
 
 
 class Router:
@@ -292,18 +293,22 @@ class Router:
         the path but none serves the method, the answer is 405 with their methods in `allow`.
         """
         allowed: set[str] = set()
+        upgrade = False
         for entry, params in self._candidates(path):
             if scope_type == "http":
                 handler = entry.http.get(method)
                 if handler is not None:
                     return Match(handler, params)
                 allowed.update(entry.http)
+                if entry.websocket is not None:
+                    upgrade = True
+                    allowed.update(("GET", "HEAD"))
             elif entry.websocket is not None:
                 return Match(entry.websocket, params)
         for mount in self._mounts:
             if path == mount.prefix or path.startswith(mount.prefix + "/"):
                 return Match(None, {}, mount=mount)
-        return Match(None, {}, allow=", ".join(sorted(allowed)))
+        return Match(None, {}, allow=", ".join(sorted(allowed)), upgrade=upgrade)
 
     # introspection ------------------------------------------------------
 

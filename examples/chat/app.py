@@ -51,6 +51,8 @@ def create_app(settings: ChatSettings | None = None, **options: Any) -> Wirehall
     app.add_route("/", Page)
     app.static("/static", STATIC)
     app.add_route("/api/rooms", RoomList)
-    app.add_route("/api/rooms/{room}/messages", RoomMessages)
-    app.add_websocket_route("/ws/{room}", ChatRoom)
+    # `path` so that a room name with a slash, or an empty one, reaches the endpoint and
+    # is refused there as invalid (400 / 403), rather than being an unknown path (404)
+    app.add_route("/api/rooms/{room:path}/messages", RoomMessages)
+    app.add_websocket_route("/ws/{room:path}", ChatRoom)
     return app

@@ -744,3 +744,25 @@ async def test_while_the_backplane_is_down_this_process_keeps_chatting(database_
         backplane.failing = False
         await ws.send_json({"type": "message", "text": "back"})
         assert_message(await next_frame(ws, "message"), "lobby", "ann", "back")
+
+
+async def test_a_room_name_with_a_slash_or_empty_is_invalid_not_unknown(client: TestClient) -> None:
+    for path in ("/api/rooms/a%2Fb/messages", "/api/rooms//messages"):
+        response = await client.get(path)
+        assert response.status_code == 400, path
+        assert "error" in response.json()
+    for path in ("/ws/a%2Fb?user=bob", "/ws/?user=bob"):
+        with pytest.raises(HandshakeRejectedError) as info:
+            async with client.websocket_connect(path):
+                pass
+        assert info.value.status == 403, path
+
+
+async def test_a_post_body_that_is_not_utf8_is_a_400(client: TestClient) -> None:
+    response = await client.post(
+        "/api/rooms/utf/messages",
+        content=b'{"user": "\xff", "text": "x"}',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert "error" in response.json()

@@ -407,3 +407,11 @@ async def test_state_headers_client_cookies_through_the_app() -> None:
         "cookies": {"sid": "s1"},
         "tags": ["1", "2"],
     }
+
+
+@pytest.mark.parametrize("body", [b'{"user": "\xff", "text": "x"}', b'{"a": "\xe9"}', b"\xff\xfe"])
+async def test_a_body_that_is_not_utf8_is_a_400(body: bytes) -> None:
+    request = Request(http_scope(method="POST"), body_stream(body))
+    with pytest.raises(HTTPError) as info:
+        await request.json()
+    assert info.value.status == 400

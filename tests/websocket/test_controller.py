@@ -552,6 +552,7 @@ async def test_join_leave_send_error_and_rooms_left_on_disconnect() -> None:
 
 class Patient(WebSocketController):
     close_timeout = 0.2
+    slow_consumer_close_timeout = 0.2
     ended: ClassVar[list[int]] = []
 
     async def on_connect(self) -> None:

@@ -106,7 +106,7 @@ class Request(Connection):
             raise HTTPError(400, "the request body is empty; send a JSON document")
         try:
             return _DECODER.decode(body)
-        except (msgspec.DecodeError, RecursionError) as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise HTTPError(400, f"the request body is not valid JSON: {exc}") from exc
 
     async def json_as(self, type_: type[T]) -> T:
@@ -119,7 +119,7 @@ class Request(Connection):
             raise HTTPError(400, "the request body is empty; send a JSON document")
         try:
             msgspec.json.decode(body)
-        except (msgspec.DecodeError, RecursionError) as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise HTTPError(400, f"the request body is not valid JSON: {exc}") from exc
         try:
             return msgspec.json.decode(body, type=type_)

@@ -80,6 +80,9 @@ class WebSocketHandler(Connection):
     )
 
     close_timeout: ClassVar[float] = 5.0
+    # A slow consumer's close frame waits behind everything already in its socket buffers
+    # (megabytes); a client that still reads, slowly, gets this long to reach it.
+    slow_consumer_close_timeout: ClassVar[float] = 30.0
     """How long a close may wait for a backed-up socket before the connection is dropped."""
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -432,7 +435,7 @@ class WebSocketHandler(Connection):
             sent = True
         else:
             self._outbox.abort()
-            sent = await self._send_close_now(code)
+            sent = await self._send_close_now(code, self.slow_consumer_close_timeout)
         task = self._main_task
         if task is None or task is asyncio.current_task() or task.done():
             return
@@ -442,15 +445,13 @@ class WebSocketHandler(Connection):
             self._aborting = True
             task.cancel()
 
-    async def _send_close_now(self, code: int) -> bool:
+    async def _send_close_now(self, code: int, timeout: float) -> bool:
         try:
-            async with asyncio.timeout(self.close_timeout):
+            async with asyncio.timeout(timeout):
                 await self._send({"type": "websocket.close", "code": int(code), "reason": ""})
         except TimeoutError:
             logger.warning(
-                "connection %s did not take its close frame within %.1fs; dropped",
-                self.id,
-                self.close_timeout,
+                "connection %s did not take its close frame within %.1fs; dropped", self.id, timeout
             )
             return False
         except Exception as exc:  # noqa: BLE001  # the socket is gone already
