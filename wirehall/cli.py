@@ -98,6 +98,14 @@ def main() -> None:
     help="Seconds to wait for a pong before dropping the peer.",
 )
 @click.option(
+    "--ws",
+    "ws_protocol",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "websockets", "websockets-sansio", "wsproto"]),
+    help="uvicorn's WebSocket implementation (auto: websockets-sansio).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -119,6 +127,7 @@ def run(
     ws_max_size: int,
     ws_ping_interval: float,
     ws_ping_timeout: float,
+    ws_protocol: str,
     log_level: str,
     access_log: bool,
     proxy_headers: bool,
@@ -140,6 +149,7 @@ def run(
         port=port,
         workers=workers if not reload else None,
         reload=reload,
+        ws=ws_protocol,
         ws_max_size=ws_max_size,
         ws_ping_interval=ws_ping_interval or None,
         ws_ping_timeout=ws_ping_timeout or None,
