@@ -51,10 +51,17 @@ class _RoomLocks:
 class ChatRooms:
     """Posts messages (store, then broadcast) and announces presence for every room."""
 
+    # After announcing, read presence again this much later: two processes announcing at
+    # once can have their lists delivered in the opposite order to the one they were read
+    # in, leaving the older list last; the process whose list is out of date sends again.
+    recheck_after = 0.25
+
     def __init__(self, store: Store, service: WebSocketService) -> None:
         self.store = store
         self.service = service
         self._announcing = _RoomLocks()
+        self._announced: dict[str, list[str]] = {}
+        self._rechecks: dict[str, asyncio.Task[None]] = {}
 
     async def post(self, room: str, user: str, text: str) -> Message:
         """Store the message and broadcast it to the room; returns it as stored.
@@ -83,10 +90,37 @@ class ChatRooms:
 
     async def announce(self, event: PresenceChanged) -> None:
         """Send the room its presence list (subscribed to `PresenceChanged`)."""
-        room = event.room
+        await self._send_presence(event.room, only_if_changed=False)
+        if event.room not in self._rechecks:
+            task = asyncio.get_running_loop().create_task(self._recheck(event.room))
+            self._rechecks[event.room] = task
+
+    async def _send_presence(self, room: str, *, only_if_changed: bool) -> None:
         async with self._announcing.hold(room):  # lists go out in the order they were read
             users = await self.online(room)
+            if only_if_changed and self._announced.get(room, []) == users:
+                return
             await self.service.broadcast(room, Presence(room=room, users=users))
+            if users:
+                self._announced[room] = users
+            else:
+                self._announced.pop(room, None)
+
+    async def _recheck(self, room: str) -> None:
+        try:
+            await asyncio.sleep(self.recheck_after)
+            del self._rechecks[room]  # a change from here on schedules another recheck
+            await self._send_presence(room, only_if_changed=True)
+        except BackplaneError as exc:  # the next change or heartbeat announces again
+            logger.warning("presence of %r not re-checked: %s", room, exc)
+
+    async def close(self) -> None:
+        """Stop pending presence re-checks (at shutdown)."""
+        tasks = list(self._rechecks.values())
+        self._rechecks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def overview(self) -> list[dict[str, Any]]:
         """Every room with messages or people online on any process: name, users online, messages."""
@@ -108,3 +142,4 @@ async def chat_rooms(store: Store, service: WebSocketService, events: EventBus) 
         yield rooms
     finally:
         events.unsubscribe(PresenceChanged, rooms.announce)
+        await rooms.close()

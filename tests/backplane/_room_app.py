@@ -9,6 +9,7 @@ between backplane heartbeats, default 5).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
@@ -42,12 +43,35 @@ class Room(WebSocketController):
         await self.service.broadcast(room, {"type": "message", "text": message})
 
 
-async def announce(event: PresenceChanged) -> None:
+_announced: dict[str, list[str]] = {}
+
+
+async def send_presence(room: str, *, only_if_changed: bool = False) -> None:
     try:
-        users = sorted(set((await app.websockets.presence(event.room)).values()))
-        await app.websockets.broadcast(event.room, {"type": "presence", "users": users})
+        users = sorted(set((await app.websockets.presence(room)).values()))
+        if only_if_changed and _announced.get(room, []) == users:
+            return
+        _announced[room] = users
+        await app.websockets.broadcast(room, {"type": "presence", "users": users})
     except BackplaneError as exc:  # the next change, or the heartbeat after recovery, re-announces
-        logger.warning("presence of %r not announced: %s", event.room, exc)
+        logger.warning("presence of %r not announced: %s", room, exc)
+
+
+async def recheck(room: str) -> None:
+    # two processes announcing at once may see their lists delivered in the opposite order
+    # to the one they were read in; the one whose list turns out stale sends it again
+    await asyncio.sleep(0.25)
+    await send_presence(room, only_if_changed=True)
+
+
+_rechecks: set[asyncio.Task[None]] = set()
+
+
+async def announce(event: PresenceChanged) -> None:
+    await send_presence(event.room)
+    task = asyncio.get_running_loop().create_task(recheck(event.room))
+    _rechecks.add(task)
+    task.add_done_callback(_rechecks.discard)
 
 
 app.events.subscribe(PresenceChanged, announce)
