@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 from examples.chat import create_app
 from examples.chat.app import STATIC
 from examples.chat.config import ChatSettings
+from examples.chat.rooms import ChatRooms
 from examples.chat.store import Store
-from wirehall import BackplaneError
+from wirehall import BackplaneError, PresenceChanged
 from wirehall.backplane import MemoryBackplane, MemoryHub
 from wirehall.testing import HandshakeRejectedError, TestClient
 
@@ -766,3 +767,24 @@ async def test_a_post_body_that_is_not_utf8_is_a_400(client: TestClient) -> None
     )
     assert response.status_code == 400
     assert "error" in response.json()
+
+
+async def test_a_stale_presence_list_is_corrected_by_the_recheck(database_url: str) -> None:
+    # Two processes announcing at once can see their lists delivered in the opposite order to
+    # their reads; here one announcement reads a stale list, and the recheck must correct it.
+    app = create_app(ChatSettings(database_url=database_url))
+    async with TestClient(app) as client, joined(client, "lobby", "ann") as (ann, _):
+        await presence(ann, ["ann"])
+        rooms = await app.container.get(ChatRooms)
+        real_online = rooms.online
+        stale = [["ann", "ghost"]]
+
+        async def online(room: str) -> list[str]:
+            return stale.pop() if stale else await real_online(room)
+
+        rooms.online = online  # type: ignore[method-assign]
+        await rooms.announce(PresenceChanged("lobby"))
+        assert await ann.receive_json() == {"type": "presence", "room": "lobby", "users": ["ann", "ghost"]}
+        assert await ann.receive_json() == {"type": "presence", "room": "lobby", "users": ["ann"]}
+        await ann.send_json({"type": "ping"})
+        assert await ann.receive_json() == {"type": "pong"}  # and nothing more was sent
