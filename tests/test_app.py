@@ -28,6 +28,8 @@ from wirehall.http.response import JSONResponse, PlainTextResponse, StreamingRes
 from wirehall.testing.client import LifespanError, TestClient
 from wirehall.types import ASGIApp, Message, Receive, Scope, Send
 
+from .http._scopes import http_scope
+
 
 def new_app(**options: Any) -> Wirehall:
     options.setdefault("backplane", "memory://")
@@ -55,25 +57,6 @@ class Database:
 class Unit:
     def __init__(self, number: int) -> None:
         self.number = number
-
-
-def http_scope(path: str = "/", method: str = "GET", **extra: Any) -> dict[str, Any]:
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-    }
-    scope.update(extra)
-    return scope
 
 
 async def call(app: ASGIApp, scope: dict[str, Any], body: bytes = b"") -> list[Message]:
@@ -108,7 +91,7 @@ async def test_the_app_is_an_asgi3_callable_and_starts_itself_without_lifespan()
 
     assert inspect.iscoroutinefunction(app.__call__)
     assert len(inspect.signature(app.__call__).parameters) == 3
-    sent = await call(app, http_scope("/"))
+    sent = await call(app, http_scope("/", headers=[("host", "testserver")]))
     assert sent[0]["type"] == "http.response.start"
     assert sent[0]["status"] == 200
     assert b"".join(m.get("body", b"") for m in sent[1:]) == b'{"app_is_self":true,"scope_app":true}'
@@ -581,7 +564,9 @@ async def test_an_error_after_the_response_started_is_logged_and_the_app_returns
         sent.append(message)
 
     with caplog.at_level(logging.ERROR, logger="wirehall"):
-        await asyncio.wait_for(app(http_scope("/stream"), receive, send), timeout=5)
+        await asyncio.wait_for(
+            app(http_scope("/stream", headers=[("host", "testserver")]), receive, send), timeout=5
+        )
     await app.shutdown()
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
     assert sent[1]["body"] == b"partial"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -22,6 +22,17 @@ class Store:
 
 class Session:
     pass
+
+
+def logged_session(log: list[str]) -> Callable[[], AsyncIterator[Session]]:
+    """An async-generator factory of Sessions that logs "open" and "close" in `log`."""
+
+    async def open_session() -> AsyncIterator[Session]:
+        log.append("open")
+        yield Session()
+        log.append("close")
+
+    return open_session
 
 
 class Counter:
@@ -115,10 +126,7 @@ async def test_async_factory_is_awaited() -> None:
 async def test_async_generator_scoped_factory_tears_down_when_the_scope_ends() -> None:
     log: list[str] = []
 
-    async def open_session() -> AsyncIterator[Session]:
-        log.append("open")
-        yield Session()
-        log.append("close")
+    open_session = logged_session(log)
 
     container = Container()
     container.scoped(Session, open_session)
@@ -213,10 +221,7 @@ async def test_instances_are_not_closed_unless_owned() -> None:
 async def test_transient_dependency_of_a_singleton_is_torn_down_at_shutdown() -> None:
     log: list[str] = []
 
-    async def open_session() -> AsyncIterator[Session]:
-        log.append("open")
-        yield Session()
-        log.append("close")
+    open_session = logged_session(log)
 
     class Service:
         def __init__(self, session: Session) -> None:
@@ -234,10 +239,7 @@ async def test_transient_dependency_of_a_singleton_is_torn_down_at_shutdown() ->
 async def test_get_does_not_hand_out_a_value_that_is_already_torn_down() -> None:
     log: list[str] = []
 
-    async def open_session() -> AsyncIterator[Session]:
-        log.append("open")
-        yield Session()
-        log.append("close")
+    open_session = logged_session(log)
 
     container = Container()
     container.transient(Session, open_session)

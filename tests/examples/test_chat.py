@@ -7,6 +7,7 @@ browser in test_chat_browser.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -635,21 +636,24 @@ async def test_no_request_gives_a_500(
 # ---- several processes (two apps sharing a memory hub and one database) -------------------------
 
 
-async def test_two_nodes_act_as_one_chat(database_url: str) -> None:
+@contextlib.asynccontextmanager
+async def two_nodes(database_url: str) -> AsyncIterator[tuple[TestClient, TestClient]]:
+    """Two chat apps sharing a memory hub and one database, as two processes would."""
     hub = MemoryHub()
     settings = ChatSettings(database_url=database_url)
     one = create_app(settings, backplane=MemoryBackplane(hub))
     two = create_app(settings, backplane=MemoryBackplane(hub))
     async with TestClient(one) as first, TestClient(two) as second:
+        yield first, second
+
+
+async def test_two_nodes_act_as_one_chat(database_url: str) -> None:
+    async with two_nodes(database_url) as (first, second):
         await _chat_across(first, second)
 
 
 async def test_a_room_with_people_only_on_another_node_is_listed(database_url: str) -> None:
-    hub = MemoryHub()
-    settings = ChatSettings(database_url=database_url)
-    one = create_app(settings, backplane=MemoryBackplane(hub))
-    two = create_app(settings, backplane=MemoryBackplane(hub))
-    async with TestClient(one) as first, TestClient(two) as second:
+    async with two_nodes(database_url) as (first, second):
         assert (await second.get("/api/rooms")).json() == {"rooms": []}
         async with joined(first, "quiet", "ann") as (ann, _):
             await presence(ann, ["ann"])
@@ -682,11 +686,7 @@ async def _chat_across(first: TestClient, second: TestClient) -> None:
 async def test_joining_while_another_node_posts_loses_nothing(database_url: str) -> None:
     # The poster's node broadcasts each message before it commits it; a joiner on the other
     # node must still find every message once: in its welcome or broadcast after it.
-    hub = MemoryHub()
-    settings = ChatSettings(database_url=database_url)
-    one = create_app(settings, backplane=MemoryBackplane(hub))
-    two = create_app(settings, backplane=MemoryBackplane(hub))
-    async with TestClient(one) as first, TestClient(two) as second:
+    async with two_nodes(database_url) as (first, second):
         posted: list[int] = []
         done = asyncio.Event()
 
