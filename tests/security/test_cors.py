@@ -73,8 +73,15 @@ async def test_preflight_wildcards_echo_the_request() -> None:
     assert "vary" not in response.headers
 
 
-async def test_credentials_never_use_star() -> None:
-    async with cors(allow_origins=["*"], allow_credentials=True, allow_methods=["POST"]) as http:
+def test_credentials_with_any_origin_are_refused_naming_the_fix() -> None:
+    with pytest.raises(ConfigurationError, match=r"list the origins.*allow_origins=\['https://app"):
+        CORSMiddleware(echo_scope_app, allow_origins=["*"], allow_credentials=True)
+    with pytest.raises(ConfigurationError, match="allow_credentials"):
+        CORSMiddleware(echo_scope_app, allow_origins=[SITE, "*"], allow_credentials=True)
+
+
+async def test_credentials_echo_a_listed_origin_never_star() -> None:
+    async with cors(allow_origins=[SITE], allow_credentials=True, allow_methods=["POST"]) as http:
         pre = await http.options("/", headers=preflight_headers())
         simple = await http.get("/", headers={"origin": SITE})
     for response in (pre, simple):

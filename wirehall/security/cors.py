@@ -28,7 +28,9 @@ class CORSMiddleware:
         allow_headers: request headers they may send besides the safelisted ones
             (`*` for any).
         allow_credentials: let them send cookies / HTTP auth. The origin is then echoed
-            back, never `*` (browsers refuse `*` with credentials).
+            back, never `*` (browsers refuse `*` with credentials). Not allowed together
+            with `*` in `allow_origins` (`ConfigurationError`): every site could then read
+            what signed-in users see; list the origins instead.
         expose_headers: response headers their scripts may read.
         max_age: seconds a browser may cache a preflight answer.
         allow_origin_regex: also allow origins matching this regular expression
@@ -72,6 +74,12 @@ class CORSMiddleware:
         methods = [allow_methods] if isinstance(allow_methods, str) else list(allow_methods)
         headers = [allow_headers] if isinstance(allow_headers, str) else list(allow_headers)
         exposed = [expose_headers] if isinstance(expose_headers, str) else list(expose_headers)
+        if allow_credentials and "*" in origins:
+            raise ConfigurationError(
+                "CORSMiddleware(allow_origins=['*'], allow_credentials=True) would let every site "
+                "read what signed-in users see; list the origins that may send credentials, like "
+                "allow_origins=['https://app.example.com'], or drop allow_credentials"
+            )
         self.app = app
         self.allow_credentials = allow_credentials
         self._allow_all_origins = "*" in origins
