@@ -50,6 +50,7 @@ from wirehall.http import (
 from wirehall.routing import Mount, Route, WebSocketRoute
 from wirehall.security import (
     AuthenticationMiddleware,
+    ConnectionLimitMiddleware,
     CORSMiddleware,
     CSRFMiddleware,
     SecurityHeadersMiddleware,
@@ -57,7 +58,9 @@ from wirehall.security import (
     TrustedHostMiddleware,
     WebSocketOriginMiddleware,
     bearer_token,
+    json_only,
     requires_auth,
+    same_site,
     session_user,
 )
 from wirehall.websocket import (
@@ -83,6 +86,7 @@ __all__ = [
     "CloseCode",
     "ConfigurationError",
     "Connection",
+    "ConnectionLimitMiddleware",
     "Container",
     "ErrorRaised",
     "Event",
@@ -137,6 +141,8 @@ __all__ = [
     "WirehallError",
     "backplane_from_url",
     "bearer_token",
+    "json_only",
     "requires_auth",
+    "same_site",
     "session_user",
 ]

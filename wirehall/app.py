@@ -29,7 +29,10 @@ from wirehall.http.response import Response, error_response
 from wirehall.http.staticfiles import StaticFiles
 from wirehall.http.templates import Templates
 from wirehall.routing import Mount, Route, Router, WebSocketRoute, compile_path
+from wirehall.security.connection_limit import ConnectionLimitMiddleware
 from wirehall.security.headers import SecurityHeadersMiddleware
+from wirehall.security.origin import WebSocketOriginMiddleware
+from wirehall.security.same_site import SameSiteGuard
 from wirehall.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -173,6 +176,9 @@ class Wirehall(_Registrar):
             `["*"]` allows any. Handshakes from other origins are refused (403).
         security_headers: add nosniff / frame options / referrer policy / CSP (HTML) headers.
         websockets: a ready WebSocketService (to set queue sizes, policies, heartbeats).
+        max_connections_per_address: at most this many WebSocket connections open at once
+            from one client address (`scope["client"]`); the next handshake gets HTTP 429.
+            0 (the default) is no cap: clients behind one proxy or NAT share an address.
     """
 
     def __init__(
@@ -187,7 +193,17 @@ class Wirehall(_Registrar):
         allowed_origins: Iterable[str] = (),
         security_headers: bool = True,
         websockets: WebSocketService | None = None,
+        max_connections_per_address: int = 0,
     ) -> None:
+        if (
+            isinstance(max_connections_per_address, bool)
+            or not isinstance(max_connections_per_address, int)
+            or max_connections_per_address < 0
+        ):
+            raise ConfigurationError(
+                f"max_connections_per_address={max_connections_per_address!r}; use a whole number, "
+                "0 for no cap"
+            )
         settings = Settings.from_env()
         self.debug = settings.debug if debug is None else debug
         self.max_body_size = max_body_size
@@ -196,6 +212,10 @@ class Wirehall(_Registrar):
         self.router = Router()
         self.templates = Templates(templates) if templates is not None else None
         self.allowed_origins = tuple(allowed_origins)
+        self.max_connections_per_address = max_connections_per_address
+        self._origin_check: WebSocketOriginMiddleware | None = None
+        # `@same_site` / `@json_only` endpoints: the origin rule is the WebSocket check's
+        self._same_site = SameSiteGuard(self._origin_allows)
         self.security_headers = security_headers
         self._headers: SecurityHeadersMiddleware | None = None
         self._finish: Callable[[Response, Scope], None] | None = None
@@ -250,7 +270,9 @@ class Wirehall(_Registrar):
         for method in chosen:
             if method == "HEAD" and "GET" in chosen:
                 continue
-            handler = build_http_endpoint(endpoint, method, self.container, converters, self._finish)
+            handler = build_http_endpoint(
+                endpoint, method, self.container, converters, self._finish, self._same_site
+            )
             self.router.add_http(path, [method], handler, name=None, endpoint=endpoint)
         self.router._name(self._auto_name(endpoint, name), self.router._by_path[path].pattern)
 
@@ -331,17 +353,23 @@ class Wirehall(_Registrar):
     # lifecycle ----------------------------------------------------------
 
     def _build_stack(self) -> ASGIApp:
-        from wirehall.security.origin import WebSocketOriginMiddleware
-
         # the origin check only concerns handshakes, so it wraps the WebSocket branch alone
-        self._websocket_entry = WebSocketOriginMiddleware(
+        self._websocket_entry = self._origin_check = WebSocketOriginMiddleware(
             self._dispatch_websocket, allowed_origins=self.allowed_origins
         )
+        if self.max_connections_per_address:
+            self._websocket_entry = ConnectionLimitMiddleware(
+                self._websocket_entry, max_per_address=self.max_connections_per_address
+            )
         app: ASGIApp = self._routed
         self._direct = not self._middleware
         for middleware in reversed(self._middleware):
             app = middleware.cls(app, **middleware.options)
         return app
+
+    def _origin_allows(self, origin: str, scope: Scope) -> bool:
+        check = self._origin_check
+        return check is not None and check.allows(origin, scope)  # built at startup, before requests
 
     async def startup(self) -> None:
         """Start services, build singletons, run startup hooks (the lifespan does this)."""

@@ -26,7 +26,7 @@ from wirehall.http.response import (
 )
 from wirehall.types import Receive, Scope, Send
 
-__all__ = ["HTTP_METHODS", "HTTPController", "build_http_endpoint", "to_response"]
+__all__ = ["HTTP_METHODS", "Guard", "HTTPController", "build_http_endpoint", "to_response"]
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +198,9 @@ def controller_methods(endpoint: type[HTTPController]) -> list[str]:
 
 
 Finisher = Callable[[Response, Scope], None]
+Guard = Callable[[tuple[object, ...], Scope], tuple[int, str] | None]
+"""Asked before each request with the endpoint (or controller class and method): None to
+run it, or the (status, detail) to answer instead (the app's same-site checks)."""
 
 
 def build_http_endpoint(
@@ -206,17 +209,19 @@ def build_http_endpoint(
     container: Container,
     path_params: Collection[str],
     finish: Finisher | None = None,
+    guard: Guard | None = None,
 ) -> Handler:
     """Compile `endpoint` (a function or an HTTPController class) for one HTTP method.
 
-    `finish`, when given, may change every response before it is sent (default headers).
+    `finish`, when given, may change every response before it is sent (default headers);
+    `guard`, when given, may refuse a request before the endpoint runs.
     """
     from wirehall.security.auth import access_denied
 
     if _is_controller(endpoint):
         func = getattr(endpoint, method.lower())
         plan = container.plan(func, path_params=path_params, context=(Request,), skip=1)
-        return _controller_handler(endpoint, func, plan, access_denied, finish)
+        return _controller_handler(endpoint, func, plan, access_denied, finish, guard)
     if not callable(endpoint):
         raise ConfigurationError(f"endpoint {endpoint!r} is neither a function nor an HTTPController")
     if not inspect.iscoroutinefunction(endpoint):
@@ -224,19 +229,33 @@ def build_http_endpoint(
             f"endpoint {getattr(endpoint, '__qualname__', endpoint)!r} must be an async function (async def)"
         )
     plan = container.plan(endpoint, path_params=path_params, context=(Request,))
-    return _function_handler(endpoint, plan, access_denied, finish)
+    return _function_handler(endpoint, plan, access_denied, finish, guard)
 
 
-async def _refuse(status: int, scope: Scope, receive: Receive, send: Send, finish: Finisher | None) -> None:
-    refusal = error_response(status, headers={"WWW-Authenticate": "Bearer"} if status == 401 else None)
+async def _refuse(
+    status: int,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    finish: Finisher | None,
+    detail: str | None = None,
+) -> None:
+    refusal = error_response(
+        status, detail, headers={"WWW-Authenticate": "Bearer"} if status == 401 else None
+    )
     if finish is not None:
         finish(refusal, scope)
     await refusal(scope, receive, send)
 
 
 def _function_handler(
-    endpoint: Callable[..., Any], plan: CallPlan, access_denied: Any, finish: Finisher | None
+    endpoint: Callable[..., Any],
+    plan: CallPlan,
+    access_denied: Any,
+    finish: Finisher | None,
+    guard: Guard | None,
 ) -> Handler:
+    targets = (endpoint,)
     needs_request = any(p.kind == 2 for p in plan.params)
     needs_path = any(p.kind == 1 for p in plan.params)
     has_params = bool(plan.params)
@@ -247,6 +266,11 @@ def _function_handler(
         if status is not None:
             await _refuse(status, scope, receive, send, finish)
             return
+        if guard is not None:
+            refusal = guard(targets, scope)
+            if refusal is not None:
+                await _refuse(refusal[0], scope, receive, send, finish, refusal[1])
+                return
         if not has_params:
             response = to_response(await endpoint())
             if finish is not None:
@@ -293,13 +317,20 @@ def _controller_handler(
     plan: CallPlan,
     access_denied: Any,
     finish: Finisher | None,
+    guard: Guard | None,
 ) -> Handler:
+    targets = (cls, func)
 
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         status = access_denied(cls, scope) or access_denied(func, scope)
         if status is not None:
             await _refuse(status, scope, receive, send, finish)
             return
+        if guard is not None:
+            refusal = guard(targets, scope)
+            if refusal is not None:
+                await _refuse(refusal[0], scope, receive, send, finish, refusal[1])
+                return
         request = Request(scope, receive)
         controller = cls(request)
         resolver = ResolutionScope(scope["app"].container)

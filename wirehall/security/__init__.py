@@ -1,4 +1,4 @@
-"""Security middleware and helpers: sessions, authentication, CSRF, CORS, hosts, headers.
+"""Security middleware and helpers: sessions, authentication, CSRF, CORS, hosts, headers, limits.
 
 Every middleware is plain ASGI (`Middleware(app, **options)`) and treats HTTP requests
 and WebSocket handshakes alike where that makes sense.
@@ -12,12 +12,14 @@ from wirehall.security.auth import (
     requires_auth,
     session_user,
 )
+from wirehall.security.connection_limit import ConnectionLimitMiddleware
 from wirehall.security.cors import CORSMiddleware
 from wirehall.security.csrf import CSRFMiddleware
 from wirehall.security.headers import DEFAULT_CONTENT_SECURITY_POLICY, SecurityHeadersMiddleware
 from wirehall.security.hosts import TrustedHostMiddleware
 from wirehall.security.origin import WebSocketOriginMiddleware
 from wirehall.security.passwords import hash_password, needs_rehash, verify_password
+from wirehall.security.same_site import json_only, same_site
 from wirehall.security.sessions import SessionMiddleware
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "AuthenticationMiddleware",
     "CORSMiddleware",
     "CSRFMiddleware",
+    "ConnectionLimitMiddleware",
     "SecurityHeadersMiddleware",
     "SessionMiddleware",
     "TrustedHostMiddleware",
@@ -33,8 +36,10 @@ __all__ = [
     "access_denied",
     "bearer_token",
     "hash_password",
+    "json_only",
     "needs_rehash",
     "requires_auth",
+    "same_site",
     "session_user",
     "verify_password",
 ]

@@ -87,6 +87,13 @@ class WebSocketOriginMiddleware:
             logger.info("refused WebSocket handshake to %s from origin %r", scope.get("path"), origin_value)
         await WebSocketHandler(scope, receive, send).refuse(403, "WebSocket origin not allowed")
 
+    def allows(self, origin: str, scope: Scope) -> bool:
+        """Whether a request in `scope` whose `Origin` header is `origin` passes this check.
+
+        The same rule for HTTP requests as for handshakes (`same_site` endpoints use it).
+        """
+        return self._allow_all or self._is_allowed(origin, scope)
+
     def _is_allowed(self, value: str, scope: Scope) -> bool:
         origin = parse_origin(value.strip())
         if origin is None:
