@@ -58,7 +58,7 @@ class WebSocketController(WebSocketHandler):
             and a message that does not fit goes to `on_invalid_message` instead.
         max_message_size: bytes (UTF-8 for text); a bigger message closes with 1009.
         rate_limit: a `RateLimit`; messages over it get an error frame and are dropped,
-            and more than `max_violations` in a row close the connection with 1008.
+            and a client that keeps sending over it is closed with 1008 (see `RateLimit`).
     """
 
     __slots__ = ("_accepted", "_events")
