@@ -22,6 +22,7 @@ from wirehall.errors import (
 from wirehall.events import (
     AppStarted,
     AppStopping,
+    DeliveryInterrupted,
     ErrorRaised,
     Event,
     EventBus,
@@ -88,6 +89,7 @@ __all__ = [
     "Connection",
     "ConnectionLimitMiddleware",
     "Container",
+    "DeliveryInterrupted",
     "ErrorRaised",
     "Event",
     "EventBus",

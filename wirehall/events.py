@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 __all__ = [
     "AppStarted",
     "AppStopping",
+    "DeliveryInterrupted",
     "ErrorRaised",
     "Event",
     "EventBus",
@@ -100,6 +101,19 @@ class WebSocketDisconnected(Event):
     connection_id: str
     path: str
     code: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryInterrupted(Event):
+    """This process lost the backplane for a while and has it back.
+
+    Broadcasts from other processes to `rooms` (the rooms with members here) may have been
+    missed meanwhile. Positioned broadcasts are caught up by the service itself when the app
+    gave it a replay source (`WebSocketService.replay_from`); for anything else, catch the
+    clients up from the app's own history, or close them so that they reconnect.
+    """
+
+    rooms: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

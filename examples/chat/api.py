@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from examples.chat.config import ROOM_LIST_DEFAULT, ROOM_LIST_MAX
 from examples.chat.names import (
     InvalidInputError,
     check_limit,
@@ -14,9 +18,11 @@ from examples.chat.names import (
 )
 from examples.chat.rooms import ChatRooms, PostError
 from examples.chat.store import Store
-from wirehall import HTTPController, HTTPError, Response
+from wirehall import BackplaneError, HTTPController, HTTPError, Response
 
 __all__ = ["RoomList", "RoomMessages"]
+
+logger = logging.getLogger(__name__)
 
 
 def _bad_request(exc: InvalidInputError) -> HTTPError:
@@ -34,10 +40,13 @@ class RoomMessages(HTTPController):
             limit = check_limit(self.query.get("limit"))
         except InvalidInputError as exc:
             raise _bad_request(exc) from exc
-        if since is None:
-            messages = await store.recent(room, limit)
-        else:
-            messages = await store.since(room, since, limit)
+        try:
+            if since is None:
+                messages = await store.recent(room, limit)
+            else:
+                messages = await store.since(room, since, limit)
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable(exc) from exc
         return {"room": room, "messages": messages}
 
     async def post(self, room: str, rooms: ChatRooms) -> Response:
@@ -66,8 +75,28 @@ class RoomMessages(HTTPController):
 
 
 class RoomList(HTTPController):
-    """`/api/rooms`: every room with messages or people online."""
+    """`/api/rooms?limit=N`: rooms with people online first, then by newest message."""
 
     async def get(self, rooms: ChatRooms) -> dict[str, Any]:
         """Each room's name, distinct users online (on every process) and message count."""
-        return {"rooms": await rooms.overview()}
+        raw = self.query.get("limit")
+        if raw is None:
+            limit = ROOM_LIST_DEFAULT
+        elif raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= ROOM_LIST_MAX:
+            limit = int(raw)
+        else:
+            shown = repr(raw if len(raw) <= 24 else raw[:24] + "…")
+            raise HTTPError(
+                400, f"limit={shown} is not allowed; use a whole number from 1 to {ROOM_LIST_MAX}"
+            )
+        try:
+            return {"rooms": await rooms.overview(limit)}
+        except (BackplaneError, SQLAlchemyError, OSError) as exc:
+            raise _unavailable(exc) from exc
+
+
+def _unavailable(exc: Exception) -> HTTPError:
+    logger.warning("answering 503: %r", exc)
+    return HTTPError(
+        503, "the chat is unavailable right now; try again shortly", headers={"Retry-After": "1"}
+    )

@@ -11,6 +11,8 @@ __all__ = [
     "API_LIMIT_MAX",
     "DEFAULT_DATABASE_URL",
     "RESUME_LIMIT",
+    "ROOM_LIST_DEFAULT",
+    "ROOM_LIST_MAX",
     "WELCOME_HISTORY",
     "ChatSettings",
 ]
@@ -20,6 +22,8 @@ WELCOME_HISTORY = 50  # messages in a welcome frame without `since`
 RESUME_LIMIT = 1000  # at most this many in a welcome frame with `since`
 API_LIMIT_DEFAULT = 50
 API_LIMIT_MAX = 500
+ROOM_LIST_DEFAULT = 100  # rooms in GET /api/rooms without `limit`
+ROOM_LIST_MAX = 500
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from examples.chat.config import RESUME_LIMIT, WELCOME_HISTORY
 from examples.chat.frames import FRAME_HELP, ClientFrame, Ping, Pong, SendText, Welcome
 from examples.chat.names import InvalidInputError, check_room, check_since, check_text, check_user
@@ -30,7 +32,7 @@ class ChatRoom(WebSocketController):
     room_name: str
     user_name: str
 
-    async def on_connect(self, room: str, store: Store) -> None:
+    async def on_connect(self, room: str, store: Store, rooms: ChatRooms) -> None:
         """Refuse bad names (HTTP 403); else accept, send the welcome, then join."""
         try:
             room = check_room(room)
@@ -41,24 +43,24 @@ class ChatRoom(WebSocketController):
             return
         self.room_name, self.user_name = room, user
         await self.accept()
+        # Join first, holding the room's live messages back; then read the history. A message
+        # stored before the read is in the history; one stored after it is broadcast after we
+        # joined, so it is among those held back. The release sends the held ones that follow
+        # the history (by their place in the room), in order: none lost, none twice, and no
+        # lock held while waiting on the backplane or the database.
         try:
-            await self._welcome_and_join(room, user, since, store)
+            await self.join(room, identity=user, hold=True)
+            history = await store.history(room, since, WELCOME_HISTORY if since is None else RESUME_LIMIT)
         except BackplaneError as exc:
             logger.warning("%r could not join %r: %s", user, room, exc)
             await self.close(CloseCode.TRY_AGAIN_LATER, "the chat is unavailable; try again")
-
-    async def _welcome_and_join(self, room: str, user: str, since: int | None, store: Store) -> None:
-        # No message is being added (by any process) while we read the history and join, so
-        # each one is either in the history or broadcast to us after the welcome: none lost,
-        # none twice. The welcome is queued, not awaited, so nothing here waits on the client.
-        async with store.exclusive() as snapshot:
-            if since is None:
-                history = await snapshot.recent(room, WELCOME_HISTORY)
-            else:
-                history = await snapshot.since(room, since, RESUME_LIMIT)
-            welcome = Welcome(room=room, user=user, history=history)
-            self.send_json_nowait(welcome)
-            await self.join(room, identity=user)
+            return
+        except (SQLAlchemyError, OSError) as exc:
+            logger.warning("%r could not read the history of %r: %s", user, room, exc)
+            await self.close(CloseCode.TRY_AGAIN_LATER, "the chat's messages are unavailable; try again")
+            return
+        self.send_json_nowait(Welcome(room=room, user=user, history=history.messages))
+        self.release(room, after=history.position)
 
     async def on_message(self, frame: SendText | Ping, rooms: ChatRooms) -> None:
         """Post a message to the room, or answer a ping."""

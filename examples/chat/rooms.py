@@ -64,24 +64,22 @@ class ChatRooms:
         self._rechecks: dict[str, asyncio.Task[None]] = {}
 
     async def post(self, room: str, user: str, text: str) -> Message:
-        """Store the message and broadcast it to the room; returns it as stored.
+        """Store the message, then broadcast it to the room; returns it as stored.
 
-        The broadcast happens before the database commits, while the database's write lock
-        is held: on SQLite, messages are broadcast in id order even from several processes.
-        If the database fails, nothing is stored and `PostError` says so. If the backplane
-        is down, the service still delivers to this process's clients (others catch up with
-        `since` when they reconnect); a backplane that refuses outright is a `PostError`.
+        Only a committed message is broadcast, with its place in the room (`seq`) as its
+        position: the service delivers a room's messages in that order on every process,
+        whichever process stored them, and fetches any that went missing from the store
+        (`replay_from(store.replay)`). If the database fails, nothing is stored or sent and
+        `PostError` says so. A backplane outage does not fail the post: this process's
+        clients get the message at once and the others once the backplane is back.
         """
         try:
-            async with self.store.adding(room, user, text) as message:
-                await self.service.broadcast(room, message)
-        except BackplaneError as exc:
-            logger.warning("message to %r not sent, the backplane refused it: %s", room, exc)
-            raise PostError("the message could not be sent to the room; try again") from exc
-        except SQLAlchemyError as exc:
+            message, seq = await self.store.add_numbered(room, user, text)
+        except (SQLAlchemyError, OSError) as exc:
             logger.warning("message to %r not stored: %s", room, exc)
             raise PostError("the message could not be stored; try again") from exc
-        logger.debug("message %d posted to %r by %r", message.id, room, user)
+        await self.service.broadcast(room, message, position=seq)
+        logger.debug("message %d (#%d of %r) posted by %r", message.id, seq, room, user)
         return message
 
     async def online(self, room: str) -> list[str]:
@@ -122,24 +120,45 @@ class ChatRooms:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def overview(self) -> list[dict[str, Any]]:
-        """Every room with messages or people online on any process: name, users online, messages."""
-        counts = dict(await self.store.rooms())
-        names = sorted(set(counts) | set(await self.service.occupied_rooms()))
-        online = await asyncio.gather(*(self.online(name) for name in names))
-        return [
-            {"room": name, "online": len(users), "messages": counts.get(name, 0)}
-            for name, users in zip(names, online, strict=True)
-            if users or counts.get(name)
+    async def overview(self, limit: int) -> list[dict[str, Any]]:
+        """At most `limit` rooms: those with people online (on any process), then the others
+        by their newest message, newest first; each with its users online and message count.
+
+        Costs one presence read per occupied room and two indexed queries, however many
+        rooms are stored. Raises `BackplaneError` or a database error when either is down.
+        """
+        occupied = await self.service.occupied_rooms()
+        online = dict(
+            zip(occupied, await asyncio.gather(*(self.online(name) for name in occupied)), strict=True)
+        )
+        present = [name for name, users in online.items() if users]
+        stats = await self.store.room_stats(present)
+        present.sort(key=lambda name: (-(stats[name].last_id if name in stats else 0), name))
+        listed = [
+            {
+                "room": name,
+                "online": len(online[name]),
+                "messages": stats[name].messages if name in stats else 0,
+            }
+            for name in present[:limit]
         ]
+        if len(listed) < limit:
+            for room in await self.store.latest_rooms(limit + len(present)):
+                if room.room not in online or not online[room.room]:
+                    listed.append({"room": room.room, "online": 0, "messages": room.messages})
+                    if len(listed) == limit:
+                        break
+        return listed
 
 
 async def chat_rooms(store: Store, service: WebSocketService, events: EventBus) -> AsyncIterator[ChatRooms]:
     """Container factory: the app's `ChatRooms`, announcing presence while the app runs."""
     rooms = ChatRooms(store, service)
+    service.replay_from(store.replay)
     events.subscribe(PresenceChanged, rooms.announce)
     try:
         yield rooms
     finally:
         events.unsubscribe(PresenceChanged, rooms.announce)
+        service.replay_from(None)
         await rooms.close()

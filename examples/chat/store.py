@@ -1,21 +1,27 @@
-"""The chat's messages, kept in any database SQLAlchemy's asyncio extension can reach.
+"""The chat's messages, kept in SQLite (the default) or PostgreSQL, through SQLAlchemy's asyncio extension.
 
-SQLite is the default. Each SQLite connection is switched to WAL mode with a busy timeout,
-so several server processes can share one database file: readers never wait for the
-writer, and writers wait their turn instead of failing.
+Each room has a row in `rooms` holding how many messages it has (`last_seq`) and its newest
+message id. Adding a message first bumps that row, which locks it until the transaction
+ends: posts to one room take turns, posts to different rooms do not wait for each other
+(on PostgreSQL; SQLite has one writer at a time anyway, for a few milliseconds). So within
+a room, `seq` counts 1, 2, 3, ... with no gap, and ids grow in the order the messages commit,
+which is what lets a client resume with `since=<last id seen>` and lose nothing, and what
+lets the WebSocket service put a room's messages in order on every process.
+
+Each SQLite connection is switched to WAL mode with a busy timeout, so several server
+processes can share one database file: readers never wait for the writer, and writers wait
+their turn instead of failing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 from sqlalchemy import (
+    BigInteger,
     Column,
     Index,
     Integer,
@@ -24,30 +30,46 @@ from sqlalchemy import (
     Table,
     Text,
     event,
-    func,
     insert,
+    inspect,
     select,
+    text,
+    update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-__all__ = ["Message", "Snapshot", "Store", "utc_timestamp"]
+__all__ = ["History", "Message", "RoomStats", "Store", "utc_timestamp"]
 
 logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 10_000
 
+# SQLite's AUTOINCREMENT needs exactly INTEGER PRIMARY KEY; elsewhere ids are 64-bit.
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
 metadata = MetaData()
 messages = Table(
     "messages",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", _ID, primary_key=True, autoincrement=True),
     Column("room", String(64), nullable=False),
+    Column("seq", _ID, nullable=False),  # the message's place in its room: 1, 2, 3, ...
     Column("user", String(32), nullable=False),
     Column("text", Text, nullable=False),
     Column("ts", String(32), nullable=False),
     Index("ix_messages_room_id", "room", "id"),
+    Index("ux_messages_room_seq", "room", "seq", unique=True),
     # SQLite's AUTOINCREMENT: ids are never reused, even after the newest row is deleted.
     sqlite_autoincrement=True,
+)
+rooms = Table(
+    "rooms",
+    metadata,
+    Column("room", String(64), primary_key=True),
+    Column("last_seq", _ID, nullable=False),  # = how many messages the room has
+    Column("last_id", _ID, nullable=False),
+    Index("ix_rooms_last_id", "last_id"),
 )
 
 
@@ -61,6 +83,25 @@ class Message(msgspec.Struct, frozen=True, tag="message", tag_field="type"):
     ts: str
 
 
+class History(msgspec.Struct, frozen=True):
+    """Messages read for a client, and the room's position they bring it to.
+
+    `position` is the `seq` of the room's newest message that the client has once it has
+    `messages` (or that it did not ask for): live messages from `position + 1` on follow.
+    """
+
+    messages: list[Message]
+    position: int
+
+
+class RoomStats(msgspec.Struct, frozen=True):
+    """A room's message count and newest message id."""
+
+    room: str
+    messages: int
+    last_id: int
+
+
 def utc_timestamp(moment: datetime | None = None) -> str:
     """`moment` (default: now) in UTC ISO 8601 with microseconds (`...09:31:12.123456+00:00`)."""
     moment = datetime.now(UTC) if moment is None else moment.astimezone(UTC)
@@ -68,108 +109,156 @@ def utc_timestamp(moment: datetime | None = None) -> str:
 
 
 class Store:
-    """Adds messages and reads a room's history; ids are assigned by the database and only grow."""
+    """Adds messages and reads rooms' histories; ids are assigned by the database and only grow."""
 
     def __init__(self, url: str, **engine_options: Any) -> None:
         self.url = url
         self.engine: AsyncEngine = create_async_engine(url, **engine_options)
-        if self.engine.dialect.name == "sqlite":
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _configure_sqlite)
-        # One writer at a time per process: the database serialises writers anyway, and
-        # waiting here keeps pooled connections free for readers.
-        self._write_lock = asyncio.Lock()
+        elif self.dialect != "postgresql":
+            logger.warning("the chat store is tested on SQLite and PostgreSQL, not %s", self.dialect)
 
     async def start(self) -> None:
-        """Create the schema when it is missing."""
+        """Create the schema when it is missing (and number the messages of an older schema)."""
         async with self.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+            await conn.run_sync(_create_or_upgrade)
         logger.info("chat store ready at %s", self.engine.url.render_as_string())
 
     async def close(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
 
-    @asynccontextmanager
-    async def adding(self, room: str, user: str, text: str) -> AsyncIterator[Message]:
-        """Insert a message and commit it when the block ends without an error.
-
-        Inside the block the message has its id, but is not yet visible to readers. On SQLite
-        the block holds the database's write lock, so whatever the block does (publish the
-        message, say) happens in id order, across processes sharing the file. Keep it short.
-        """
-        async with self._write_lock, self.engine.begin() as conn:
-            yield await self._insert(conn, room, user, text)
-
     async def add(self, room: str, user: str, text: str) -> Message:
-        """Store a message and return it with its id and timestamp."""
-        async with self.adding(room, user, text) as message:
-            return message
+        """Store a message and return it with its id and timestamp (see `add_numbered`)."""
+        message, _ = await self.add_numbered(room, user, text)
+        return message
 
-    async def recent(self, room: str, limit: int) -> list[Message]:
-        """The room's last `limit` messages, oldest first."""
-        async with self.engine.connect() as conn:
-            return await Snapshot(conn).recent(room, limit)
+    async def add_numbered(self, room: str, user: str, text: str) -> tuple[Message, int]:
+        """Store a message; returns it (with its id and timestamp) and its `seq` in the room.
 
-    async def since(self, room: str, after: int, limit: int) -> list[Message]:
-        """The room's first `limit` messages whose id is greater than `after`, oldest first."""
-        async with self.engine.connect() as conn:
-            return await Snapshot(conn).since(room, after, limit)
-
-    @asynccontextmanager
-    async def exclusive(self) -> AsyncIterator[Snapshot]:
-        """Read while no message is being added: no add is under way while the block runs.
-
-        On SQLite the block holds the database's write lock (`BEGIN IMMEDIATE`), so this
-        holds across every process sharing the file: a message is either committed before
-        the block (and visible to it) or added after it. Elsewhere it holds for this
-        process only. Adds wait for the block, so keep it short and never wait on a client.
+        Commits before returning: the message is stored once this returns, and not at all
+        when it raises. Posts to the same room take turns on the room's row, from the first
+        statement to the commit; nothing else is awaited meanwhile.
         """
-        async with self._write_lock, self.engine.connect() as conn:
-            if self.engine.dialect.name == "sqlite":
-                await conn.exec_driver_sql("BEGIN IMMEDIATE")
-            try:
-                yield Snapshot(conn)
-            finally:
-                await conn.rollback()
-
-    async def rooms(self) -> list[tuple[str, int]]:
-        """Every room that has messages, with its message count, sorted by name."""
-        query = select(messages.c.room, func.count()).group_by(messages.c.room).order_by(messages.c.room)
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [(room, count) for room, count in rows]
-
-    async def _insert(self, conn: AsyncConnection, room: str, user: str, text: str) -> Message:
         ts = utc_timestamp()
-        result = await conn.execute(insert(messages).values(room=room, user=user, text=text, ts=ts))
-        (message_id,) = result.inserted_primary_key or (None,)
-        if message_id is None:  # pragma: no cover - every supported dialect reports it
-            raise RuntimeError("the database did not report the new message's id")
-        return Message(id=int(message_id), room=room, user=user, text=text, ts=ts)
+        async with self.engine.begin() as conn:
+            seq = await self._next_seq(conn, room)
+            result = await conn.execute(
+                insert(messages).values(room=room, seq=seq, user=user, text=text, ts=ts)
+            )
+            (message_id,) = result.inserted_primary_key or (None,)
+            if message_id is None:  # pragma: no cover - every supported dialect reports it
+                raise RuntimeError("the database did not report the new message's id")
+            await conn.execute(update(rooms).where(rooms.c.room == room).values(last_id=message_id))
+        return Message(id=int(message_id), room=room, user=user, text=text, ts=ts), seq
 
-
-class Snapshot:
-    """Reads a room's history on one connection (see `Store.exclusive`)."""
-
-    def __init__(self, conn: AsyncConnection) -> None:
-        self._conn = conn
+    async def _next_seq(self, conn: AsyncConnection, room: str) -> int:
+        # One statement that creates the room's row or bumps it, and locks it until commit.
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        statement = (
+            dialect_insert(rooms)
+            .values(room=room, last_seq=1, last_id=0)
+            .on_conflict_do_update(index_elements=[rooms.c.room], set_={"last_seq": rooms.c.last_seq + 1})
+            .returning(rooms.c.last_seq)
+        )
+        return int((await conn.execute(statement)).scalar_one())
 
     async def recent(self, room: str, limit: int) -> list[Message]:
         """The room's last `limit` messages, oldest first."""
-        query = select(messages).where(messages.c.room == room).order_by(messages.c.id.desc()).limit(limit)
-        rows = (await self._conn.execute(query)).all()
-        return [_message(row) for row in reversed(rows)]
+        async with self.engine.connect() as conn:
+            rows = await _rows_recent(conn, room, limit)
+        return [_message(row) for row in rows]
 
     async def since(self, room: str, after: int, limit: int) -> list[Message]:
         """The room's first `limit` messages whose id is greater than `after`, oldest first."""
+        async with self.engine.connect() as conn:
+            rows = await _rows_since(conn, room, after, limit)
+        return [_message(row) for row in rows]
+
+    async def history(self, room: str, since: int | None, limit: int) -> History:
+        """What a joining client is sent: the last `limit` messages, or the first `limit` after id `since`.
+
+        Reads the room's count first, then the messages: a message committed between the
+        two is in the messages, and one committed after both is newer than `position`.
+        """
+        async with self.engine.connect() as conn:
+            count = (await conn.execute(select(rooms.c.last_seq).where(rooms.c.room == room))).scalar()
+            if since is None:
+                rows = await _rows_recent(conn, room, limit)
+            else:
+                rows = await _rows_since(conn, room, since, limit)
+        position = max(int(count or 0), rows[-1].seq if rows else 0)
+        return History(messages=[_message(row) for row in rows], position=position)
+
+    async def replay(self, room: str, after: int, limit: int) -> list[tuple[int, Message]]:
+        """The room's messages whose `seq` is greater than `after`, as `(seq, message)`, oldest first."""
         query = (
             select(messages)
-            .where(messages.c.room == room, messages.c.id > after)
-            .order_by(messages.c.id)
+            .where(messages.c.room == room, messages.c.seq > after)
+            .order_by(messages.c.seq)
             .limit(limit)
         )
-        rows = (await self._conn.execute(query)).all()
-        return [_message(row) for row in rows]
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(row.seq, _message(row)) for row in rows]
+
+    async def latest_rooms(self, limit: int) -> list[RoomStats]:
+        """The `limit` rooms with the newest messages, newest first."""
+        query = select(rooms).order_by(rooms.c.last_id.desc()).limit(limit)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [RoomStats(row.room, row.last_seq, row.last_id) for row in rows]
+
+    async def room_stats(self, names: list[str]) -> dict[str, RoomStats]:
+        """Message count and newest id of each named room that has messages."""
+        if not names:
+            return {}
+        query = select(rooms).where(rooms.c.room.in_(names))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {row.room: RoomStats(row.room, row.last_seq, row.last_id) for row in rows}
+
+
+async def _rows_recent(conn: AsyncConnection, room: str, limit: int) -> list[Any]:
+    query = select(messages).where(messages.c.room == room).order_by(messages.c.id.desc()).limit(limit)
+    return list(reversed((await conn.execute(query)).all()))
+
+
+async def _rows_since(conn: AsyncConnection, room: str, after: int, limit: int) -> list[Any]:
+    query = (
+        select(messages)
+        .where(messages.c.room == room, messages.c.id > after)
+        .order_by(messages.c.id)
+        .limit(limit)
+    )
+    return list((await conn.execute(query)).all())
+
+
+def _create_or_upgrade(sync_conn: Any) -> None:
+    inspector = inspect(sync_conn)
+    if inspector.has_table("messages") and "seq" not in {
+        c["name"] for c in inspector.get_columns("messages")
+    }:
+        # A database of an earlier version: number each room's messages in id order.
+        logger.info("numbering the messages of an older chat database (adding messages.seq)")
+        sync_conn.execute(text("ALTER TABLE messages ADD COLUMN seq BIGINT"))
+        sync_conn.execute(
+            text(
+                "UPDATE messages SET seq = (SELECT COUNT(*) FROM messages AS m "
+                "WHERE m.room = messages.room AND m.id <= messages.id)"
+            )
+        )
+        metadata.create_all(sync_conn)
+        sync_conn.execute(
+            text(
+                "INSERT INTO rooms (room, last_seq, last_id) "
+                "SELECT room, COUNT(*), MAX(id) FROM messages GROUP BY room"
+            )
+        )
+        return
+    metadata.create_all(sync_conn)
 
 
 def _message(row: Any) -> Message:

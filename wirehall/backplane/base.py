@@ -8,7 +8,7 @@ and makes delivery exactly-once. Implementations need not inherit from this clas
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol, runtime_checkable
 
 __all__ = ["Backplane"]
@@ -86,6 +86,16 @@ class Backplane(Protocol):
         only), or by restoring this node's own members after the backplane lost them.
         Called by the service every `heartbeat_interval` seconds (a backplane may offer that
         attribute; the service then uses it).
+        """
+        ...
+
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Call `callback` each time this node is connected again after losing the backplane.
+
+        It is called once the subscriptions are restored, so whatever is published from then
+        on reaches this node; what was published while it was cut off did not, and what this
+        node published meanwhile may not have reached the others. A backplane that cannot be
+        cut off (one process) never calls it.
         """
         ...
 

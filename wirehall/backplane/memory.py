@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from wirehall.errors import BackplaneError
 
@@ -35,6 +35,8 @@ class MemoryBackplane:
         self._channels: set[str] = set()
         self._started = False
         self._closed = False
+        self._cut_off = False
+        self._reconnect_callbacks: list[Callable[[], None]] = []
 
     @property
     def node_id(self) -> str:
@@ -69,10 +71,33 @@ class MemoryBackplane:
                 del self.hub.subscribers[channel]
 
     async def publish(self, channel: str, payload: bytes) -> None:
-        """Queue `payload` for every node subscribed to `channel`."""
+        """Queue `payload` for every node subscribed to `channel` (and not cut off)."""
         self._check(f"publish to {channel!r}")
+        if self._cut_off:
+            raise BackplaneError(f"cannot publish to {channel!r}: this node is cut off (cut_off())")
         for node in self.hub.subscribers.get(channel, ()):
-            node._queue.put_nowait((channel, payload))
+            node.receive(channel, payload)
+
+    def receive(self, channel: str, payload: bytes) -> None:
+        """Queue a payload published on `channel` for `messages()` (dropped while cut off)."""
+        if not self._cut_off:
+            self._queue.put_nowait((channel, payload))
+
+    def cut_off(self) -> None:
+        """Act as if this node lost the backplane: publishes fail and nothing arrives (for tests)."""
+        self._cut_off = True
+
+    def reconnect(self) -> None:
+        """End `cut_off()`: deliveries resume, then the `on_reconnect` callbacks run."""
+        if not self._cut_off:
+            return
+        self._cut_off = False
+        for callback in list(self._reconnect_callbacks):
+            callback()
+
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Call `callback` after each `reconnect()` that ends a `cut_off()`."""
+        self._reconnect_callbacks.append(callback)
 
     async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
         """Payloads of subscribed channels in publication order; ends at `close()`."""

@@ -182,6 +182,8 @@ class RedisBackplane:
         self._presence_lock = asyncio.Lock()
         self._presence_dirty = False
         self._changed_rooms: set[str] = set()
+        self._reconnect_callbacks: list[Callable[[], None]] = []
+        self._announce_reconnect = False
 
     @classmethod
     def from_url(cls, url: str) -> RedisBackplane:
@@ -745,6 +747,7 @@ class RedisBackplane:
                     self._waiters.setdefault((b"subscribe", key), deque()).append(None)
                 for start in range(0, len(keys), _SUBSCRIBE_CHUNK):
                     await connection.send_command("SUBSCRIBE", *keys[start : start + _SUBSCRIBE_CHUNK])
+                await connection.send_command("PING")
                 self._subscriber = connection
                 self._subscriber_ready.set()
         except _FAILURES as exc:
@@ -791,8 +794,10 @@ class RedisBackplane:
                         self._detach(connection)
 
     def _dispatch(self, response: Any) -> None:
-        if not isinstance(response, list):
-            return  # PONG to a PING sent before anything was subscribed
+        if not isinstance(response, list):  # PONG to a PING sent before anything was subscribed
+            if self._announce_reconnect:
+                self._announce_reconnected()
+            return
         kind = response[0]
         if kind == b"message":
             key = response[1]
@@ -810,7 +815,10 @@ class RedisBackplane:
             if key is not None:
                 self._confirmed.discard(key)
                 self._resolve((kind, key))
-        elif kind != b"pong":
+        elif kind == b"pong":
+            if self._announce_reconnect:
+                self._announce_reconnected()
+        else:
             logger.debug("ignored unexpected pub/sub reply %r", response[:2])
 
     def _resolve(self, waiter_key: tuple[bytes, bytes]) -> None:
@@ -909,6 +917,24 @@ class RedisBackplane:
             channels,
         )
         self._spawn(self._restore_presence(), "wirehall-redis-restore-presence")
+        # The PING sent after the re-subscriptions is answered once Redis has processed them
+        # all: from its answer on, nothing published is missed, so that is when we say so.
+        self._announce_reconnect = True
+
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Call `callback` each time the subscriber is connected again after losing Redis.
+
+        Called once Redis confirmed the re-subscriptions (see `Backplane.on_reconnect`).
+        """
+        self._reconnect_callbacks.append(callback)
+
+    def _announce_reconnected(self) -> None:
+        self._announce_reconnect = False
+        for callback in list(self._reconnect_callbacks):
+            try:
+                callback()
+            except Exception:
+                logger.exception("a reconnect callback of the Redis backplane failed")
 
     async def _reconnect(self, delay: float) -> tuple[AbstractConnection, int, float]:
         """Retry with exponential backoff until a new subscriber connection is installed."""

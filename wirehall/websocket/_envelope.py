@@ -40,6 +40,7 @@ class Envelope(msgspec.Struct, array_like=True, frozen=True):
     text: str | None = None
     data: bytes | None = None
     exclude: tuple[str, ...] = ()
+    position: int = 0  # the message's place in its room (1, 2, ...), 0 when it has none
 
 
 encode_envelope = msgspec.msgpack.Encoder().encode

@@ -103,9 +103,18 @@ class WebSocketController(WebSocketHandler):
             )
         return service
 
-    async def join(self, room: str, identity: str | None = None) -> None:
-        """Join `room`, shown in its presence as `identity`."""
-        await self.service.join(self, room, identity or "")
+    async def join(self, room: str, identity: str | None = None, *, hold: bool = False) -> None:
+        """Join `room`, shown in its presence as `identity`.
+
+        With `hold=True` the room's messages wait until `release(room, after=...)`, so that a
+        history read after joining and the live messages meet exactly (see
+        `WebSocketService.join`).
+        """
+        await self.service.join(self, room, identity or "", hold=hold)
+
+    def release(self, room: str, *, after: int | None = None) -> None:
+        """Start receiving `room` after a `join(..., hold=True)`; `after`: the last position already sent."""
+        self.service.release(self, room, after=after)
 
     async def leave(self, room: str) -> None:
         """Leave `room` (no error when not in it)."""

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
 
 import msgspec
 
 from wirehall.backplane.base import Backplane
 from wirehall.errors import BackplaneError, WebSocketStateError
-from wirehall.events import EventBus, PresenceChanged
+from wirehall.events import DeliveryInterrupted, EventBus, PresenceChanged
 from wirehall.types import Message
 from wirehall.websocket._envelope import (
     Envelope,
@@ -21,17 +23,36 @@ from wirehall.websocket._envelope import (
     decode_envelope,
     encode_envelope,
 )
+from wirehall.websocket._ordering import RoomOrder
 from wirehall.websocket._outbox import SlowConsumerPolicy
 from wirehall.websocket.codes import CloseCode
 from wirehall.websocket.handler import WebSocketHandler
 
-__all__ = ["WebSocketService"]
+__all__ = ["ReplaySource", "WebSocketService"]
 
 logger = logging.getLogger(__name__)
 
 _encode_json = msgspec.json.Encoder().encode
 _ALL_CHANNEL = "all"
 _RESTART_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0)
+_REPLAY_PAGE = 500  # positioned messages asked of the replay source at a time
+_MAX_UNPUBLISHED = 10_000  # positioned broadcasts kept for republishing after an outage
+
+ReplaySource: TypeAlias = Callable[[str, int, int], Awaitable[Sequence[tuple[int, Any]]]]
+"""`(room, after, limit) -> [(position, message), ...]`: the room's messages after position
+`after`, oldest first, at most `limit` of them (the app's history, e.g. its database)."""
+
+
+@dataclass(slots=True)
+class _Hold:
+    """What a room delivered to a connection that joined with `hold=True`, until released."""
+
+    handler: WebSocketHandler
+    items: list[tuple[int, Message]] = field(default_factory=list)  # (position or 0, frame)
+
+
+# what a room's order keeps for a positioned broadcast: the frame and who is excluded
+_Positioned: TypeAlias = tuple[Message, tuple[str, ...]]
 
 
 class WebSocketService:
@@ -55,6 +76,7 @@ class WebSocketService:
         slow_consumer: SlowConsumerPolicy = SlowConsumerPolicy.CLOSE,
         heartbeat_interval: float | None = None,
         shutdown_code: int = CloseCode.GOING_AWAY,
+        gap_timeout: float = 1.0,
     ) -> None:
         if backplane is None:
             from wirehall.backplane.memory import MemoryBackplane
@@ -71,6 +93,9 @@ class WebSocketService:
             heartbeat_interval = float(getattr(backplane, "heartbeat_interval", 5.0))
         self.heartbeat_interval = heartbeat_interval
         self.shutdown_code = shutdown_code
+        if gap_timeout <= 0:
+            raise ValueError(f"gap_timeout must be positive seconds, got {gap_timeout!r}")
+        self.gap_timeout = gap_timeout
         self._connections: dict[str, WebSocketHandler] = {}
         self._rooms: dict[str, dict[str, WebSocketHandler]] = {}
         # connection id -> its rooms (a tuple: most connections are in one or two)
@@ -85,6 +110,18 @@ class WebSocketService:
         self._started = False
         self._stopping = False
         self._node_id: str | None = None
+        # Positioned broadcasts (see `broadcast(position=...)`): each room's order, the
+        # connections that joined with `hold=True` and wait for `release`, the released ones
+        # whose history went further than the room's live messages have (room -> id -> last
+        # position they have), the rooms waiting for a gap to close, and what could not be
+        # published during an outage.
+        self._orders: dict[str, RoomOrder[_Positioned]] = {}
+        self._holding: dict[str, dict[str, _Hold]] = {}
+        self._ahead: dict[str, dict[str, int]] = {}
+        self._gap_timers: dict[str, asyncio.TimerHandle] = {}
+        self._unpublished: deque[tuple[str, Envelope]] = deque(maxlen=_MAX_UNPUBLISHED)
+        self._publishing: set[asyncio.Task[None]] = set()
+        self._replay: ReplaySource | None = None
 
     # registry -----------------------------------------------------------------------
 
@@ -143,12 +180,33 @@ class WebSocketService:
         self._spawn_background(self._after_unregister(connection_id, list(joined)))
 
     def _remove_member(self, room: str, connection_id: str) -> bool:
+        removed = False
         members = self._rooms.get(room)
-        if members is None or members.pop(connection_id, None) is None:
-            return False
-        if not members:
-            del self._rooms[room]
-        return True
+        if members is not None and members.pop(connection_id, None) is not None:
+            removed = True
+            if not members:
+                del self._rooms[room]
+        holds = self._holding.get(room)
+        if holds is not None and holds.pop(connection_id, None) is not None:
+            removed = True
+            if not holds:
+                del self._holding[room]
+        ahead = self._ahead.get(room)
+        if ahead is not None and ahead.pop(connection_id, None) is not None and not ahead:
+            del self._ahead[room]
+        if removed and room not in self._rooms and room not in self._holding:
+            self._forget_order(room)
+        return removed
+
+    def _has_local(self, room: str) -> bool:
+        return room in self._rooms or room in self._holding
+
+    def _forget_order(self, room: str) -> None:
+        self._orders.pop(room, None)
+        self._ahead.pop(room, None)
+        timer = self._gap_timers.pop(room, None)
+        if timer is not None:
+            timer.cancel()
 
     async def _after_unregister(self, connection_id: str, rooms: list[str]) -> None:
         for room in rooms:
@@ -180,11 +238,18 @@ class WebSocketService:
             return handler_or_id
         return None
 
-    async def join(self, handler_or_id: WebSocketHandler | str, room: str, identity: str = "") -> None:
+    async def join(
+        self, handler_or_id: WebSocketHandler | str, room: str, identity: str = "", *, hold: bool = False
+    ) -> None:
         """Put a local connection in `room`, present there as `identity`.
 
         Once this returns, the connection receives every later broadcast to the room. A
         connection that has closed meanwhile is left out silently.
+
+        With `hold=True`, what the room receives from then on is kept for the connection
+        instead of sent, until `release(connection, room, after=...)`: join, read the room's
+        history, send it, then release, and the history and the live messages meet with no
+        gap and no repeat (positioned broadcasts up to `after` are not sent twice).
 
         Raises:
             BackplaneError: the backplane could not subscribe or record the presence.
@@ -194,7 +259,11 @@ class WebSocketService:
             logger.debug("join(%r, %r) ignored: no such open connection here", handler_or_id, room)
             return
         connection_id = handler.id
-        self._rooms.setdefault(room, {})[connection_id] = handler
+        if hold:
+            if connection_id not in self._rooms.get(room, {}):
+                self._holding.setdefault(room, {})[connection_id] = _Hold(handler)
+        else:
+            self._rooms.setdefault(room, {})[connection_id] = handler
         joined = self._joined.get(connection_id, ())
         if room not in joined:
             self._joined[connection_id] = (*joined, room)
@@ -205,11 +274,47 @@ class WebSocketService:
             if self._leave_locally(connection_id, room):
                 await self._sync_subscription_quietly(room)
             raise
-        if self._rooms.get(room, {}).get(connection_id) is not handler:
+        if not self._is_member(room, connection_id, handler):
             # It closed (or left) while we were waiting on the backplane.
             await self.backplane.remove_presence(room, connection_id)
             return
         await self._presence_changed(room)
+
+    def _is_member(self, room: str, connection_id: str, handler: WebSocketHandler) -> bool:
+        if self._rooms.get(room, {}).get(connection_id) is handler:
+            return True
+        hold = self._holding.get(room, {}).get(connection_id)
+        return hold is not None and hold.handler is handler
+
+    def release(self, handler_or_id: WebSocketHandler | str, room: str, *, after: int | None = None) -> None:
+        """Send what `room` kept for a connection that joined with `hold=True`, then go live.
+
+        `after` is the position of the last message the connection already has (from the
+        history it was sent; 0 when the room had none): positioned broadcasts up to it are
+        not sent again, and those after it follow in order. Without `after`, everything kept
+        is sent. No effect when the connection is not held in `room`.
+        """
+        connection_id = handler_or_id if isinstance(handler_or_id, str) else handler_or_id._id
+        holds = self._holding.get(room)
+        hold = holds.pop(connection_id, None) if holds is not None and connection_id else None
+        if hold is None or connection_id is None:
+            return
+        if holds is not None and not holds:
+            del self._holding[room]
+        handler = hold.handler
+        self._rooms.setdefault(room, {})[connection_id] = handler
+        ready: list[tuple[int, _Positioned]] = []
+        if after is not None:
+            order = self._order(room)
+            ready = order.start(after)
+            if order.next is not None and after >= order.next:
+                self._ahead.setdefault(room, {})[connection_id] = after
+        outbox = handler._outbox
+        for position, message in hold.items:
+            if not position or after is None or position > after:
+                outbox.put_nowait(message)
+        for position, (message, exclude) in ready:
+            self._fan_out(room, message, exclude, position)
 
     async def leave(self, handler_or_id: WebSocketHandler | str, room: str) -> None:
         """Take a connection out of `room` (no error when it is not there)."""
@@ -240,10 +345,10 @@ class WebSocketService:
 
     async def _sync_subscription(self, room: str) -> None:
         # Subscribe to a room's channel while it has local members, and only then.
-        if (room in self._rooms) == (room in self._subscribed):
+        if self._has_local(room) == (room in self._subscribed):
             return
         async with self._subscription_lock:
-            while (wanted := room in self._rooms) != (room in self._subscribed):
+            while (wanted := self._has_local(room)) != (room in self._subscribed):
                 channel = "room:" + room
                 if wanted:
                     await self.backplane.subscribe(channel)
@@ -265,7 +370,12 @@ class WebSocketService:
     # sending ------------------------------------------------------------------------------
 
     async def broadcast(
-        self, room: str, message: Any, *, exclude: Iterable[str | WebSocketHandler] = ()
+        self,
+        room: str,
+        message: Any,
+        *,
+        exclude: Iterable[str | WebSocketHandler] = (),
+        position: int | None = None,
     ) -> None:
         """Send `message` to every member of `room` on every node, except `exclude`.
 
@@ -273,8 +383,38 @@ class WebSocketService:
         (encoded once). Never waits on a socket. When the backplane cannot take the
         message (Redis is down), this node's members still get it and a WARNING is logged:
         other nodes miss it, and clients catch up through their app's history.
+
+        `position` is the message's place in the room's stored history (1 for the room's
+        first message, each next one 1 more; keep the counter with the messages, e.g. in
+        the same database transaction, and broadcast only after it committed). A room's
+        positioned messages reach every member on every node in position order, each once,
+        whichever node sent them; one that is late is waited for `gap_timeout` seconds, then
+        fetched from the app's `replay_from` source (or, without one, the room's members on
+        this node are closed with 1012 so that they reconnect and catch up). A positioned
+        broadcast is delivered to this node's members at once and handed to the backplane
+        without waiting for it; if the backplane cannot take it, it is published again when
+        the backplane is back.
         """
-        await self._publish("room:" + room, Kind.ROOM, room, message, exclude)
+        if position is None:
+            await self._publish("room:" + room, Kind.ROOM, room, message, exclude)
+            return
+        if position < 1:
+            raise ValueError(f"position must be 1 or more (the room's first message is 1), got {position!r}")
+        text, data = _encode(message)
+        excluded = tuple(item if isinstance(item, str) else item.id for item in exclude)
+        self._seq += 1
+        envelope = Envelope(self.node_id, self._seq, Kind.ROOM, room, text, data, excluded, position)
+        self._seen_window(envelope.origin).accept(envelope.seq)  # its echo is not delivered again
+        self._deliver_positioned(envelope)
+        self._publish_in_background("room:" + room, envelope)
+
+    def replay_from(self, source: ReplaySource | None) -> None:
+        """Where missed positioned broadcasts are fetched: `source(room, after, limit)`.
+
+        Used when a room's positioned messages have a gap that does not close within
+        `gap_timeout`, and for every room with members here after a backplane outage.
+        """
+        self._replay = source
 
     async def broadcast_all(self, message: Any, *, exclude: Iterable[str | WebSocketHandler] = ()) -> None:
         """Send `message` to every connection on every node, except `exclude`."""
@@ -302,14 +442,7 @@ class WebSocketService:
         message: Any,
         exclude: Iterable[str | WebSocketHandler],
     ) -> None:
-        text: str | None = None
-        data: bytes | None = None
-        if isinstance(message, str):
-            text = message
-        elif isinstance(message, bytes | bytearray | memoryview):
-            data = bytes(message)
-        else:
-            text = _encode_json(message).decode()
+        text, data = _encode(message)
         excluded = tuple(item if isinstance(item, str) else item.id for item in exclude)
         self._seq += 1
         payload = encode_envelope(Envelope(self.node_id, self._seq, kind, target, text, data, excluded))
@@ -330,7 +463,52 @@ class WebSocketService:
             )
             self._deliver(channel, payload)
 
+    def _publish_in_background(self, channel: str, envelope: Envelope) -> None:
+        # Tasks start in creation order and each hands its payload to the backplane before
+        # its first await, so the backplane still gets them in call order.
+        task = asyncio.get_running_loop().create_task(self._publish_positioned(channel, envelope))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def _publish_positioned(self, channel: str, envelope: Envelope) -> None:
+        try:
+            await self.backplane.publish(channel, encode_envelope(envelope))
+        except Exception as exc:  # noqa: BLE001  # kept and published again when the backplane is back
+            if len(self._unpublished) == self._unpublished.maxlen:
+                logger.warning(
+                    "more than %d broadcasts wait for the backplane; the oldest is left to replay",
+                    len(self._unpublished),
+                )
+            self._unpublished.append((channel, envelope))
+            logger.warning(
+                "backplane did not take message %d of room %r (%s); delivered here, published again once it is back",
+                envelope.position,
+                envelope.target,
+                exc,
+            )
+
+    async def _republish(self) -> None:
+        """Publish again what the backplane could not take (in order; stops at a failure)."""
+        while self._unpublished:
+            channel, envelope = self._unpublished[0]
+            self._seq += 1
+            fresh = msgspec.structs.replace(envelope, origin=self.node_id, seq=self._seq)
+            self._seen_window(fresh.origin).accept(fresh.seq)
+            try:
+                await self.backplane.publish(channel, encode_envelope(fresh))
+            except Exception as exc:  # noqa: BLE001  # tried again at the next heartbeat or reconnect
+                logger.warning("%d broadcasts still wait for the backplane (%s)", len(self._unpublished), exc)
+                return
+            if self._unpublished and self._unpublished[0][1] is envelope:
+                self._unpublished.popleft()
+
     # delivery --------------------------------------------------------------------------
+
+    def _seen_window(self, origin: str) -> SeenWindow:
+        seen = self._seen.get(origin)
+        if seen is None:
+            seen = self._seen[origin] = SeenWindow()
+        return seen
 
     def _deliver(self, channel: str, payload: bytes) -> None:
         try:
@@ -343,6 +521,9 @@ class WebSocketService:
             seen = self._seen[envelope.origin] = SeenWindow()
         if not seen.accept(envelope.seq):
             return
+        if envelope.position:
+            self._deliver_positioned(envelope)
+            return
         message: Message
         if envelope.text is not None:
             message = {"type": "websocket.send", "text": envelope.text}
@@ -350,6 +531,11 @@ class WebSocketService:
             message = {"type": "websocket.send", "bytes": envelope.data or b""}
         kind = envelope.kind
         if kind is Kind.ROOM:
+            holds = self._holding.get(envelope.target)
+            if holds:
+                for hold in holds.values():
+                    if hold.handler._id not in envelope.exclude:
+                        hold.items.append((0, message))
             members = self._rooms.get(envelope.target)
             if not members:
                 return
@@ -372,6 +558,137 @@ class WebSocketService:
         else:
             for handler in targets:
                 handler._outbox.put_nowait(message)
+
+    def _order(self, room: str) -> RoomOrder[_Positioned]:
+        order = self._orders.get(room)
+        if order is None:
+            order = self._orders[room] = RoomOrder(asyncio.get_running_loop().time)
+        return order
+
+    def _deliver_positioned(self, envelope: Envelope) -> None:
+        room = envelope.target
+        if envelope.kind is not Kind.ROOM or not self._has_local(room):
+            return
+        message: Message
+        if envelope.text is not None:
+            message = {"type": "websocket.send", "text": envelope.text}
+        else:
+            message = {"type": "websocket.send", "bytes": envelope.data or b""}
+        self._offer(room, envelope.position, message, envelope.exclude)
+
+    def _offer(self, room: str, position: int, message: Message, exclude: tuple[str, ...]) -> None:
+        order = self._order(room)
+        # a room that a held joiner is about to start waits for its start
+        ready = order.offer(position, (message, exclude), autostart=room not in self._holding)
+        for ready_position, (ready_message, ready_exclude) in ready:
+            self._fan_out(room, ready_message, ready_exclude, ready_position)
+        if order.has_gap and room not in self._gap_timers:
+            loop = asyncio.get_running_loop()
+            self._gap_timers[room] = loop.call_later(self.gap_timeout, self._gap_timer_fired, room)
+
+    def _fan_out(self, room: str, message: Message, exclude: tuple[str, ...], position: int) -> None:
+        holds = self._holding.get(room)
+        if holds:
+            for hold in holds.values():
+                if hold.handler._id not in exclude:
+                    hold.items.append((position, message))
+        members = self._rooms.get(room)
+        if not members:
+            return
+        skip: set[str] = set(exclude)
+        ahead = self._ahead.get(room)
+        if ahead:
+            for connection_id, last in list(ahead.items()):
+                if last >= position:
+                    skip.add(connection_id)
+                if last <= position:
+                    del ahead[connection_id]
+            if not ahead:
+                del self._ahead[room]
+        for connection_id, handler in tuple(members.items()):
+            if connection_id not in skip:
+                handler._outbox.put_nowait(message)
+
+    def _gap_timer_fired(self, room: str) -> None:
+        self._gap_timers.pop(room, None)
+        order = self._orders.get(room)
+        if order is None or order.gap_since is None:
+            return
+        loop = asyncio.get_running_loop()
+        left = order.gap_since + self.gap_timeout - loop.time()
+        if left > 0.001:  # the gap that remains opened later than the one the timer was for
+            self._gap_timers[room] = loop.call_later(left, self._gap_timer_fired, room)
+            return
+        self._spawn_background(self._fill_gap(room))
+
+    async def _fill_gap(self, room: str) -> None:
+        caught_up = await self._catch_up(room)
+        order = self._orders.get(room)
+        if order is None or not order.has_gap:
+            return
+        missing = order.next
+        for position, (message, exclude) in order.skip_gap():
+            self._fan_out(room, message, exclude, position)
+        if caught_up:
+            # the app's history does not have it either: nothing was stored at that place
+            logger.warning(
+                "room %r: message %s never arrived and is not in the history; skipped", room, missing
+            )
+        else:
+            logger.warning(
+                "room %r: message %s never arrived; closing its members here so they catch up", room, missing
+            )
+            await self._close_room(room, CloseCode.SERVICE_RESTART)
+
+    async def _catch_up(self, room: str) -> bool:
+        """Fetch the room's positioned messages after what was delivered; False if impossible."""
+        replay = self._replay
+        if replay is None:
+            return False
+        while True:
+            order = self._orders.get(room)
+            if order is None or order.next is None:
+                return True
+            after = order.next - 1
+            try:
+                items = await replay(room, after, _REPLAY_PAGE)
+            except Exception as exc:  # noqa: BLE001  # the caller falls back to closing the room
+                logger.warning("could not replay room %r after %d: %r", room, after, exc)
+                return False
+            for position, item in items:
+                text, data = _encode(item)
+                frame: Message
+                if text is not None:
+                    frame = {"type": "websocket.send", "text": text}
+                else:
+                    frame = {"type": "websocket.send", "bytes": data or b""}
+                self._offer(room, position, frame, ())
+            order = self._orders.get(room)
+            if len(items) < _REPLAY_PAGE or order is None or order.next is None or order.next - 1 <= after:
+                return True
+
+    async def _close_room(self, room: str, code: int) -> None:
+        handlers = [*self._rooms.get(room, {}).values()]
+        handlers += [hold.handler for hold in self._holding.get(room, {}).values()]
+        await asyncio.gather(
+            *(handler._close_from_outside(code) for handler in handlers), return_exceptions=True
+        )
+
+    def _backplane_reconnected(self) -> None:
+        if not self._stopping:
+            self._spawn_background(self._after_reconnect())
+
+    async def _after_reconnect(self) -> None:
+        await self._republish()
+        rooms = sorted(set(self._rooms) | set(self._holding))
+        for room in rooms:
+            if room in self._orders and not await self._catch_up(room):
+                logger.warning(
+                    "room %r may have missed messages during the outage; closing its members here", room
+                )
+                await self._close_room(room, CloseCode.SERVICE_RESTART)
+        if self.events is not None and rooms:
+            await self.events.publish(DeliveryInterrupted(tuple(rooms)))
 
     async def _pump(self) -> None:
         failures = 0
@@ -406,6 +723,8 @@ class WebSocketService:
                 continue
             for room in rooms:
                 await self._presence_changed(room)
+            if self._unpublished:
+                await self._republish()
 
     def _supervise(self, name: str, factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
         task = asyncio.get_running_loop().create_task(factory(), name=f"wirehall-{name}")
@@ -433,6 +752,7 @@ class WebSocketService:
         self._node_id = self.backplane.node_id
         await self.backplane.subscribe("node:" + self._node_id)
         await self.backplane.subscribe(_ALL_CHANNEL)
+        self.backplane.on_reconnect(self._backplane_reconnected)
         self._started = True
         self._stopping = False
         self._supervise("backplane-pump", self._pump)
@@ -454,6 +774,11 @@ class WebSocketService:
             )
         if self._background:
             await asyncio.wait(set(self._background), timeout=WebSocketHandler.close_timeout)
+        if self._publishing:
+            await asyncio.wait(set(self._publishing), timeout=WebSocketHandler.close_timeout)
+        for timer in self._gap_timers.values():
+            timer.cancel()
+        self._gap_timers.clear()
         tasks = list(self._tasks.values())
         self._tasks.clear()
         for task in tasks:
@@ -473,3 +798,11 @@ class WebSocketService:
             f"<WebSocketService node={self._node_id} connections={len(self._connections)} "
             f"rooms={len(self._rooms)}>"
         )
+
+
+def _encode(message: Any) -> tuple[str | None, bytes | None]:
+    if isinstance(message, str):
+        return message, None
+    if isinstance(message, bytes | bytearray | memoryview):
+        return None, bytes(message)
+    return _encode_json(message).decode(), None
