@@ -67,10 +67,11 @@ class RoomOrder(Generic[T]):
         the first item offered; otherwise it waits for `start`.
         """
         if self.next is None:
+            self._hold(position, item)
             if not autostart:
-                self._hold(position, item)
                 return []
-            self.next = position
+            self.next = min(self._pending)  # what waited for a start comes first
+            return self._drain()
         if position < self.next or position in self._pending:
             return []
         if position > self.next:
