@@ -31,6 +31,7 @@ from wirehall.http.templates import Templates
 from wirehall.routing import Mount, Route, Router, WebSocketRoute, compile_path
 from wirehall.security.connection_limit import ConnectionLimitMiddleware
 from wirehall.security.headers import SecurityHeadersMiddleware
+from wirehall.security.hosts import HostAllowlist, TrustedHostMiddleware, allowed_hosts_from_env
 from wirehall.security.origin import WebSocketOriginMiddleware
 from wirehall.security.same_site import SameSiteGuard
 from wirehall.types import ASGIApp, Message, Receive, Scope, Send
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
 __all__ = ["Middleware", "RouteGroup", "Wirehall"]
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_WEBSOCKET_MESSAGE_SIZE = 1024 * 1024
+"""What `max_websocket_message_size` counts for a route that does not say (1 MiB)."""
 
 _QUICK_CONTENT_TYPES = frozenset(
     {(b"content-type", b"text/plain; charset=utf-8"), (b"content-type", b"application/json")}
@@ -174,6 +178,11 @@ class Wirehall(_Registrar):
         max_body_size: request bodies larger than this get 413.
         allowed_origins: origins (besides the app's own) allowed to open WebSockets;
             `["*"]` allows any. Handshakes from other origins are refused (403).
+        allowed_hosts: host names the app answers for (`example.com`, `*.example.com`,
+            `[::1]`; `["*"]` allows any); other `Host` values get 400 and a refused
+            handshake, and are never taken as the app's own origin. Default: env
+            WIREHALL_ALLOWED_HOSTS, else any (`wirehall run` on a loopback address sets
+            loopback names in that variable).
         security_headers: add nosniff / frame options / referrer policy / CSP (HTML) headers.
         websockets: a ready WebSocketService (to set queue sizes, policies, heartbeats).
         max_connections_per_address: at most this many WebSocket connections open at once
@@ -191,6 +200,7 @@ class Wirehall(_Registrar):
         templates: str | os.PathLike[str] | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         allowed_origins: Iterable[str] = (),
+        allowed_hosts: Iterable[str] | None = None,
         security_headers: bool = True,
         websockets: WebSocketService | None = None,
         max_connections_per_address: int = 0,
@@ -212,6 +222,9 @@ class Wirehall(_Registrar):
         self.router = Router()
         self.templates = Templates(templates) if templates is not None else None
         self.allowed_origins = tuple(allowed_origins)
+        self.allowed_hosts = None if allowed_hosts is None else tuple(allowed_hosts)
+        self._websocket_message_sizes: list[int] = []
+        self._mounted_apps: list[ASGIApp] = []
         self.max_connections_per_address = max_connections_per_address
         self._origin_check: WebSocketOriginMiddleware | None = None
         # `@same_site` / `@json_only` endpoints: the origin rule is the WebSocket check's
@@ -282,6 +295,10 @@ class Wirehall(_Registrar):
         _, _, converters = compile_path(path)
         handler = build_websocket_endpoint(endpoint, self.container, converters)
         self.router.add_websocket(path, handler, name=None, endpoint=endpoint)
+        size = getattr(endpoint, "max_message_size", None) if inspect.isclass(endpoint) else None
+        self._websocket_message_sizes.append(
+            size if isinstance(size, int) else DEFAULT_WEBSOCKET_MESSAGE_SIZE
+        )
         self.router._name(self._auto_name(endpoint, name), self.router._by_path[path].pattern)
 
     def _auto_name(self, endpoint: Any, name: str | None) -> str | None:
@@ -289,6 +306,20 @@ class Wirehall(_Registrar):
             return name
         auto = getattr(endpoint, "__name__", None)
         return auto if auto and auto not in self.router._names else None
+
+    @property
+    def max_websocket_message_size(self) -> int:
+        """The largest message (bytes) any WebSocket route here takes: the server's frame limit.
+
+        A `WebSocketController` route counts with its `max_message_size`, a function endpoint
+        with 1 MiB, a mounted Wirehall app with its own answer; with no WebSocket route, 1 MiB.
+        Other mounted apps are not asked: give the server a limit yourself if they need more.
+        """
+        sizes = list(self._websocket_message_sizes)
+        for app in self._mounted_apps:
+            if isinstance(app, Wirehall) and app._websocket_message_sizes:
+                sizes.append(app.max_websocket_message_size)
+        return max(sizes, default=DEFAULT_WEBSOCKET_MESSAGE_SIZE)
 
     def add_routes(self, routes: Iterable[Route | WebSocketRoute | Mount]) -> None:
         """Register a table of routes."""
@@ -309,6 +340,7 @@ class Wirehall(_Registrar):
     def mount(self, prefix: str, app: ASGIApp, *, name: str | None = None) -> None:
         """Serve another ASGI app (a sub-app, static files) below `prefix`."""
         self.router.mount(prefix, app, name=name)
+        self._mounted_apps.append(app)
 
     def static(
         self,
@@ -353,18 +385,22 @@ class Wirehall(_Registrar):
     # lifecycle ----------------------------------------------------------
 
     def _build_stack(self) -> ASGIApp:
+        entries = self.allowed_hosts if self.allowed_hosts is not None else allowed_hosts_from_env()
+        hosts = HostAllowlist(entries) if entries is not None else None
         # the origin check only concerns handshakes, so it wraps the WebSocket branch alone
         self._websocket_entry = self._origin_check = WebSocketOriginMiddleware(
-            self._dispatch_websocket, allowed_origins=self.allowed_origins
+            self._dispatch_websocket, allowed_origins=self.allowed_origins, allowed_hosts=hosts
         )
         if self.max_connections_per_address:
             self._websocket_entry = ConnectionLimitMiddleware(
                 self._websocket_entry, max_per_address=self.max_connections_per_address
             )
         app: ASGIApp = self._routed
-        self._direct = not self._middleware
+        self._direct = not self._middleware and (hosts is None or hosts.allows_any)
         for middleware in reversed(self._middleware):
             app = middleware.cls(app, **middleware.options)
+        if hosts is not None and not hosts.allows_any:
+            app = TrustedHostMiddleware(app, hosts)  # outermost: nothing runs for a foreign Host
         return app
 
     def _origin_allows(self, origin: str, scope: Scope) -> bool:

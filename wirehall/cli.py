@@ -6,11 +6,32 @@ import copy
 import importlib
 import os
 import sys
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Literal
 
 import click
 
-__all__ = ["load_app", "main"]
+from wirehall.app import DEFAULT_WEBSOCKET_MESSAGE_SIZE, Wirehall
+from wirehall.errors import ConfigurationError
+from wirehall.security.hosts import (
+    ALLOWED_HOSTS_ENV,
+    LOOPBACK_HOSTS,
+    HostAllowlist,
+    allowed_hosts_from_env,
+    is_loopback_address,
+)
+from wirehall.server.protocols import (
+    DEFAULT_HEAD_TIMEOUT,
+    DEFAULT_MAX_HEAD_SIZE,
+    HEAD_TIMEOUT_ENV,
+    MAX_HEAD_SIZE_ENV,
+    HeadLimits,
+    check_uvicorn,
+    http_protocol,
+)
+from wirehall.server.redaction import DEFAULT_REDACTED_PARAMS
+
+__all__ = ["load_app", "main", "server_allowed_hosts", "websocket_max_size"]
 
 
 def load_app(path: str) -> Any:
@@ -47,10 +68,18 @@ def load_app(path: str) -> Any:
     return target
 
 
-def _log_config(level: str) -> dict[str, Any]:
+def _log_config(level: str, redacted_params: Iterable[str] = DEFAULT_REDACTED_PARAMS) -> dict[str, Any]:
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
+    # on the handlers, so that it sees every record they write, propagated ones included
+    config.setdefault("filters", {})["redact_query"] = {
+        "()": "wirehall.server.redaction.QueryRedactionFilter",
+        "names": sorted(set(redacted_params)),
+    }
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact_query")
+    config["root"] = {"handlers": ["default"], "level": "WARNING"}  # other loggers: redacted too
     config["loggers"]["wirehall"] = {
         "handlers": ["default"],
         "level": level.upper(),
@@ -62,6 +91,30 @@ def _log_config(level: str) -> dict[str, Any]:
         "propagate": False,
     }
     return config
+
+
+def websocket_max_size(app: Any) -> int:
+    """The largest WebSocket message uvicorn should accept for `app`: what its routes take, else 1 MiB."""
+    if isinstance(app, Wirehall):
+        return app.max_websocket_message_size
+    return DEFAULT_WEBSOCKET_MESSAGE_SIZE
+
+
+def server_allowed_hosts(bind: str, given: Iterable[str], environ: dict[str, str]) -> tuple[str, ...] | None:
+    """The `Host` names to serve: `--allowed-host`, else WIREHALL_ALLOWED_HOSTS, else loopback names
+    when `bind` is a loopback address; None (any) otherwise.
+
+    Raises:
+        ConfigurationError: an entry is not a host name.
+    """
+    chosen = tuple(given)
+    if chosen:
+        HostAllowlist(chosen)
+        return chosen
+    from_env = allowed_hosts_from_env(environ)
+    if from_env is not None:
+        return from_env
+    return LOOPBACK_HOSTS if is_loopback_address(bind) else None
 
 
 @click.group()
@@ -78,10 +131,11 @@ def main() -> None:
 @click.option("--reload", is_flag=True, help="Restart when code changes (development).")
 @click.option(
     "--ws-max-size",
-    default=16 * 1024 * 1024,
-    show_default=True,
+    default=None,
     type=click.IntRange(1),
-    help="Largest WebSocket message the server accepts (bytes); larger: close 1009.",
+    help="Largest WebSocket message the server accepts (bytes); larger: close 1009, refused "
+    "before it is inflated. [default: the largest max_message_size of the app's WebSocket "
+    "routes, else 1 MiB]",
 )
 @click.option(
     "--ws-ping-interval",
@@ -100,10 +154,53 @@ def main() -> None:
 @click.option(
     "--ws",
     "ws_protocol",
-    default="auto",
+    default="websockets-sansio",
     show_default=True,
     type=click.Choice(["auto", "websockets", "websockets-sansio", "wsproto"]),
-    help="uvicorn's WebSocket implementation (auto: websockets-sansio).",
+    help="uvicorn's WebSocket implementation. wsproto inflates compressed messages before "
+    "checking their size, so with it compression (permessage-deflate) is turned off.",
+)
+@click.option(
+    "--http",
+    "http_protocol_name",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "httptools", "h11"]),
+    help="uvicorn's HTTP implementation (auto: httptools); both get the head limits below.",
+)
+@click.option(
+    "--max-head-size",
+    default=DEFAULT_MAX_HEAD_SIZE,
+    show_default=True,
+    envvar=MAX_HEAD_SIZE_ENV,
+    type=click.IntRange(1024),
+    help=f"Largest request line + headers (bytes); larger: 431, then close. Env {MAX_HEAD_SIZE_ENV}.",
+)
+@click.option(
+    "--head-timeout",
+    default=DEFAULT_HEAD_TIMEOUT,
+    show_default=True,
+    envvar=HEAD_TIMEOUT_ENV,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds to receive a whole request head, from connection open or the end of the "
+    f"previous response; then 408 (or a plain close if nothing came). Env {HEAD_TIMEOUT_ENV}.",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Host name to serve (repeat; '*.example.com', '*' for any); other Host values get 400. "
+    f"[default: env {ALLOWED_HOSTS_ENV}, else localhost, 127.0.0.1 and [::1] when --host is a "
+    "loopback address, else any, unless the app sets allowed_hosts]",
+)
+@click.option(
+    "--redact-param",
+    "redacted_params",
+    multiple=True,
+    metavar="NAME",
+    help="Query parameter whose value logs show as REDACTED (repeat), besides "
+    f"{', '.join(DEFAULT_REDACTED_PARAMS)} (also as words of longer names: api_key).",
 )
 @click.option(
     "--log-level",
@@ -124,10 +221,15 @@ def run(
     port: int,
     workers: int,
     reload: bool,
-    ws_max_size: int,
+    ws_max_size: int | None,
     ws_ping_interval: float,
     ws_ping_timeout: float,
     ws_protocol: str,
+    http_protocol_name: Literal["auto", "httptools", "h11"],
+    max_head_size: int,
+    head_timeout: float,
+    allowed_hosts: tuple[str, ...],
+    redacted_params: tuple[str, ...],
     log_level: str,
     access_log: bool,
     proxy_headers: bool,
@@ -135,7 +237,27 @@ def run(
     """Serve APP (MODULE:ATTRIBUTE) with uvicorn."""
     import uvicorn
 
-    load_app(app)  # fail here, clearly, rather than inside a worker
+    try:
+        check_uvicorn()
+        limits = HeadLimits(max_head_size, head_timeout)
+        hosts = server_allowed_hosts(host, allowed_hosts, dict(os.environ))
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    target = load_app(app)  # fail here, clearly, rather than inside a worker
+    if isinstance(target, Wirehall) and target.allowed_hosts is not None:
+        if allowed_hosts:
+            click.echo(f"warning: {app} sets allowed_hosts itself; --allowed-host is ignored", err=True)
+    elif hosts is not None and set(hosts) == set(LOOPBACK_HOSTS):
+        click.echo(
+            f"serving Host {', '.join(hosts)} only (loopback address); --allowed-host NAME for another name",
+            err=True,
+        )
+    # read at startup by the app and by the protocols, in this process, its workers and its reloader
+    os.environ.update(limits.to_env())
+    if hosts is not None:
+        os.environ[ALLOWED_HOSTS_ENV] = ",".join(hosts)
+    if ws_max_size is None:
+        ws_max_size = websocket_max_size(target)
     backplane = os.environ.get("WIREHALL_BACKPLANE", "").strip() or "memory://"
     if workers > 1 and backplane.startswith("memory:"):
         click.echo(
@@ -149,12 +271,16 @@ def run(
         port=port,
         workers=workers if not reload else None,
         reload=reload,
+        http=http_protocol(http_protocol_name),
+        h11_max_incomplete_event_size=max_head_size,
         ws=ws_protocol,
         ws_max_size=ws_max_size,
+        # wsproto inflates a whole read before its size check: no compression with it
+        ws_per_message_deflate=ws_protocol != "wsproto",
         ws_ping_interval=ws_ping_interval or None,
         ws_ping_timeout=ws_ping_timeout or None,
         log_level=log_level,
-        log_config=_log_config(log_level),
+        log_config=_log_config(log_level, [*DEFAULT_REDACTED_PARAMS, *redacted_params]),
         access_log=access_log,
         proxy_headers=proxy_headers,
         lifespan="on",

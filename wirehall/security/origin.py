@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from wirehall.errors import ConfigurationError
 from wirehall.security._netloc import DEFAULT_PORTS, Origin, parse_origin, split_host
+from wirehall.security.hosts import HostAllowlist
 from wirehall.types import ASGIApp, Receive, Scope, Send
 from wirehall.websocket.handler import WebSocketHandler
 
@@ -31,6 +32,9 @@ class WebSocketOriginMiddleware:
             allows every subdomain, and `*` allows every origin (turning the check off).
         allow_missing: let handshakes without an `Origin` header through. Browsers
             always send one; scripts, mobile apps and servers usually don't.
+        allowed_hosts: the host names the app serves (as for `TrustedHostMiddleware`);
+            when given, a `Host` outside them never makes an origin "the app's own", so a
+            page on a rebinding domain (`Host: evil.com`, `Origin: http://evil.com`) is refused.
 
     The app's own origin is the scheme of the request (ws -> http, wss -> https) with the
     `Host` header. Behind a proxy that terminates TLS, run the server with proxy headers
@@ -38,15 +42,23 @@ class WebSocketOriginMiddleware:
     handshake gets HTTP 403 (close 1008 before accept). HTTP requests pass untouched.
     """
 
-    __slots__ = ("_allow_all", "_exact", "_suffixes", "allow_missing", "app")
+    __slots__ = ("_allow_all", "_exact", "_hosts", "_suffixes", "allow_missing", "app")
 
     def __init__(
-        self, app: ASGIApp, allowed_origins: Iterable[str] = (), *, allow_missing: bool = True
+        self,
+        app: ASGIApp,
+        allowed_origins: Iterable[str] = (),
+        *,
+        allow_missing: bool = True,
+        allowed_hosts: Iterable[str] | HostAllowlist | None = None,
     ) -> None:
         if isinstance(allowed_origins, str):
             allowed_origins = (allowed_origins,)
         self.app = app
         self.allow_missing = allow_missing
+        if allowed_hosts is not None and not isinstance(allowed_hosts, HostAllowlist):
+            allowed_hosts = HostAllowlist(allowed_hosts)
+        self._hosts = None if allowed_hosts is None or allowed_hosts.allows_any else allowed_hosts
         self._allow_all = False
         self._exact: set[Origin] = set()
         self._suffixes: list[tuple[str, str, int]] = []  # (scheme, ".example.com", port)
@@ -98,14 +110,17 @@ class WebSocketOriginMiddleware:
         origin = parse_origin(value.strip())
         if origin is None:
             return False
-        if is_same_origin(origin, scope) or origin in self._exact:
+        if is_same_origin(origin, scope, self._hosts) or origin in self._exact:
             return True
         scheme, host, port = origin
         return any(scheme == s and port == p and host.endswith(suffix) for s, suffix, p in self._suffixes)
 
 
-def is_same_origin(origin: Origin, scope: Scope) -> bool:
-    """Whether `origin` is the origin the request in `scope` was made to (Host header)."""
+def is_same_origin(origin: Origin, scope: Scope, allowed_hosts: HostAllowlist | None = None) -> bool:
+    """Whether `origin` is the origin the request in `scope` was made to (Host header).
+
+    With `allowed_hosts`, a `Host` header outside them is not trusted: the answer is False.
+    """
     scheme = _HTTP_SCHEME.get(scope.get("scheme", "http"))
     if scheme != origin[0]:
         return False
@@ -116,7 +131,7 @@ def is_same_origin(origin: Origin, scope: Scope) -> bool:
             break
     if host_value is not None:
         split = split_host(host_value.strip())
-        if split is None:
+        if split is None or (allowed_hosts is not None and not allowed_hosts.allows(host_value)):
             return False
         host, port = split
     else:
