@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from tests.websocket._support import eventually
 from wirehall.errors import WebSocketDisconnectError
 from wirehall.types import Message
 from wirehall.websocket._outbox import Outbox, SlowConsumerPolicy
@@ -18,12 +20,16 @@ class Owner:
     def __init__(self) -> None:
         self.failed: list[BaseException] = []
         self.overflows: list[int] = []
+        self.stalls: list[str] = []
 
     def _outbox_failed(self, error: BaseException) -> None:
         self.failed.append(error)
 
     def _outbox_overflow(self, depth: int) -> None:
         self.overflows.append(depth)
+
+    def _outbox_stalled(self, reason: str) -> None:
+        self.stalls.append(reason)
 
 
 class Socket:
@@ -283,3 +289,185 @@ async def test_closed_outbox_takes_no_broadcasts_but_still_writes_the_close() ->
     outbox.put_nowait(frame("dropped"))
     await outbox.put({"type": "websocket.close", "code": 1000})
     assert socket.written == [{"type": "websocket.close", "code": 1000}]
+
+
+# slow consumers by bytes and by time ---------------------------------------------------
+
+
+class Clock:
+    """An injected clock: time moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_limited(
+    *,
+    max_pending_bytes: int | None = None,
+    drain_timeout: float | None = None,
+    clock: Clock | None = None,
+    policy: SlowConsumerPolicy = SlowConsumerPolicy.CLOSE,
+) -> tuple[Outbox, Socket, Owner]:
+    socket, owner = Socket(), Owner()
+    outbox = Outbox(
+        socket.send,
+        owner,
+        max_queue=100,
+        policy=policy,
+        max_pending_bytes=max_pending_bytes,
+        drain_timeout=drain_timeout,
+        clock=clock,
+    )
+    outbox.open()
+    return outbox, socket, owner
+
+
+async def test_output_not_drained_within_the_drain_timeout_closes_the_connection(
+    loop_errors: list[dict[str, Any]],
+) -> None:
+    clock = Clock()
+    outbox, socket, owner = make_limited(drain_timeout=10.0, clock=clock)
+    socket.writable.clear()
+    outbox.put_nowait(frame("in flight"))  # the socket backs up now
+    waiting = asyncio.create_task(outbox.put(frame("awaited")))
+    await asyncio.sleep(0)
+    clock.now += 9.9
+    outbox.put_nowait(frame("still in time"))
+    assert owner.stalls == []
+    clock.now += 0.2
+    outbox.put_nowait(frame("too late"))
+    assert len(owner.stalls) == 1
+    assert "did not drain for 10s" in owner.stalls[0]
+    assert "2 messages" in owner.stalls[0]
+    assert not outbox.is_backed_up
+    assert outbox.depth == 0
+    assert outbox.pending_bytes == 0
+    with pytest.raises(WebSocketDisconnectError):
+        async with asyncio.timeout(2):
+            await waiting
+    socket.writable.set()
+    await asyncio.sleep(0.01)
+    assert socket.written == []  # the backlog was dropped with the connection
+    outbox.put_nowait(frame("after"))
+    assert len(owner.stalls) == 1  # told once
+    assert loop_errors == []
+
+
+async def test_the_drain_deadline_starts_again_each_time_the_socket_backs_up() -> None:
+    clock = Clock()
+    outbox, socket, owner = make_limited(drain_timeout=10.0, clock=clock)
+    socket.writable.clear()
+    outbox.put_nowait(frame("1"))
+    clock.now += 9.0
+    socket.writable.set()
+    await wait_idle(outbox)
+    assert outbox._deadline is None  # no timer while the socket keeps up
+    clock.now += 5.0
+    socket.writable.clear()
+    outbox.put_nowait(frame("2"))
+    clock.now += 9.0
+    outbox.put_nowait(frame("3"))
+    assert owner.stalls == []  # 18 s since the first backlog, 9 s since this one
+    clock.now += 1.0
+    outbox.put_nowait(frame("4"))
+    assert len(owner.stalls) == 1
+
+
+async def test_a_socket_backed_up_behind_an_awaited_put_is_held_to_the_deadline() -> None:
+    clock = Clock()
+    outbox, socket, owner = make_limited(drain_timeout=10.0, clock=clock)
+    socket.writable.clear()
+    reply = asyncio.create_task(outbox.put(frame("reply")))  # written in the caller's task
+    await asyncio.sleep(0)
+    outbox.put_nowait(frame("broadcast"))
+    clock.now += 11.0
+    outbox.put_nowait(frame("later"))
+    assert len(owner.stalls) == 1
+    reply.cancel()
+    with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnectError):
+        await reply
+
+
+async def test_a_backed_up_socket_that_gets_no_more_messages_is_closed_by_the_timer() -> None:
+    outbox, socket, owner = make_limited(drain_timeout=0.05)
+    socket.writable.clear()
+    started = asyncio.get_running_loop().time()
+    outbox.put_nowait(frame("in flight"))
+    outbox.put_nowait(frame("queued"))
+    await eventually(lambda: bool(owner.stalls))
+    assert asyncio.get_running_loop().time() - started >= 0.05
+    assert "did not drain" in owner.stalls[0]
+    assert not outbox.is_backed_up
+    assert outbox.depth == 0
+
+
+@pytest.mark.parametrize("policy", list(SlowConsumerPolicy))
+async def test_queued_bytes_over_the_budget_close_the_connection_whatever_the_policy(
+    policy: SlowConsumerPolicy,
+) -> None:
+    outbox, socket, owner = make_limited(max_pending_bytes=100, policy=policy)
+    socket.writable.clear()
+    outbox.put_nowait(frame("x" * 500))  # in flight: not waiting in the queue
+    outbox.put_nowait(frame("a" * 60))
+    outbox.put_nowait(frame("b" * 40))
+    assert outbox.pending_bytes == 100
+    assert owner.stalls == []
+    outbox.put_nowait(frame("c"))
+    assert len(owner.stalls) == 1
+    assert "more than 100 bytes" in owner.stalls[0]
+    assert "2 messages, 100 bytes" in owner.stalls[0]
+    socket.writable.set()
+    await asyncio.sleep(0.01)
+    assert socket.written == []
+
+
+async def test_an_awaited_put_over_the_budget_raises_disconnect() -> None:
+    outbox, socket, owner = make_limited(max_pending_bytes=10)
+    socket.writable.clear()
+    outbox.put_nowait(frame("in flight"))
+    outbox.put_nowait(frame("0123456789"))
+    with pytest.raises(WebSocketDisconnectError):
+        await outbox.put({"type": "websocket.send", "bytes": b"more"})
+    assert len(owner.stalls) == 1
+
+
+async def test_one_message_larger_than_the_budget_may_wait_alone() -> None:
+    outbox, socket, owner = make_limited(max_pending_bytes=10)
+    socket.writable.clear()
+    outbox.put_nowait(frame("in flight"))
+    outbox.put_nowait(frame("y" * 50))
+    assert owner.stalls == []
+    socket.writable.set()
+    await wait_idle(outbox)
+    assert socket.texts() == ["in flight", "y" * 50]
+    assert outbox.pending_bytes == 0
+
+
+async def test_pending_bytes_count_what_waits_and_return_to_zero_once_drained() -> None:
+    outbox, socket, _ = make_limited(max_pending_bytes=1000, policy=SlowConsumerPolicy.DROP_OLDEST)
+    socket.writable.clear()
+    outbox.put_nowait(frame("in flight"))
+    outbox.put_nowait(frame("abc"))
+    outbox.put_nowait({"type": "websocket.send", "bytes": b"12345"})
+    assert outbox.pending_bytes == 8
+    socket.writable.set()
+    await wait_idle(outbox)
+    assert outbox.pending_bytes == 0
+
+
+async def test_none_turns_the_byte_budget_and_the_drain_deadline_off() -> None:
+    clock = Clock()
+    outbox, socket, owner = make_limited(max_pending_bytes=None, drain_timeout=None, clock=clock)
+    socket.writable.clear()
+    outbox.put_nowait(frame("in flight"))
+    for _ in range(50):
+        outbox.put_nowait(frame("z" * 10_000))
+        clock.now += 3600
+    assert owner.stalls == []
+    assert outbox._deadline is None
+    socket.writable.set()
+    await wait_idle(outbox)
+    assert len(socket.written) == 51

@@ -7,6 +7,12 @@ transport is paused because the peer is not reading. Only then is the started
 coroutine handed to a writer task, which finishes it, drains the messages queued
 meanwhile, and exits. So a writer task exists only while a socket is backed up, and the
 queue (a deque) only while something waits in it. See docs/websocket-outbox.md.
+
+A connection is a slow consumer when more than `max_queue` messages wait (the policy
+decides), when the messages waiting add up to more than `max_pending_bytes`, or when
+its output has not drained for `drain_timeout` seconds (the last two always close it).
+The drain deadline costs nothing while the socket keeps up: one `loop.call_later`
+timer exists only while the socket is backed up.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import asyncio
 import enum
 import logging
 from collections import deque
-from collections.abc import Awaitable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import CoroutineType
 from typing import Any, Protocol
 
@@ -23,9 +29,22 @@ from wirehall.errors import WebSocketDisconnectError
 from wirehall.types import Message, Send
 from wirehall.websocket.codes import CloseCode
 
-__all__ = ["Outbox", "OutboxOwner", "SlowConsumerPolicy"]
+__all__ = [
+    "DEFAULT_DRAIN_TIMEOUT",
+    "DEFAULT_MAX_PENDING_BYTES",
+    "Outbox",
+    "OutboxOwner",
+    "SlowConsumerPolicy",
+]
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_PENDING_BYTES = 4 * 1024 * 1024
+"""Four of the largest messages a route takes by default (1 MiB), or about a thousand
+chat-sized frames: far more than a healthy client falls behind in a pause, little
+enough that thousands of stalled peers cannot hold gigabytes."""
+DEFAULT_DRAIN_TIMEOUT = 30.0
+"""Seconds a connection's output may stay backed up without draining."""
 
 _Step = Coroutine[Any, Any, Any] | Generator[Any, Any, Any]
 
@@ -48,6 +67,8 @@ class OutboxOwner(Protocol):
 
     def _outbox_overflow(self, depth: int) -> None: ...
 
+    def _outbox_stalled(self, reason: str) -> None: ...
+
 
 class _Pending:
     """A message whose sender awaits its writing (`Outbox.put`)."""
@@ -57,6 +78,15 @@ class _Pending:
     def __init__(self, message: Message, future: asyncio.Future[None]) -> None:
         self.message = message
         self.future = future
+
+
+def _size(item: Message | _Pending) -> int:
+    """What a queued message puts on the wire, roughly: its payload's length (text in characters)."""
+    message = item.message if isinstance(item, _Pending) else item
+    data: str | bytes | None = message.get("text")
+    if data is None:
+        data = message.get("bytes")
+    return len(data) if data is not None else 0
 
 
 class _Resume:
@@ -106,14 +136,23 @@ class Outbox:
     `put_nowait` (broadcasts) never waits; `put` waits until its message was written,
     keeping order with what was queued before it. Over `max_queue` waiting messages
     the `policy` decides: close the connection (the owner is told), or drop a message.
+    Over `max_pending_bytes` waiting, or backed up for `drain_timeout` seconds without
+    draining once, the connection is closed whatever the policy (None turns either off).
     """
 
     __slots__ = (
         "_busy",
+        "_clock",
         "_closed",
         "_dead",
+        "_deadline",
+        "_drain_by",
+        "_drain_timeout",
+        "_max_bytes",
         "_max_queue",
+        "_opened",
         "_owner",
+        "_pending_bytes",
         "_policy",
         "_queue",
         "_send",
@@ -126,15 +165,27 @@ class Outbox:
         owner: OutboxOwner,
         max_queue: int = 1024,
         policy: SlowConsumerPolicy = SlowConsumerPolicy.CLOSE,
+        *,
+        max_pending_bytes: int | None = DEFAULT_MAX_PENDING_BYTES,
+        drain_timeout: float | None = DEFAULT_DRAIN_TIMEOUT,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._send = send
         self._owner = owner
         self._max_queue = max_queue
         self._policy = policy
+        self._max_bytes = max_pending_bytes
+        self._drain_timeout = drain_timeout
+        self._clock = clock  # None: the event loop's clock
         self._queue: deque[Message | _Pending] | None = None
+        self._pending_bytes = 0
         self._writer: asyncio.Task[None] | None = None
+        # While backed up: when the output must have drained, and the timer that checks it.
+        self._drain_by: float | None = None
+        self._deadline: asyncio.TimerHandle | None = None
         # Busy until `open()`: messages for a connection not yet accepted wait in the queue.
         self._busy = True
+        self._opened = False
         self._closed = False  # no more broadcasts (closing or dead)
         self._dead = False  # aborted or the socket failed: nothing more is written
 
@@ -144,20 +195,35 @@ class Outbox:
         return len(self._queue) if self._queue else 0
 
     @property
+    def pending_bytes(self) -> int:
+        """The payload bytes (characters for text) of the messages waiting to be written."""
+        return self._pending_bytes
+
+    @property
     def is_backed_up(self) -> bool:
         """Whether a write is in flight in a writer task (the socket is not keeping up)."""
         return self._writer is not None
 
-    def configure(self, max_queue: int, policy: SlowConsumerPolicy) -> None:
-        """Set the limit and the slow-consumer policy (the service does this on register)."""
+    def configure(
+        self,
+        max_queue: int,
+        policy: SlowConsumerPolicy,
+        *,
+        max_pending_bytes: int | None = DEFAULT_MAX_PENDING_BYTES,
+        drain_timeout: float | None = DEFAULT_DRAIN_TIMEOUT,
+    ) -> None:
+        """Set the limits and the slow-consumer policy (the service does this on register)."""
         self._max_queue = max_queue
         self._policy = policy
+        self._max_bytes = max_pending_bytes
+        self._drain_timeout = drain_timeout
 
     def open(self) -> None:
         """The handshake was accepted: write what was queued before it, then write directly."""
         if self._dead:
             return
         self._busy = False
+        self._opened = True
         if self._queue:
             self._flush()
 
@@ -187,7 +253,7 @@ class Outbox:
             queue = self._queue = deque()
         elif len(queue) >= self._max_queue and not self._overflow(queue):
             return
-        queue.append(message)
+        self._admit(queue, message)
 
     async def put(self, message: Message) -> None:
         """Write `message` after everything queued before it; return once it was written.
@@ -202,7 +268,8 @@ class Outbox:
             queue = self._queue
             if queue is None:
                 queue = self._queue = deque()
-            queue.append(_Pending(message, future))
+            if not self._admit(queue, _Pending(message, future)):
+                raise WebSocketDisconnectError(CloseCode.TRY_AGAIN_LATER, "closed as a slow consumer")
             await future
             return
         self._busy = True
@@ -216,6 +283,27 @@ class Outbox:
                 self._busy = False
                 if self._queue:
                     self._flush()
+                if not self._busy and self._drain_by is not None:
+                    self._disarm()  # drained
+
+    def _admit(self, queue: deque[Message | _Pending], item: Message | _Pending) -> bool:
+        """Queue `item`, unless this makes the connection a slow consumer (then it is closed)."""
+        size = _size(item)
+        budget = self._max_bytes
+        # one message larger than the budget may wait alone
+        if budget is not None and queue and self._pending_bytes + size > budget:
+            self._stall(f"more than {budget} bytes waited to be written")
+            return False
+        if self._opened:  # a write is in flight: the socket is backed up
+            drain_by = self._drain_by
+            if drain_by is None:
+                self._arm()
+            elif self._now() >= drain_by:
+                self._stall(f"its output did not drain for {self._drain_timeout:g}s")
+                return False
+        queue.append(item)
+        self._pending_bytes += size
+        return True
 
     def _overflow(self, queue: deque[Message | _Pending]) -> bool:
         """Apply the policy to a full queue; True when the new message may still be queued."""
@@ -226,6 +314,7 @@ class Outbox:
             for index, item in enumerate(queue):
                 if type(item) is not _Pending:
                     del queue[index]
+                    self._pending_bytes -= _size(item)
                     return True
             return False
         depth = len(queue)
@@ -239,6 +328,7 @@ class Outbox:
         send = self._send
         while queue and not self._busy and not self._dead:
             item = queue.popleft()
+            self._pending_bytes -= _size(item)
             pending = item if type(item) is _Pending else None
             if pending is not None:
                 if pending.future.done():  # its sender was cancelled
@@ -266,6 +356,8 @@ class Outbox:
         self._busy = True
         if self._queue is None:
             self._queue = deque()
+        if self._drain_by is None:
+            self._arm()
         self._writer = asyncio.get_running_loop().create_task(
             self._write_backlog(_Resume(step, first), pending)
         )
@@ -280,6 +372,7 @@ class Outbox:
                 pending.future.set_result(None)
             while queue:
                 item = queue.popleft()
+                self._pending_bytes -= _size(item)
                 if type(item) is _Pending:
                     pending = item
                     if pending.future.done():
@@ -303,6 +396,44 @@ class Outbox:
                 self._writer = None
                 if not self._dead:
                     self._busy = False
+                    self._disarm()  # drained
+
+    # the drain deadline ----------------------------------------------------------
+
+    def _now(self) -> float:
+        clock = self._clock
+        return clock() if clock is not None else asyncio.get_running_loop().time()
+
+    def _arm(self) -> None:
+        """The socket just backed up: it must drain within `drain_timeout`."""
+        timeout = self._drain_timeout
+        if timeout is None:
+            return
+        self._drain_by = self._now() + timeout
+        self._deadline = asyncio.get_running_loop().call_later(timeout, self._check_drained)
+
+    def _disarm(self) -> None:
+        self._drain_by = None
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None:
+            deadline.cancel()
+
+    def _check_drained(self) -> None:
+        # the timer: a backed-up connection that gets no new message is caught here
+        self._deadline = None
+        drain_by = self._drain_by
+        if drain_by is None or self._dead:
+            return
+        left = drain_by - self._now()
+        if left > 0:  # the clock says not yet (an injected clock)
+            self._deadline = asyncio.get_running_loop().call_later(left, self._check_drained)
+            return
+        self._stall(f"its output did not drain for {self._drain_timeout:g}s")
+
+    def _stall(self, reason: str) -> None:
+        depth, size = self.depth, self._pending_bytes
+        self.abort()
+        self._owner._outbox_stalled(f"{reason} ({depth} messages, {size} bytes waiting)")
 
     # ending --------------------------------------------------------------------
 
@@ -315,10 +446,12 @@ class Outbox:
         self._closed = True
         self._dead = True
         self._busy = True
+        self._disarm()
         writer, self._writer = self._writer, None
         if writer is not None and not writer.done() and writer is not asyncio.current_task():
             writer.cancel()
         queue, self._queue = self._queue, None
+        self._pending_bytes = 0
         if queue:
             for item in queue:
                 if type(item) is _Pending:
