@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
+import socket
+import struct
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
@@ -46,6 +49,31 @@ _CLOSED = WebSocketState.CLOSED
 def is_sendable_close_code(code: int) -> bool:
     """Whether `code` may be sent in a close frame (RFC 6455 section 7.4)."""
     return code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+def _transport_abort(send: Send) -> Callable[[], None] | None:
+    """How to drop the TCP connection behind the server's `send` at once, if it can be reached.
+
+    ASGI has no message for it, and returning from the app only makes the server close
+    the transport gracefully: after its buffered bytes, which a peer that does not read
+    never takes. uvicorn's `send` (all its WebSocket implementations) is a method of the
+    connection's protocol, which holds the asyncio transport: that one is aborted, with
+    SO_LINGER 0 so the kernel drops the unsent bytes and resets the connection. Other
+    servers: None (see docs/websocket-outbox.md).
+    """
+    transport: Any = getattr(getattr(send, "__self__", None), "transport", None)
+    abort = getattr(transport, "abort", None)
+    if transport is None or not callable(abort):
+        return None
+
+    def abort_now() -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        abort()
+
+    return abort_now
 
 
 def _truncate_reason(reason: str) -> str:
@@ -395,6 +423,7 @@ class WebSocketHandler(Connection):
                 self.close_timeout,
                 outbox.depth,
             )
+            self._abort_transport()
         except WebSocketDisconnectError:
             pass  # gone already
         outbox.abort()
@@ -404,7 +433,7 @@ class WebSocketHandler(Connection):
         if self._close_code is None:
             self._close_code = code
 
-    def _close_soon(self, code: int) -> None:
+    def _close_soon(self, code: int, close_timeout: float | None = None) -> None:
         """Close from outside the connection's task without waiting (slow consumer)."""
         if self._state is _CLOSED:
             return
@@ -414,7 +443,7 @@ class WebSocketHandler(Connection):
         if self._service is not None:
             self._service.unregister(self)
         self._closer = asyncio.get_running_loop().create_task(
-            self._finish_outside_close(code, was_open=was_open, graceful=False)
+            self._finish_outside_close(code, was_open=was_open, graceful=False, close_timeout=close_timeout)
         )
 
     async def _close_from_outside(self, code: int) -> None:
@@ -427,7 +456,9 @@ class WebSocketHandler(Connection):
             self._service.unregister(self)
         await self._finish_outside_close(code, was_open=was_open, graceful=True)
 
-    async def _finish_outside_close(self, code: int, *, was_open: bool, graceful: bool) -> None:
+    async def _finish_outside_close(
+        self, code: int, *, was_open: bool, graceful: bool, close_timeout: float | None = None
+    ) -> None:
         # The connection's own task learns of the close from its next (or current) receive;
         # if it stays stuck there because the peer takes nothing, that task is cancelled.
         if graceful and was_open:
@@ -435,7 +466,9 @@ class WebSocketHandler(Connection):
             sent = True
         else:
             self._outbox.abort()
-            sent = await self._send_close_now(code, self.slow_consumer_close_timeout)
+            if close_timeout is None:
+                close_timeout = self.slow_consumer_close_timeout
+            sent = await self._send_close_now(code, close_timeout)
         task = self._main_task
         if task is None or task is asyncio.current_task() or task.done():
             return
@@ -453,10 +486,21 @@ class WebSocketHandler(Connection):
             logger.warning(
                 "connection %s did not take its close frame within %.1fs; dropped", self.id, timeout
             )
+            self._abort_transport()
             return False
         except Exception as exc:  # noqa: BLE001  # the socket is gone already
             logger.debug("close of %s failed, the socket is gone: %r", self.id, exc)
         return True
+
+    def _abort_transport(self) -> None:
+        abort = _transport_abort(self._send)
+        if abort is None:
+            logger.debug("the server of %s offers no transport to abort; returning from the app", self.id)
+            return
+        try:
+            abort()
+        except Exception as exc:  # noqa: BLE001  # the transport is gone already
+            logger.debug("aborting the transport of %s failed: %r", self.id, exc)
 
     # outbox callbacks -------------------------------------------------------------
 
@@ -476,6 +520,15 @@ class WebSocketHandler(Connection):
             depth,
         )
         self._close_soon(CloseCode.TRY_AGAIN_LATER)
+
+    def _outbox_stalled(self, reason: str) -> None:
+        if self._state is _CLOSED:  # its close frame waits behind what will never drain
+            self._abort_transport()
+            return
+        logger.warning(
+            "closing slow consumer %s with %d: %s", self.id, int(CloseCode.TRY_AGAIN_LATER), reason
+        )
+        self._close_soon(CloseCode.TRY_AGAIN_LATER, self.close_timeout)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self._state.value} {self.scope.get('path', '')!r}>"
