@@ -4,7 +4,10 @@
 
 (() => {
   const ROOM_RULE = /^[A-Za-z0-9_-]{1,64}$/;
-  const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
+  // What the server refuses in a name: control and invisible format characters (zero-width,
+  // bidirectional controls, BOM), line/paragraph separators, private-use and unassigned code points.
+  const HIDDEN_CHARACTER = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Co}\p{Cn}\p{Cs}]/u;
+  const VISIBLE_CHARACTER = /[^\p{White_Space}]/u;
   const USER_MAX = 32;
   const TEXT_MAX = 2000;
   const HISTORY_PAGE = 1000; // the most a welcome frame carries
@@ -90,7 +93,10 @@
     const name = raw.trim();
     if (!name) return [null, "Choose a name first."];
     if (length(name) > USER_MAX) return [null, `A name has at most ${USER_MAX} characters.`];
-    if (CONTROL_CHARACTER.test(name)) return [null, "A name cannot contain control characters."];
+    if (HIDDEN_CHARACTER.test(name)) {
+      return [null, "A name cannot contain control or invisible characters (such as zero-width spaces)."];
+    }
+    if (!VISIBLE_CHARACTER.test(name)) return [null, "A name needs at least one visible character."];
     return [name, null];
   }
 
@@ -193,8 +199,10 @@
 
     const socket = new WebSocket(socketUrl(s.room, s.user, s.lastId));
     s.socket = socket;
+    let opened = false;
     socket.addEventListener("open", () => {
       if (s.socket !== socket) return;
+      opened = true;
       s.attempt = 0;
       setStatus("open", "connected");
       startPinging(s, socket);
@@ -206,8 +214,32 @@
       if (s.socket !== socket) return;
       dropSocket(s);
       if (event.code === 1009) showNotice("That message was too big for the server.");
-      if (session === s) retryLater(s);
+      if (session !== s) return;
+      if (opened) retryLater(s);
+      else retryUnlessRefused(s);
     });
+  }
+
+  // A handshake the server refused (403: a name or room it does not accept; 429: too many
+  // connections) looks to a page like any failed connection. If the server answers its health
+  // check, it is up and refused us: say so and stop, rather than retrying forever.
+  async function retryUnlessRefused(s) {
+    let up = false;
+    try {
+      up = (await fetch(appUrl("healthz"), { cache: "no-store" })).ok;
+    } catch {
+      up = false;
+    }
+    if (session !== s) return;
+    if (!up) {
+      retryLater(s);
+      return;
+    }
+    setStatus("refused", "refused");
+    showNotice(
+      `The server refused to let ${s.user} join #${s.room}: check the name and the room, ` +
+        "or close other tabs of this chat, then join again.",
+    );
   }
 
   function dropSocket(s) {
