@@ -44,6 +44,26 @@ def test_query_params_parse(query: str | bytes, expected: list[tuple[str, str]])
     assert QueryParams.from_string(query).multi_items() == expected
 
 
+@pytest.mark.parametrize("query", [b"user=%FF", "user=%C3", b"a=1&user=%ED%A0%80", b"user=\xff"])
+def test_strict_query_params_refuse_what_is_not_utf8(query: str | bytes) -> None:
+    with pytest.raises(UnicodeDecodeError):
+        QueryParams.from_string(query, strict=True)
+
+
+def test_lenient_query_params_replace_what_is_not_utf8() -> None:
+    assert QueryParams.from_string(b"user=%FF")["user"] == "\ufffd"
+
+
+def test_strict_query_params_read_utf8_like_the_lenient_ones() -> None:
+    query = b"user=%C3%A9&q=a+b&bad=%zz&raw=\xc3\xa9"
+    assert QueryParams.from_string(query, strict=True).multi_items() == [
+        ("user", "é"),
+        ("q", "a b"),
+        ("bad", "%zz"),
+        ("raw", "é"),
+    ]
+
+
 def test_query_params_str_round_trips() -> None:
     params = QueryParams([("a", "1"), ("a", "x y"), ("b", "&")])
     assert QueryParams.from_string(str(params)) == params

@@ -62,8 +62,18 @@ class QueryParams(MultiDict):
     __slots__ = ()
 
     @classmethod
-    def from_string(cls, query: str | bytes) -> QueryParams:
-        """Parse `a=1&a=2&b=` (bad percent-escapes are kept as they are)."""
+    def from_string(cls, query: str | bytes, *, strict: bool = False) -> QueryParams:
+        """Parse `a=1&a=2&b=` (bad percent-escapes are kept as they are).
+
+        Bytes that are not UTF-8 once percent-decoded (`user=%FF`) become U+FFFD, so such
+        a value cannot be told from a real U+FFFD. With `strict=True` they raise
+        `UnicodeDecodeError` instead (and raw bytes are read as UTF-8), for a caller that
+        must refuse text that was not UTF-8.
+        """
+        if strict:
+            if isinstance(query, bytes):
+                query = query.decode("utf-8")
+            return cls(parse_qsl(query, keep_blank_values=True, errors="strict"))
         if isinstance(query, bytes):
             query = query.decode("latin-1")
         return cls(parse_qsl(query, keep_blank_values=True))

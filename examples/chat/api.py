@@ -18,7 +18,7 @@ from examples.chat.names import (
 )
 from examples.chat.rooms import ChatRooms, PostError
 from examples.chat.store import Store
-from wirehall import BackplaneError, HTTPController, HTTPError, Response
+from wirehall import BackplaneError, HTTPController, HTTPError, Response, json_only, same_site
 
 __all__ = ["RoomList", "RoomMessages"]
 
@@ -49,6 +49,8 @@ class RoomMessages(HTTPController):
             raise _unavailable(exc) from exc
         return {"room": room, "messages": messages}
 
+    @same_site  # a page on another site cannot post in its visitor's name (403)
+    @json_only  # nor send a "simple" text/plain or form post that skips the CORS preflight (415)
     async def post(self, room: str, rooms: ChatRooms) -> Response:
         """Store `{"user": U, "text": T}` and send it to the room, as a WebSocket message would."""
         try:

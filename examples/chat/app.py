@@ -34,7 +34,13 @@ async def healthz() -> dict[str, str]:
 def create_app(settings: ChatSettings | None = None, **options: Any) -> Wirehall:
     """Build the chat app; `options` go to `Wirehall` (say `backplane=` in tests)."""
     settings = ChatSettings.from_env() if settings is None else settings
+    options.setdefault("max_connections_per_address", settings.max_connections_per_address)
     app = Wirehall(**options)
+
+    message_limit = settings.message_rate_limit
+
+    class Room(ChatRoom):  # this app's CHAT_RATE_LIMIT, from its settings
+        rate_limit = message_limit
 
     async def store() -> AsyncIterator[Store]:
         chat_store = Store(settings.database_url)
@@ -54,5 +60,5 @@ def create_app(settings: ChatSettings | None = None, **options: Any) -> Wirehall
     # `path` so that a room name with a slash, or an empty one, reaches the endpoint and
     # is refused there as invalid (400 / 403), rather than being an unknown path (404)
     app.add_route("/api/rooms/{room:path}/messages", RoomMessages)
-    app.add_websocket_route("/ws/{room:path}", ChatRoom)
+    app.add_websocket_route("/ws/{room:path}", Room, name="ChatRoom")
     return app

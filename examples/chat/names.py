@@ -10,6 +10,7 @@ import re
 import unicodedata
 
 from examples.chat.config import API_LIMIT_DEFAULT, API_LIMIT_MAX
+from wirehall import QueryParams
 
 __all__ = [
     "ROOM_MAX",
@@ -17,6 +18,7 @@ __all__ = [
     "USER_MAX",
     "InvalidInputError",
     "check_limit",
+    "check_query",
     "check_room",
     "check_since",
     "check_text",
@@ -28,8 +30,25 @@ USER_MAX = 32
 TEXT_MAX = 2000
 _DIGITS = re.compile(r"[0-9]{1,18}")  # fits a 64-bit integer column
 _ROOM = re.compile(rf"[A-Za-z0-9_-]{{1,{ROOM_MAX}}}")
-# Cc: control characters. Cs: lone surrogates, which cannot be stored or sent as UTF-8.
-_REJECTED_CATEGORIES = frozenset({"Cc", "Cs"})
+# Not allowed anywhere in a user name: control characters (Cc), invisible format characters
+# (Cf: zero-width space and joiners, the byte-order mark, bidirectional controls, language
+# tags), line and paragraph separators (Zl, Zp), private use (Co), unassigned code points
+# (Cn) and lone surrogates (Cs), which cannot be stored or sent as UTF-8.
+_REJECTED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cn", "Cs"})
+_REJECTED_WHY = {
+    "Cc": "a control character",
+    "Cf": "an invisible formatting character",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+    "Co": "a private-use character",
+    "Cn": "an unassigned code point",
+    "Cs": "a lone surrogate (not valid Unicode)",
+}
+# Letters, digits, punctuation and symbols are visible, except these blank ones (Hangul
+# fillers and the blank Braille pattern render as nothing). Spaces and combining marks
+# alone are not visible.
+_VISIBLE_CATEGORY_STARTS = ("L", "N", "P", "S")
+_BLANK = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 class InvalidInputError(ValueError):
@@ -47,15 +66,35 @@ def check_room(value: str) -> str:
 
 
 def check_user(value: str) -> str:
-    """Return the trimmed user name: 1 to 32 characters, no control characters."""
+    """Return the trimmed user name: 1 to 32 characters, at least one of them visible.
+
+    Control, invisible formatting (zero-width, bidirectional, BOM, tags), line and
+    paragraph separator, private-use and unassigned characters are refused anywhere.
+    """
     name = value.strip()
     if not name:
         raise InvalidInputError("user name is empty: choose a name of 1 to 32 characters")
     if len(name) > USER_MAX:
         raise InvalidInputError(f"user name is {len(name)} characters long: use at most {USER_MAX}")
-    if _has_rejected_character(name):
-        raise InvalidInputError("user name contains a control character: remove it")
+    for char in name:
+        category = unicodedata.category(char)
+        if category in _REJECTED_CATEGORIES:
+            raise InvalidInputError(
+                f"user name contains {_REJECTED_WHY[category]} ({_describe(char)}): remove it"
+            )
+    if not any(_is_visible(char) for char in name):
+        raise InvalidInputError("user name has no visible character: use letters, digits or symbols")
     return name
+
+
+def check_query(raw: bytes) -> QueryParams:
+    """The parameters of a raw query string; one that is not UTF-8 once decoded is refused."""
+    try:
+        return QueryParams.from_string(raw, strict=True)
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            "the query string is not valid UTF-8 (a user name must be UTF-8 text, percent-encoded)"
+        ) from exc
 
 
 def check_text(value: str) -> str:
@@ -72,8 +111,13 @@ def check_text(value: str) -> str:
     return text
 
 
-def _has_rejected_character(value: str) -> bool:
-    return any(unicodedata.category(char) in _REJECTED_CATEGORIES for char in value)
+def _is_visible(char: str) -> bool:
+    return unicodedata.category(char).startswith(_VISIBLE_CATEGORY_STARTS) and char not in _BLANK
+
+
+def _describe(char: str) -> str:
+    name = unicodedata.name(char, "")
+    return f"U+{ord(char):04X} {name}" if name else f"U+{ord(char):04X}"
 
 
 def check_since(raw: str | None) -> int | None:

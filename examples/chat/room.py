@@ -6,9 +6,16 @@ import logging
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from examples.chat.config import RESUME_LIMIT, WELCOME_HISTORY
+from examples.chat.config import RESUME_LIMIT, WELCOME_HISTORY, ChatSettings
 from examples.chat.frames import FRAME_HELP, ClientFrame, Ping, Pong, SendText, Welcome
-from examples.chat.names import InvalidInputError, check_room, check_since, check_text, check_user
+from examples.chat.names import (
+    InvalidInputError,
+    check_query,
+    check_room,
+    check_since,
+    check_text,
+    check_user,
+)
 from examples.chat.rooms import ChatRooms, PostError
 from examples.chat.store import Store
 from wirehall import BackplaneError, CloseCode, WebSocketController
@@ -28,6 +35,8 @@ class ChatRoom(WebSocketController):
     receives = "text"
     message_type = ClientFrame
     max_message_size = 65536
+    # CHAT_RATE_LIMIT's default; create_app gives each app the rate of its settings
+    rate_limit = ChatSettings().message_rate_limit
 
     room_name: str
     user_name: str
@@ -36,8 +45,9 @@ class ChatRoom(WebSocketController):
         """Refuse bad names (HTTP 403); else accept, send the welcome, then join."""
         try:
             room = check_room(room)
-            user = check_user(self.query.get("user") or "")
-            since = check_since(self.query.get("since"))
+            query = check_query(self.scope.get("query_string", b""))  # `user=%FF` is not a name
+            user = check_user(query.get("user") or "")
+            since = check_since(query.get("since"))
         except InvalidInputError as exc:
             await self.refuse(403, str(exc))
             return

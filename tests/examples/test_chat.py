@@ -25,7 +25,7 @@ from examples.chat.app import STATIC
 from examples.chat.config import ChatSettings
 from examples.chat.rooms import ChatRooms
 from examples.chat.store import Store
-from wirehall import BackplaneError, PresenceChanged
+from wirehall import BackplaneError, ConfigurationError, PresenceChanged, WebSocketDisconnectError
 from wirehall.backplane import MemoryBackplane, MemoryHub
 from wirehall.testing import HandshakeRejectedError, TestClient
 
@@ -788,3 +788,145 @@ async def test_a_stale_presence_list_is_corrected_by_the_recheck(database_url: s
         assert await ann.receive_json() == {"type": "presence", "room": "lobby", "users": ["ann"]}
         await ann.send_json({"type": "ping"})
         assert await ann.receive_json() == {"type": "pong"}  # and nothing more was sent
+
+
+# ---- names, same-site posts, rate limit, connections per address (specs/chat.md) --------
+
+INVISIBLE_NAMES = [
+    "%E2%80%8B",  # only a zero-width space
+    "ann%E2%80%AE",  # right-to-left override
+    "%EF%BB%BFann",  # byte-order mark
+    "a%E2%80%A8b",  # line separator
+    "ann%F3%A0%80%81",  # language tag
+    "%EE%80%80",  # private use
+    "%E3%85%A4",  # Hangul filler: shows nothing
+    "%FF",  # not UTF-8
+    "ann%C3",  # truncated UTF-8
+]
+
+
+@pytest.mark.parametrize("user", INVISIBLE_NAMES)
+async def test_invisible_or_non_utf8_names_are_refused_at_the_handshake(
+    client: TestClient, user: str
+) -> None:
+    with pytest.raises(HandshakeRejectedError) as refused:
+        async with client.websocket_connect(f"/ws/lobby?user={user}"):
+            pass
+    assert refused.value.status == 403
+    assert "user name" in refused.value.json()["error"] or "UTF-8" in refused.value.json()["error"]
+    assert (await client.get("/api/rooms")).json() == {"rooms": []}
+
+
+@pytest.mark.parametrize(
+    "user", ["\u200b", "ann\u202e", "\ufeffann", "a\u2028b", "ann\U000e0001", "\ue000", "\u3164", "a\u0378"]
+)
+async def test_invisible_names_are_refused_on_post(client: TestClient, user: str) -> None:
+    response = await client.post("/api/rooms/lobby/messages", json={"user": user, "text": "hi"})
+    assert response.status_code == 400
+    assert "user name" in response.json()["error"]
+    assert await all_messages(client, "lobby") == []
+
+
+async def test_a_visible_name_with_a_replacement_character_is_a_name(client: TestClient) -> None:
+    async with joined(client, "lobby", quote("ann\ufffd")) as (_, welcome):
+        assert welcome["user"] == "ann\ufffd"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"content-type": "text/plain"},
+        {"content-type": "application/x-www-form-urlencoded"},
+        {"content-type": "multipart/form-data; boundary=x"},
+        {},
+    ],
+)
+async def test_a_post_that_is_not_json_is_415_and_stores_nothing(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    body = json.dumps({"user": "ann", "text": "hi"}).encode()
+    response = await client.post("/api/rooms/lobby/messages", content=body, headers=headers)
+    assert response.status_code == 415
+    assert "application/json" in response.json()["error"]
+    assert await all_messages(client, "lobby") == []
+
+
+async def test_a_cross_site_post_is_403_and_stores_nothing(client: TestClient) -> None:
+    for origin in ("http://evil.example", "null"):
+        for content_type in ("application/json", "text/plain"):
+            response = await client.post(
+                "/api/rooms/lobby/messages",
+                content=json.dumps({"user": "ann", "text": "hi"}).encode(),
+                headers={"origin": origin, "content-type": content_type},
+            )
+            assert response.status_code == 403, (origin, content_type)
+            assert "error" in response.json()
+    assert await all_messages(client, "lobby") == []
+
+
+async def test_a_same_site_json_post_with_charset_is_stored(client: TestClient) -> None:
+    response = await client.post(
+        "/api/rooms/lobby/messages",
+        content=json.dumps({"user": "ann", "text": "hi"}).encode(),
+        headers={"origin": "http://testserver", "content-type": "application/json; charset=utf-8"},
+    )
+    assert response.status_code == 201
+
+
+def test_settings_read_the_rate_limit_and_the_connection_cap() -> None:
+    default = ChatSettings.from_env({})
+    assert (default.rate_limit, default.max_connections_per_address) == (10, 0)
+    assert default.message_rate_limit is not None
+    assert (default.message_rate_limit.per_second, default.message_rate_limit.burst) == (10, 30)
+    custom = ChatSettings.from_env({"CHAT_RATE_LIMIT": "0", "CHAT_MAX_CONNECTIONS_PER_ADDRESS": "5"})
+    assert custom.message_rate_limit is None
+    assert custom.max_connections_per_address == 5
+    for env, name in (
+        ({"CHAT_RATE_LIMIT": "fast"}, "CHAT_RATE_LIMIT"),
+        ({"CHAT_RATE_LIMIT": "-1"}, "CHAT_RATE_LIMIT"),
+        ({"CHAT_MAX_CONNECTIONS_PER_ADDRESS": "2.5"}, "CHAT_MAX_CONNECTIONS_PER_ADDRESS"),
+        ({"CHAT_MAX_CONNECTIONS_PER_ADDRESS": "-1"}, "CHAT_MAX_CONNECTIONS_PER_ADDRESS"),
+    ):
+        with pytest.raises(ConfigurationError, match=name):
+            ChatSettings.from_env(env)
+
+
+async def test_messages_over_the_rate_limit_get_error_frames_then_a_1008_close(database_url: str) -> None:
+    app = create_app(ChatSettings(database_url=database_url, rate_limit=2))  # bursts of 6
+    frames: list[dict[str, Any]] = []
+    async with TestClient(app) as client:
+        async with joined(client, "lobby", "ann") as (ann, _):
+            for i in range(40):
+                await ann.send_json({"type": "message", "text": f"m{i}"})
+            with contextlib.suppress(WebSocketDisconnectError):
+                while True:
+                    frames.append(await ann.receive_json())
+            assert ann.close_code == 1008
+        stored = [frame for frame in frames if frame["type"] == "message"]
+        errors = [frame for frame in frames if frame["type"] == "error"]
+        assert 6 <= len(stored) <= 8  # the burst, and whatever refilled meanwhile
+        assert errors
+        assert all("rate limit" in frame["error"] for frame in errors)
+        assert len(await all_messages(client, "lobby")) == len(stored)
+
+
+async def test_each_app_has_the_rate_limit_of_its_settings(database_url: str) -> None:
+    app = create_app(ChatSettings(database_url=database_url, rate_limit=0))
+    async with TestClient(app) as client, joined(client, "lobby", "ann") as (ann, _):
+        for i in range(50):
+            await ann.send_json({"type": "message", "text": f"m{i}"})
+        texts = [(await next_frame(ann, "message"))["text"] for _ in range(50)]
+    assert texts == [f"m{i}" for i in range(50)]
+
+
+async def test_connections_past_the_cap_per_address_are_429(database_url: str) -> None:
+    app = create_app(ChatSettings(database_url=database_url, max_connections_per_address=2))
+    async with TestClient(app) as client:
+        async with joined(client, "lobby", "ann"), joined(client, "lobby", "bob"):
+            with pytest.raises(HandshakeRejectedError) as refused:
+                async with client.websocket_connect("/ws/lobby?user=cat"):
+                    pass
+            assert refused.value.status == 429
+            assert "too many connections" in refused.value.json()["error"]
+        async with joined(client, "lobby", "cat") as (_, welcome):  # places are given back
+            assert welcome["user"] == "cat"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+import unicodedata
 
 import pytest
 from hypothesis import given
@@ -14,6 +15,7 @@ from examples.chat.names import (
     USER_MAX,
     InvalidInputError,
     check_limit,
+    check_query,
     check_room,
     check_since,
     check_text,
@@ -69,7 +71,25 @@ def test_user_names_are_trimmed(raw: str, expected: str) -> None:
         ("a\nb", "control"),
         ("a\x7fb", "control"),
         ("a\x9bb", "control"),
-        ("a\ud800b", "control"),
+        ("a\ud800b", "surrogate"),
+        ("\u200b", "U\\+200B ZERO WIDTH SPACE"),
+        ("ann\u200b", "invisible"),
+        ("a\u200cb", "invisible"),  # zero-width non-joiner
+        ("a\u200db", "invisible"),  # zero-width joiner
+        ("\ufeffann", "U\\+FEFF"),
+        ("ann\u202e", "RIGHT-TO-LEFT OVERRIDE"),
+        ("a\u2066b", "invisible"),  # left-to-right isolate
+        ("a\u2028b", "line separator"),
+        ("a\u2029b", "paragraph separator"),
+        ("ann\U000e0001", "invisible"),  # language tag
+        ("ann\U000e0041", "TAG LATIN CAPITAL LETTER A"),
+        ("\ue000", "private-use"),
+        ("ann\U000f0000", "private-use"),
+        ("a\u0378b", "unassigned"),
+        ("\u3164", "no visible character"),  # Hangul filler: a letter that shows nothing
+        ("\u2800\u2800", "no visible character"),  # blank Braille pattern
+        ("\u0301\u0301", "no visible character"),  # combining marks alone
+        ("\u3000\u0301", "no visible character"),
     ],
 )
 def test_bad_user_names_are_refused(raw: str, why: str) -> None:
@@ -81,17 +101,73 @@ def test_user_name_length_counts_after_trimming() -> None:
     assert check_user(" " + "u" * USER_MAX + " ") == "u" * USER_MAX
 
 
+REFUSED_IN_NAMES = {"Cc", "Cf", "Zl", "Zp", "Co", "Cn", "Cs"}
+BLANK = "\u115f\u1160\u3164\uffa0\u2800"  # letters and symbols that show nothing
+VISIBLE_NAME_CHARS = st.characters(categories=["Lu", "Ll", "Lo", "Nd", "Po", "Sm", "So"]).filter(
+    lambda char: char not in BLANK
+)
+INVISIBLE_OR_CONTROL = st.characters(categories=["Cc", "Cf", "Zl", "Zp", "Co", "Cn", "Cs"])
+
+
+def is_visible(char: str) -> bool:
+    return unicodedata.category(char)[0] in "LNPS" and char not in BLANK
+
+
 @given(st.text(max_size=USER_MAX + 8))
 def test_user_name_rule_holds_for_any_text(raw: str) -> None:
     name = raw.strip()
-    valid = 1 <= len(name) <= USER_MAX and not any(
-        ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F or 0xD800 <= ord(char) <= 0xDFFF for char in name
+    valid = (
+        1 <= len(name) <= USER_MAX
+        and not any(unicodedata.category(char) in REFUSED_IN_NAMES for char in name)
+        and any(is_visible(char) for char in name)
     )
     if valid:
         assert check_user(raw) == name
     else:
         with pytest.raises(InvalidInputError):
             check_user(raw)
+
+
+@given(
+    before=st.text(VISIBLE_NAME_CHARS, min_size=1, max_size=10),
+    bad=INVISIBLE_OR_CONTROL,
+    after=st.text(VISIBLE_NAME_CHARS, max_size=10),
+)
+def test_one_invisible_or_control_character_anywhere_refuses_the_name(
+    before: str, bad: str, after: str
+) -> None:
+    assert check_user(before + after) == before + after  # visible characters only: accepted
+    with pytest.raises(InvalidInputError, match="user name"):
+        check_user(before + bad + after)
+
+
+@given(
+    name=st.text(VISIBLE_NAME_CHARS, min_size=1, max_size=USER_MAX),
+    padding=st.text(st.sampled_from(" \t\n\u00a0\u3000"), max_size=4),
+)
+def test_visible_names_are_accepted_and_trimmed(name: str, padding: str) -> None:
+    assert check_user(padding + name + padding) == name
+
+
+@pytest.mark.parametrize(
+    ("raw", "user"),
+    [
+        (b"user=ann", "ann"),
+        (b"user=Zo%C3%AB&since=3", "Zo\u00eb"),
+        (b"user=%EF%BF%BD", "\ufffd"),
+        (b"", None),
+    ],
+)
+def test_query_strings_in_utf8_are_read(raw: bytes, user: str | None) -> None:
+    assert check_query(raw).get("user") == user
+
+
+@pytest.mark.parametrize(
+    "raw", [b"user=%FF", b"user=ann%C3", b"user=%ED%A0%80", b"user=\xff", b"since=%FE&user=ann"]
+)
+def test_query_strings_that_are_not_utf8_are_refused(raw: bytes) -> None:
+    with pytest.raises(InvalidInputError, match="not valid UTF-8"):
+        check_query(raw)
 
 
 @pytest.mark.parametrize(
