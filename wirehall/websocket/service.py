@@ -24,7 +24,7 @@ from wirehall.websocket._envelope import (
     encode_envelope,
 )
 from wirehall.websocket._ordering import RoomOrder
-from wirehall.websocket._outbox import SlowConsumerPolicy
+from wirehall.websocket._outbox import DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_PENDING_BYTES, SlowConsumerPolicy
 from wirehall.websocket.codes import CloseCode
 from wirehall.websocket.handler import WebSocketHandler
 
@@ -62,7 +62,9 @@ class WebSocketService:
     they come back from it: every node delivers in the backplane's order, each message
     once. Delivery never waits on a socket (see `WebSocketHandler.send_nowait`); a
     connection that keeps more than `max_queue` messages waiting is a slow consumer,
-    handled by `slow_consumer` (by default closed with 1013).
+    handled by `slow_consumer` (by default closed with 1013); one with more than
+    `max_pending_bytes` waiting, or whose output has not drained for `drain_timeout`
+    seconds, is closed with 1013 whatever the policy (None turns either check off).
 
     Build one per app, `await start()` it before use and `await stop()` it at shutdown.
     """
@@ -74,6 +76,8 @@ class WebSocketService:
         events: EventBus | None = None,
         max_queue: int = 1024,
         slow_consumer: SlowConsumerPolicy = SlowConsumerPolicy.CLOSE,
+        max_pending_bytes: int | None = DEFAULT_MAX_PENDING_BYTES,
+        drain_timeout: float | None = DEFAULT_DRAIN_TIMEOUT,
         heartbeat_interval: float | None = None,
         shutdown_code: int = CloseCode.GOING_AWAY,
         gap_timeout: float = 1.0,
@@ -88,6 +92,12 @@ class WebSocketService:
         self.events = events
         self.max_queue = max_queue
         self.slow_consumer = slow_consumer
+        if max_pending_bytes is not None and max_pending_bytes < 1:
+            raise ValueError(f"max_pending_bytes must be at least 1 (or None), got {max_pending_bytes!r}")
+        if drain_timeout is not None and not drain_timeout > 0:
+            raise ValueError(f"drain_timeout must be positive seconds (or None), got {drain_timeout!r}")
+        self.max_pending_bytes = max_pending_bytes
+        self.drain_timeout = drain_timeout
         if heartbeat_interval is None:
             # renew well within the backplane's expiry (a third of it for Redis), else every 5 s
             heartbeat_interval = float(getattr(backplane, "heartbeat_interval", 5.0))
@@ -163,7 +173,12 @@ class WebSocketService:
         connection_id = f"{self.node_id}.{next(self._counter)}"
         handler._id = connection_id
         handler._service = self
-        handler._outbox.configure(self.max_queue, self.slow_consumer)
+        handler._outbox.configure(
+            self.max_queue,
+            self.slow_consumer,
+            max_pending_bytes=self.max_pending_bytes,
+            drain_timeout=self.drain_timeout,
+        )
         self._connections[connection_id] = handler
 
     def unregister(self, handler: WebSocketHandler) -> None:
