@@ -1,11 +1,13 @@
-"""Fixtures shared by the whole suite: service requirements (Redis, a browser) and ports."""
+"""Fixtures shared by the whole suite: service requirements (Redis, PostgreSQL, a browser) and ports."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
 import socket
+import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -13,6 +15,8 @@ import pytest
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHROMIUM = os.environ.get("WIREHALL_CHROMIUM", "/usr/bin/chromium")
+# The PostgreSQL server (its maintenance database): each test gets a database of its own on it.
+POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def _required(name: str) -> bool:
@@ -59,6 +63,63 @@ def redis_url(redis_server_url: str) -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+def postgres_execute(url: str, *statements: str) -> None:
+    """Run `statements` on `url` with asyncpg, in a thread of its own (no test loop is touched)."""
+    import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
+
+    async def run() -> None:
+        conn = await asyncpg.connect(url, timeout=5)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(run())
+        except BaseException as exc:  # noqa: BLE001  # re-raised in the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, name="postgres-admin")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+def _postgres_reachable(url: str) -> bool:
+    try:
+        postgres_execute(url, "SELECT 1")
+    except Exception:  # noqa: BLE001  # any failure to connect means "not reachable"
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    """The PostgreSQL maintenance database's URL; skips or fails when it is unreachable."""
+    try:
+        import asyncpg  # noqa: F401
+    except ImportError:
+        _unavailable("asyncpg is not installed (pip install -e '.[examples]')", "WIREHALL_REQUIRE_POSTGRES")
+    if not _postgres_reachable(POSTGRES_URL):
+        _unavailable(f"PostgreSQL is not reachable at {POSTGRES_URL}", "WIREHALL_REQUIRE_POSTGRES")
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_database_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, as a SQLAlchemy asyncpg URL; dropped afterwards."""
+    name = f"wirehall_test_{secrets.token_hex(6)}"
+    postgres_execute(postgres_server_url, f'CREATE DATABASE "{name}"')
+    parts = urlsplit(postgres_server_url)
+    yield parts._replace(scheme="postgresql+asyncpg", path=f"/{name}").geturl()
+    postgres_execute(postgres_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

@@ -251,6 +251,9 @@ def _create_or_upgrade(sync_conn: Any) -> None:
             )
         )
         metadata.create_all(sync_conn)
+        # create_all adds only missing tables: the existing one gets its new index here
+        for index in messages.indexes:
+            index.create(sync_conn, checkfirst=True)
         sync_conn.execute(
             text(
                 "INSERT INTO rooms (room, last_seq, last_id) "
