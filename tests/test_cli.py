@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import httpx
@@ -15,6 +16,7 @@ from click.testing import CliRunner
 
 from tests._servers import stop_process, wait_until_serving
 from wirehall.cli import load_app, main
+from wirehall.server.protocols import LimitedH11Protocol, LimitedHttpToolsProtocol
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -138,3 +140,169 @@ def test_wirehall_run_serves_the_app(unused_port: int, tmp_path: Path) -> None:
         assert item.json() == {"id": 5}
     finally:
         stop_process(process, signal.SIGINT, 10)
+
+
+# what `wirehall run` gives uvicorn ------------------------------------------------------------
+
+SERVER_ENV = ("WIREHALL_ALLOWED_HOSTS", "WIREHALL_MAX_HEAD_SIZE", "WIREHALL_HEAD_TIMEOUT")
+
+
+@pytest.fixture
+def uvicorn_run(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Capture the arguments `wirehall run` passes to uvicorn.run (and restore the environment it sets)."""
+    import uvicorn
+
+    for name in SERVER_ENV:
+        monkeypatch.delenv(name, raising=False)
+    captured: dict[str, Any] = {}
+
+    def fake_run(app: str, **kwargs: Any) -> None:
+        captured.update(kwargs, app=app, environ={name: os.environ.get(name) for name in SERVER_ENV})
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    return captured
+
+
+def test_run_sizes_the_websocket_limit_from_the_app_routes(
+    runner: CliRunner, uvicorn_run: dict[str, Any]
+) -> None:
+    result = runner.invoke(main, ["run", "tests.hostile._app:app"])
+    assert result.exit_code == 0, result.output
+    assert uvicorn_run["ws_max_size"] == 65536  # the Echo controller's max_message_size
+    assert uvicorn_run["ws"] == "websockets-sansio"
+    assert uvicorn_run["ws_per_message_deflate"] is True
+
+
+@pytest.mark.parametrize(
+    ("target", "options", "expected"),
+    [
+        ("tests._apps.hello:app", [], 1024 * 1024),  # no WebSocket route
+        ("tests._apps.hello:plain_asgi", [], 1024 * 1024),  # cannot tell
+        ("tests.hostile._app:app", ["--ws-max-size", "4096"], 4096),  # said explicitly
+    ],
+)
+def test_run_websocket_limit_defaults_and_override(
+    runner: CliRunner, uvicorn_run: dict[str, Any], target: str, options: list[str], expected: int
+) -> None:
+    result = runner.invoke(main, ["run", target, *options])
+    assert result.exit_code == 0, result.output
+    assert uvicorn_run["ws_max_size"] == expected
+
+
+def test_max_websocket_message_size_is_the_largest_route_limit() -> None:
+    from wirehall import WebSocketController, Wirehall
+
+    class Small(WebSocketController):
+        max_message_size = 1000
+
+    class Large(WebSocketController):
+        max_message_size = 5_000_000
+
+    app = Wirehall(backplane="memory://")
+    assert app.max_websocket_message_size == 1024 * 1024
+    app.add_websocket_route("/small", Small)
+    assert app.max_websocket_message_size == 1000
+    sub = Wirehall(backplane="memory://")
+    sub.add_websocket_route("/large", Large)
+    app.mount("/sub", sub)
+    assert app.max_websocket_message_size == 5_000_000
+
+    async def function_endpoint(ws: Any) -> None:
+        return None
+
+    only_function = Wirehall(backplane="memory://")
+    only_function.add_websocket_route("/f", function_endpoint)
+    assert only_function.max_websocket_message_size == 1024 * 1024
+
+
+def test_wsproto_runs_without_compression(runner: CliRunner, uvicorn_run: dict[str, Any]) -> None:
+    result = runner.invoke(main, ["run", "tests.hostile._app:app", "--ws", "wsproto"])
+    assert result.exit_code == 0, result.output
+    assert uvicorn_run["ws"] == "wsproto"
+    assert uvicorn_run["ws_per_message_deflate"] is False
+
+
+@pytest.mark.parametrize(
+    ("options", "protocol"),
+    [([], LimitedHttpToolsProtocol), (["--http", "h11"], LimitedH11Protocol)],
+)
+def test_run_passes_head_limited_protocols_and_their_limits(
+    runner: CliRunner, uvicorn_run: dict[str, Any], options: list[str], protocol: type
+) -> None:
+    result = runner.invoke(
+        main, ["run", "tests._apps.hello:app", "--max-head-size", "8192", "--head-timeout", "2.5", *options]
+    )
+    assert result.exit_code == 0, result.output
+    assert uvicorn_run["http"] is protocol
+    assert uvicorn_run["h11_max_incomplete_event_size"] == 8192
+    assert uvicorn_run["environ"]["WIREHALL_MAX_HEAD_SIZE"] == "8192"
+    assert uvicorn_run["environ"]["WIREHALL_HEAD_TIMEOUT"] == "2.5"
+
+
+def test_run_head_limits_have_defaults(runner: CliRunner, uvicorn_run: dict[str, Any]) -> None:
+    result = runner.invoke(main, ["run", "tests._apps.hello:app"])
+    assert result.exit_code == 0, result.output
+    assert uvicorn_run["environ"]["WIREHALL_MAX_HEAD_SIZE"] == "16384"
+    assert uvicorn_run["environ"]["WIREHALL_HEAD_TIMEOUT"] == "10.0"
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ([], "localhost,127.0.0.1,[::1]"),
+        (["--host", "::1"], "localhost,127.0.0.1,[::1]"),
+        (["--host", "localhost"], "localhost,127.0.0.1,[::1]"),
+        (["--host", "0.0.0.0"], None),
+        (
+            ["--host", "0.0.0.0", "--allowed-host", "example.com", "--allowed-host", "*.example.org"],
+            "example.com,*.example.org",
+        ),
+        (["--allowed-host", "*"], "*"),
+    ],
+)
+def test_run_allowed_hosts(
+    runner: CliRunner, uvicorn_run: dict[str, Any], options: list[str], expected: str | None
+) -> None:
+    result = runner.invoke(main, ["run", "tests._apps.hello:app", *options])
+    assert result.exit_code == 0, result.output
+    assert uvicorn_run["environ"]["WIREHALL_ALLOWED_HOSTS"] == expected
+
+
+def test_run_keeps_allowed_hosts_from_the_environment(
+    runner: CliRunner, uvicorn_run: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WIREHALL_ALLOWED_HOSTS", "chat.example.com")
+    result = runner.invoke(main, ["run", "tests._apps.hello:app"])
+    assert result.exit_code == 0, result.output
+    assert uvicorn_run["environ"]["WIREHALL_ALLOWED_HOSTS"] == "chat.example.com"
+
+
+@pytest.mark.parametrize("entry", ["https://example.com", "example.com:80"])
+def test_run_refuses_a_bad_allowed_host(runner: CliRunner, uvicorn_run: dict[str, Any], entry: str) -> None:
+    result = runner.invoke(main, ["run", "tests._apps.hello:app", "--allowed-host", entry])
+    assert result.exit_code == 1
+    assert "is not a host name" in result.output
+    assert uvicorn_run == {}
+
+
+def test_run_fails_clearly_when_uvicorn_lacks_what_the_protocols_need(
+    runner: CliRunner, uvicorn_run: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    monkeypatch.delattr(H11Protocol, "handle_events")
+    result = runner.invoke(main, ["run", "tests._apps.hello:app"])
+    assert result.exit_code == 1
+    assert "lacks H11Protocol.handle_events" in result.output
+    assert uvicorn_run == {}
+
+
+def test_run_log_config_redacts_on_every_handler(runner: CliRunner, uvicorn_run: dict[str, Any]) -> None:
+    result = runner.invoke(main, ["run", "tests._apps.hello:app", "--redact-param", "session"])
+    assert result.exit_code == 0, result.output
+    config = uvicorn_run["log_config"]
+    redact = config["filters"]["redact_query"]
+    assert "session" in redact["names"]
+    assert "token" in redact["names"]
+    assert all("redact_query" in handler["filters"] for handler in config["handlers"].values())
+    assert config["root"]["handlers"] == ["default"]

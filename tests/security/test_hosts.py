@@ -7,8 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wirehall import WebSocketController, Wirehall
 from wirehall.errors import ConfigurationError
-from wirehall.security.hosts import TrustedHostMiddleware
+from wirehall.security.hosts import (
+    HostAllowlist,
+    TrustedHostMiddleware,
+    allowed_hosts_from_env,
+    is_loopback_address,
+)
+from wirehall.testing import TestClient
 
 from ._asgi import client, echo_scope_app, handshake, passed_through, websocket_scope
 
@@ -127,3 +134,91 @@ async def test_generated_hosts_never_crash(host: bytes) -> None:
     if status(responses) == 200:
         name = host.decode("latin-1").strip().lower().rsplit(":", 1)[0].rstrip(".")
         assert name in ("example.com", "127.0.0.1", "[::1]", "localhost") or name.endswith(".example.org")
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("LocalHost.", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.2", False),
+        ("example.com", False),
+    ],
+)
+def test_is_loopback_address(host: str, loopback: bool) -> None:
+    assert is_loopback_address(host) is loopback
+
+
+def test_allowed_hosts_from_env() -> None:
+    assert allowed_hosts_from_env({}) is None
+    assert allowed_hosts_from_env({"WIREHALL_ALLOWED_HOSTS": " , "}) is None
+    assert allowed_hosts_from_env({"WIREHALL_ALLOWED_HOSTS": "a.example, *.b.example "}) == (
+        "a.example",
+        "*.b.example",
+    )
+    with pytest.raises(ConfigurationError, match=r"WIREHALL_ALLOWED_HOSTS='http://x'.*not a host name"):
+        allowed_hosts_from_env({"WIREHALL_ALLOWED_HOSTS": "http://x"})
+
+
+def test_host_allowlist_describes_itself() -> None:
+    assert (
+        HostAllowlist(["b.example", "a.example", "*.c.example"]).describe()
+        == "a.example, b.example, *.c.example"
+    )
+    assert HostAllowlist(["*", "a.example"]).describe() == "*"
+
+
+def host_app(**options: Any) -> Wirehall:
+    app = Wirehall(backplane="memory://", **options)
+
+    @app.get("/")
+    async def home() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.websocket("/ws")
+    class Echo(WebSocketController):
+        pass
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "host", "expected"),
+    [
+        ({"allowed_hosts": ["localhost"]}, None, "localhost:8000", 200),
+        ({"allowed_hosts": ["localhost"]}, None, "evil.com", 400),
+        ({}, "localhost,127.0.0.1", "127.0.0.1:8000", 200),
+        ({}, "localhost,127.0.0.1", "evil.com", 400),
+        ({}, None, "evil.com", 200),  # no list anywhere: any host
+        ({"allowed_hosts": ["*"]}, "localhost", "evil.com", 200),  # the app's own setting wins
+    ],
+)
+async def test_the_apps_allowed_hosts_refuse_other_hosts(
+    monkeypatch: pytest.MonkeyPatch, options: dict[str, Any], env: str | None, host: str, expected: int
+) -> None:
+    if env is None:
+        monkeypatch.delenv("WIREHALL_ALLOWED_HOSTS", raising=False)
+    else:
+        monkeypatch.setenv("WIREHALL_ALLOWED_HOSTS", env)
+    app = host_app(**options)
+    async with TestClient(app) as test_client:
+        response = await test_client.get("/", headers={"host": host})
+        assert response.status_code == expected
+
+
+async def test_the_apps_allowed_hosts_refuse_websocket_handshakes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WIREHALL_ALLOWED_HOSTS", raising=False)
+    app = host_app(allowed_hosts=["localhost"])
+    scope = websocket_scope(path="/ws", headers=[("host", "evil.com"), ("origin", "http://evil.com")])
+    refused = await handshake(app, scope)
+    assert not refused.accepted
+    ok = await handshake(
+        app, websocket_scope(path="/ws", headers=[("host", "localhost"), ("origin", "http://localhost")])
+    )
+    assert ok.accepted

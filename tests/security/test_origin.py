@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from wirehall.errors import ConfigurationError
 from wirehall.security._netloc import parse_origin, split_host
-from wirehall.security.origin import WebSocketOriginMiddleware
+from wirehall.security.hosts import HostAllowlist
+from wirehall.security.origin import WebSocketOriginMiddleware, is_same_origin
 
 from ._asgi import client, echo_scope_app, handshake, passed_through, websocket_scope
 
@@ -239,3 +240,31 @@ async def test_generated_own_origins_are_accepted(host: str, port: int) -> None:
     assert (await connect(app, f"https://{host}:{port}", f"{host.upper()}:{port}", "wss")).accepted
     other = port + 1 if port < 65535 else 1
     assert not (await connect(app, f"http://{host}:{other}", f"{host}:{port}")).accepted
+
+
+async def test_a_rebinding_host_is_not_the_apps_own_origin_when_hosts_are_listed() -> None:
+    # a page on evil.com whose name now points at 127.0.0.1: Host and Origin agree
+    trusting = WebSocketOriginMiddleware(echo_scope_app)
+    assert (await connect(trusting, "http://evil.com", host="evil.com")).accepted
+    guarded = WebSocketOriginMiddleware(echo_scope_app, allowed_hosts=["localhost", "127.0.0.1"])
+    refused = await connect(guarded, "http://evil.com", host="evil.com")
+    assert not refused.accepted
+    assert (await connect(guarded, "http://localhost:8000", host="localhost:8000")).accepted
+    assert (await connect(guarded, "http://127.0.0.1:8000", host="127.0.0.1:8000")).accepted
+
+
+async def test_allowed_origins_still_pass_whatever_the_host_list() -> None:
+    app = WebSocketOriginMiddleware(
+        echo_scope_app, ["https://app.example.com"], allowed_hosts=["api.example.com"]
+    )
+    assert (await connect(app, "https://app.example.com", host="api.example.com", scheme="wss")).accepted
+    assert (await connect(app, "*", host="api.example.com")).accepted is False
+
+
+def test_is_same_origin_does_not_trust_a_host_outside_the_list() -> None:
+    scope = websocket_scope(headers=[("host", "evil.com:8000")])
+    origin = parse_origin("http://evil.com:8000")
+    assert origin is not None
+    assert is_same_origin(origin, scope)
+    assert not is_same_origin(origin, scope, HostAllowlist(["localhost"]))
+    assert is_same_origin(origin, scope, HostAllowlist(["*"]))
