@@ -54,3 +54,21 @@ class Room(WebSocketController):
         for seq in range(message.count):
             await self.service.broadcast(message.room, {"seq": seq, "pad": pad})
         await self.send_json({"type": "burst-done"})
+
+
+# tests/hostile/test_stalled_peer.py: the slow-consumer limits come from the environment,
+# and `/hurried/{room}` gives a stalled peer `WH_TEST_CLOSE_TIMEOUT` seconds for its close frame.
+if "WH_TEST_DRAIN_TIMEOUT" in os.environ:
+    service.drain_timeout = float(os.environ["WH_TEST_DRAIN_TIMEOUT"])
+if "WH_TEST_MAX_PENDING_BYTES" in os.environ:
+    service.max_pending_bytes = int(os.environ["WH_TEST_MAX_PENDING_BYTES"])
+
+
+@app.get("/presence/{room}")
+async def presence(room: str) -> dict[str, str]:
+    return await service.presence(room)
+
+
+@app.websocket("/hurried/{room}")
+class Hurried(Room):
+    close_timeout = float(os.environ.get("WH_TEST_CLOSE_TIMEOUT", "1.0"))
