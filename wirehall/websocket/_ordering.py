@@ -43,6 +43,11 @@ class RoomOrder(Generic[T]):
         return len(self._pending)
 
     @property
+    def oldest_waiting(self) -> int | None:
+        """The lowest position held back, if any."""
+        return min(self._pending) if self._pending else None
+
+    @property
     def has_gap(self) -> bool:
         """True while items are held back waiting for an earlier position."""
         return bool(self._pending)
@@ -89,8 +94,12 @@ class RoomOrder(Generic[T]):
 
     def _hold(self, position: int, item: T) -> None:
         if len(self._pending) >= MAX_PENDING and position not in self._pending:
-            # Too far behind: the oldest gap will not be filled by live traffic; make room.
-            self._pending.pop(max(self._pending))
+            # Too far behind: the oldest gap will not be filled by live traffic. Keep the
+            # positions closest to delivery; the newest is left to the replay.
+            newest = max(self._pending)
+            if position > newest:
+                return
+            del self._pending[newest]
         self._pending[position] = item
         if self.gap_since is None:
             self.gap_since = self._clock()
