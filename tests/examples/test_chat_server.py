@@ -37,7 +37,14 @@ def database_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def server(tmp_path: Path, database_url: str, unused_port: int) -> Iterator[ChatServer]:
+def chat_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Environment for the server: parametrize indirectly with a dict to set some."""
+    for name, value in getattr(request, "param", {}).items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def server(tmp_path: Path, database_url: str, unused_port: int, chat_env: None) -> Iterator[ChatServer]:
     chat = ChatServer(unused_port, database_url, tmp_path / "server.log")
     chat.start()
     try:
@@ -182,7 +189,9 @@ async def test_http_errors(http: httpx.AsyncClient) -> None:
         bad = await http.get(f"/api/rooms/lobby/messages?{query}")
         assert bad.status_code == 400
         assert "error" in bad.json()
-    bad_body = await http.post("/api/rooms/lobby/messages", content=b"{nope")
+    bad_body = await http.post(
+        "/api/rooms/lobby/messages", content=b"{nope", headers={"content-type": "application/json"}
+    )
     assert bad_body.status_code == 400
     assert "error" in bad_body.json()
 
@@ -253,6 +262,7 @@ async def test_sigterm_closes_every_socket_with_a_close_frame(server: ChatServer
 # ---- slow consumers ----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("chat_env", [{"CHAT_RATE_LIMIT": "0"}], indirect=True)  # the fast client floods
 async def test_a_slow_reader_is_dropped_and_the_room_goes_on(server: ChatServer) -> None:
     # A client that stops reading, with a small receive buffer and no compression (so the
     # server's buffers fill), while a fast client keeps posting and reading.
