@@ -12,7 +12,7 @@ import pytest
 from tests.websocket._support import Member, endpoint_app, eventually, member
 from wirehall.backplane.memory import MemoryBackplane, MemoryHub
 from wirehall.errors import BackplaneError, WebSocketDisconnectError
-from wirehall.events import EventBus, PresenceChanged
+from wirehall.events import DeliveryInterrupted, EventBus, PresenceChanged
 from wirehall.testing.websocket import WebSocketTestSession
 from wirehall.types import ASGIApp
 from wirehall.websocket import CloseCode, SlowConsumerPolicy, WebSocketService
@@ -464,3 +464,267 @@ async def test_two_nodes_on_redis_deliver_each_broadcast_once_in_order(
     for ws, _ in members:
         with pytest.raises(TimeoutError):
             await ws.receive(timeout=0.1)
+
+
+# -- positioned broadcasts: per-room order across nodes, hold/release, gaps, outages ----------
+
+
+class History:
+    """A room's stored messages by position, and the app's replay source over them."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, dict[int, str]] = {}
+        self.calls: list[tuple[str, int, int]] = []
+
+    def store(self, room: str, position: int) -> str:
+        text = f"{room}-{position}"
+        self.rooms.setdefault(room, {})[position] = text
+        return text
+
+    async def replay(self, room: str, after: int, limit: int) -> list[tuple[int, str]]:
+        self.calls.append((room, after, limit))
+        stored = self.rooms.get(room, {})
+        return [(position, stored[position]) for position in sorted(stored) if position > after][:limit]
+
+
+async def positioned_member(
+    stack: contextlib.AsyncExitStack, node: Node, room: str, after: int = 0
+) -> tuple[WebSocketTestSession, str]:
+    """A member that joined `room` the way an app with a history does: hold, then release."""
+    ws, ws_id = await member(stack, node.app)
+    await node.service.join(ws_id, room, "user", hold=True)
+    node.service.release(ws_id, room, after=after)
+    return ws, ws_id
+
+
+async def receive_texts(ws: WebSocketTestSession, count: int) -> list[str]:
+    return [await ws.receive_text() for _ in range(count)]
+
+
+async def assert_nothing_more(*sessions: WebSocketTestSession) -> None:
+    for ws in sessions:
+        with pytest.raises(TimeoutError):
+            await ws.receive(timeout=0.05)
+
+
+async def start_node(hub: MemoryHub, stack: contextlib.AsyncExitStack, **options: object) -> Node:
+    started = Node(hub, **options)
+    await started.service.start()
+    stack.push_async_callback(started.service.stop)
+    return started
+
+
+async def test_positioned_broadcasts_from_two_nodes_reach_every_member_in_position_order(
+    hub: MemoryHub, stack: contextlib.AsyncExitStack
+) -> None:
+    one = await start_node(hub, stack, gap_timeout=10.0)
+    two = await start_node(hub, stack, gap_timeout=10.0)
+    members = [(await positioned_member(stack, node, "room"))[0] for node in (one, two, one, two)]
+    sent = [2, 1, 4, 6, 3, 5, 8, 7, 10, 9]
+    for n, position in enumerate(sent):
+        await (one if n % 2 else two).service.broadcast("room", f"m{position}", position=position)
+    for ws in members:
+        assert await receive_texts(ws, 10) == [f"m{p}" for p in range(1, 11)]
+    await assert_nothing_more(*members)
+
+
+async def test_a_held_member_gets_nothing_until_release_then_what_follows_its_history(
+    node: Node, stack: contextlib.AsyncExitStack
+) -> None:
+    live, _ = await positioned_member(stack, node, "room")
+    await node.service.broadcast("room", "m1", position=1)
+    assert await live.receive_text() == "m1"
+    joiner, joiner_id = await member(stack, node.app)
+    await node.service.join(joiner_id, "room", "late", hold=True)
+    await node.service.broadcast("room", "m2", position=2)
+    await node.service.broadcast("room", "presence")  # unpositioned (through the backplane): kept too
+    await node.service.broadcast("room", "m3", position=3)
+    # a positioned broadcast reaches this node's members at once, the others after the round trip
+    assert sorted(await receive_texts(live, 3)) == ["m2", "m3", "presence"]
+    await assert_nothing_more(joiner)
+    node.service.release(joiner_id, "room", after=2)  # its history went up to 2
+    await node.service.broadcast("room", "m4", position=4)
+    received = await receive_texts(joiner, 3)
+    assert sorted(received) == ["m3", "m4", "presence"]
+    assert [text for text in received if text.startswith("m")] == ["m3", "m4"]
+    assert await live.receive_text() == "m4"
+    await assert_nothing_more(live, joiner)
+
+
+async def test_release_starts_a_held_room_after_the_history_and_sends_what_waited(
+    node: Node, stack: contextlib.AsyncExitStack
+) -> None:
+    joiner, joiner_id = await member(stack, node.app)
+    await node.service.join(joiner_id, "room", "first", hold=True)
+    watcher, _ = await member(stack, node.app, "room")  # joined without history: gets them all
+    for position in (3, 1, 2):
+        await node.service.broadcast("room", f"m{position}", position=position)
+    await node.service.broadcast("room", "presence")
+    assert await watcher.receive_text() == "presence"  # the room waits for the joiner's start
+    await assert_nothing_more(joiner)
+    node.service.release(joiner_id, "room", after=1)
+    assert await receive_texts(joiner, 3) == ["presence", "m2", "m3"]
+    assert await receive_texts(watcher, 3) == ["m1", "m2", "m3"]
+    await node.service.broadcast("room", "m4", position=4)
+    assert await joiner.receive_text() == "m4"
+    assert await watcher.receive_text() == "m4"
+    await assert_nothing_more(joiner, watcher)
+
+
+async def test_a_history_ahead_of_the_live_messages_makes_their_late_copies_skipped(
+    node: Node, stack: contextlib.AsyncExitStack
+) -> None:
+    live, _ = await positioned_member(stack, node, "room")
+    await node.service.broadcast("room", "m1", position=1)
+    assert await live.receive_text() == "m1"
+    joiner, joiner_id = await member(stack, node.app)
+    await node.service.join(joiner_id, "room", "late", hold=True)
+    # 2 and 3 are stored and in the joiner's history, but not broadcast yet
+    node.service.release(joiner_id, "room", after=3)
+    for position in (2, 3, 4):
+        await node.service.broadcast("room", f"m{position}", position=position)
+    assert await receive_texts(live, 3) == ["m2", "m3", "m4"]
+    assert await joiner.receive_text() == "m4"
+    await node.service.broadcast("room", "m5", position=5)
+    assert await live.receive_text() == "m5"
+    assert await joiner.receive_text() == "m5"
+    await assert_nothing_more(live, joiner)
+
+
+async def test_two_held_joiners_each_get_what_follows_their_own_history(
+    node: Node, stack: contextlib.AsyncExitStack
+) -> None:
+    early, early_id = await member(stack, node.app)
+    late, late_id = await member(stack, node.app)
+    await node.service.join(early_id, "room", "early", hold=True)  # its history: nothing yet
+    await node.service.join(late_id, "room", "late", hold=True)
+    for position in (1, 2):
+        await node.service.broadcast("room", f"m{position}", position=position)
+    node.service.release(late_id, "room", after=2)  # its history read 1 and 2
+    node.service.release(early_id, "room", after=0)
+    await node.service.broadcast("room", "m3", position=3)
+    assert await receive_texts(early, 3) == ["m1", "m2", "m3"]
+    assert await late.receive_text() == "m3"
+    await assert_nothing_more(early, late)
+
+
+async def test_a_held_joiner_whose_history_misses_what_was_already_delivered_is_closed_1012(
+    node: Node, stack: contextlib.AsyncExitStack
+) -> None:
+    early, early_id = await member(stack, node.app)
+    late, late_id = await member(stack, node.app)
+    await node.service.join(early_id, "room", "early", hold=True)  # its history: nothing
+    await node.service.join(late_id, "room", "late", hold=True)
+    await node.service.broadcast("room", "m2", position=2)
+    node.service.release(late_id, "room", after=2)  # its history read 1 and 2
+    await node.service.broadcast("room", "m1", position=1)  # 1 arrives last: already delivered here
+    node.service.release(early_id, "room", after=0)  # it never got 1: it must catch up
+    assert await receive_or_close(early) is None
+    assert early.close_code == CloseCode.SERVICE_RESTART
+    await node.service.broadcast("room", "m3", position=3)
+    assert await late.receive_text() == "m3"
+    await assert_nothing_more(late)
+
+
+async def test_a_gap_that_does_not_close_is_filled_from_the_replay_source_in_order(
+    hub: MemoryHub, stack: contextlib.AsyncExitStack
+) -> None:
+    here = await start_node(hub, stack, gap_timeout=0.05)
+    history = History()
+    here.service.replay_from(history.replay)
+    ws, _ = await positioned_member(stack, here, "room")
+    for position in range(1, 5):
+        history.store("room", position)
+    await here.service.broadcast("room", "room-1", position=1)
+    await here.service.broadcast("room", "room-4", position=4)  # 2 and 3 were never broadcast
+    assert await receive_texts(ws, 4) == ["room-1", "room-2", "room-3", "room-4"]
+    assert history.calls[0][:2] == ("room", 1)
+    await here.service.broadcast("room", "room-5", position=5)
+    assert await ws.receive_text() == "room-5"
+    await assert_nothing_more(ws)
+
+
+async def test_without_a_replay_source_a_gap_closes_the_rooms_members_with_1012(
+    hub: MemoryHub, stack: contextlib.AsyncExitStack
+) -> None:
+    here = await start_node(hub, stack, gap_timeout=0.05)
+    ws, _ = await positioned_member(stack, here, "room")
+    await here.service.broadcast("room", "m1", position=1)
+    await here.service.broadcast("room", "m3", position=3)
+    received = []
+    while (message := await receive_or_close(ws)) is not None:
+        received.append(message)
+    assert ws.close_code == CloseCode.SERVICE_RESTART
+    # it reconnects with since=1 and gets 2 from the history: it must not have seen 3
+    assert received == ["m1"]
+    await eventually(lambda: here.service.local_members("room") == [])
+    again, _ = await positioned_member(stack, here, "room", after=3)
+    await here.service.broadcast("room", "m4", position=4)
+    assert await again.receive_text() == "m4"
+    await assert_nothing_more(again)
+
+
+async def test_after_an_outage_a_node_catches_its_members_up_from_the_replay_source(
+    hub: MemoryHub, stack: contextlib.AsyncExitStack
+) -> None:
+    history = History()
+    one = await start_node(hub, stack, gap_timeout=10.0)
+    two = await start_node(hub, stack, gap_timeout=10.0)
+    two.service.replay_from(history.replay)
+    interrupted: list[tuple[str, ...]] = []
+    two.events.subscribe(DeliveryInterrupted, lambda event: interrupted.append(event.rooms))
+    sender, _ = await positioned_member(stack, one, "room")
+    receivers = [(await positioned_member(stack, two, "room"))[0] for _ in range(2)]
+    await positioned_member(stack, two, "other room")
+    await one.service.broadcast("room", history.store("room", 1), position=1)
+    for ws in (sender, *receivers):
+        assert await ws.receive_text() == "room-1"
+    two.backplane.cut_off()
+    for position in (2, 3, 4):
+        await one.service.broadcast("room", history.store("room", position), position=position)
+    assert await receive_texts(sender, 3) == ["room-2", "room-3", "room-4"]
+    await assert_nothing_more(*receivers)
+    two.backplane.reconnect()  # nothing is posted after this: the catch-up needs no wake-up
+    for ws in receivers:
+        assert await receive_texts(ws, 3) == ["room-2", "room-3", "room-4"]
+    await eventually(lambda: interrupted == [("other room", "room")])
+    await assert_nothing_more(sender, *receivers)
+
+
+async def test_broadcasts_made_while_cut_off_are_published_again_once_back(
+    hub: MemoryHub, stack: contextlib.AsyncExitStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    history = History()
+    one = await start_node(hub, stack, gap_timeout=10.0)
+    two = await start_node(hub, stack, gap_timeout=10.0)  # no replay source there
+    one.service.replay_from(history.replay)
+    sender, _ = await positioned_member(stack, one, "room")
+    receiver, _ = await positioned_member(stack, two, "room")
+    one.backplane.cut_off()
+    with caplog.at_level(logging.WARNING, logger="wirehall.websocket.service"):
+        for position in (1, 2, 3):
+            await one.service.broadcast("room", history.store("room", position), position=position)
+        assert await receive_texts(sender, 3) == ["room-1", "room-2", "room-3"]
+        await eventually(lambda: "published again once it is back" in caplog.text)
+    await assert_nothing_more(receiver)
+    one.backplane.reconnect()
+    assert await receive_texts(receiver, 3) == ["room-1", "room-2", "room-3"]
+    await one.service.broadcast("room", history.store("room", 4), position=4)
+    assert await sender.receive_text() == "room-4"
+    assert await receiver.receive_text() == "room-4"
+    await assert_nothing_more(sender, receiver)
+
+
+async def test_without_a_replay_source_a_node_back_from_an_outage_closes_its_members_1012(
+    hub: MemoryHub, stack: contextlib.AsyncExitStack
+) -> None:
+    one = await start_node(hub, stack, gap_timeout=10.0)
+    two = await start_node(hub, stack, gap_timeout=10.0)
+    await positioned_member(stack, one, "room")
+    receiver, _ = await positioned_member(stack, two, "room")
+    two.backplane.cut_off()
+    await one.service.broadcast("room", "m1", position=1)
+    two.backplane.reconnect()
+    await one.service.broadcast("room", "m2", position=2)  # must not be its "last seen": 1 is missing
+    assert await receive_or_close(receiver) is None
+    assert receiver.close_code == CloseCode.SERVICE_RESTART

@@ -321,8 +321,35 @@ class WebSocketService:
         ready: list[tuple[int, _Positioned]] = []
         if after is not None:
             order = self._order(room)
-            ready = order.start(after)
-            if order.next is not None and after >= order.next:
+            if order.next is None:
+                # Start the room here. Other joiners still held (or members already live)
+                # may have read less history than this one: what waits from before `after`
+                # goes to them, and this connection skips it as "ahead".
+                begin, oldest = after, order.oldest_waiting
+                if oldest is not None and (room in self._holding or len(self._rooms[room]) > 1):
+                    begin = min(after, oldest - 1)
+                ready = order.start(begin)
+                first = begin + 1
+            else:
+                first = order.next
+                kept = sum(1 for position, _ in hold.items if after < position < first)
+                if kept < first - after - 1:
+                    # Messages after its history went out before it joined and were not
+                    # kept for it (they arrived late and were dropped as delivered).
+                    logger.warning(
+                        "connection %s missed messages of room %r after %d; closing it so it catches up",
+                        connection_id,
+                        room,
+                        after,
+                    )
+                    self._rooms[room].pop(connection_id, None)
+                    if not self._rooms[room]:
+                        del self._rooms[room]
+                    if not self._has_local(room):
+                        self._forget_order(room)
+                    self._spawn_background(handler._close_from_outside(CloseCode.SERVICE_RESTART))
+                    return
+            if after >= first:
                 self._ahead.setdefault(room, {})[connection_id] = after
         outbox = handler._outbox
         for position, message in hold.items:
@@ -642,18 +669,18 @@ class WebSocketService:
         if order is None or not order.has_gap:
             return
         missing = order.next
-        for position, (message, exclude) in order.skip_gap():
-            self._fan_out(room, message, exclude, position)
-        if caught_up:
-            # the app's history does not have it either: nothing was stored at that place
-            logger.warning(
-                "room %r: message %s never arrived and is not in the history; skipped", room, missing
-            )
-        else:
+        if not caught_up:
+            # Nothing behind the gap goes to them: they reconnect with the last position they
+            # saw, and the app's history gives them the missing one with what follows it.
             logger.warning(
                 "room %r: message %s never arrived; closing its members here so they catch up", room, missing
             )
             await self._close_room(room, CloseCode.SERVICE_RESTART)
+            return
+        # the app's history does not have it either: nothing was stored at that place
+        for position, (message, exclude) in order.skip_gap():
+            self._fan_out(room, message, exclude, position)
+        logger.warning("room %r: message %s never arrived and is not in the history; skipped", room, missing)
 
     async def _catch_up(self, room: str) -> bool:
         """Fetch the room's positioned messages after what was delivered; False if impossible."""
@@ -683,8 +710,15 @@ class WebSocketService:
                 return True
 
     async def _close_room(self, room: str, code: int) -> None:
+        # Out of the room at once (before the closes run), so that no later message reaches
+        # them: one that did would be the "last seen" they reconnect from, past the gap.
+        # (Still in `_joined`: their presence goes when they unregister.) The room's order
+        # is forgotten with its last member; a new joiner starts it again.
         handlers = [*self._rooms.get(room, {}).values()]
         handlers += [hold.handler for hold in self._holding.get(room, {}).values()]
+        for handler in handlers:
+            if handler._id is not None:
+                self._remove_member(room, handler._id)
         await asyncio.gather(
             *(handler._close_from_outside(code) for handler in handlers), return_exceptions=True
         )
