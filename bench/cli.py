@@ -1,4 +1,4 @@
-"""The command line: `python -m bench [--quick] [--only http|ws|redis] [--json PATH]`."""
+"""The command line: `python -m bench [--quick] [--only http|ws|redis|chat] [--json PATH]`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from bench.apps import APPS, HTTP_ONLY_APPS
+from bench.chat_bench import ChatBenchSettings, run_chat
 from bench.http_bench import run_http
 from bench.procfs import raise_fd_limit
 from bench.report import evaluate_targets, render
@@ -38,6 +39,15 @@ QUICK_WS = WsSettings(
     slow_stall_reps=80,
     redis_room=200,
     redis_reps=5,
+)
+
+QUICK_CHAT = ChatBenchSettings(
+    rounds=1,
+    watchers=2,
+    seconds=3.0,
+    joins=60,
+    join_rate=30.0,
+    delivery_timeout=10.0,
 )
 
 
@@ -96,13 +106,16 @@ def _main(argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short smoke run (about a minute)")
     parser.add_argument(
-        "--only", choices=["http", "ws", "redis"], action="append", help="run only this section (repeatable)"
+        "--only",
+        choices=["http", "ws", "redis", "chat"],
+        action="append",
+        help="run only this section (repeatable)",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     parser.add_argument("--http-rounds", type=int, help="HTTP rounds (default 5, quick 1)")
     parser.add_argument("--http-seconds", type=float, help="seconds per wrk run (default 4, quick 2)")
     args = parser.parse_args(argv)
-    sections = args.only or ["http", "ws", "redis"]
+    sections = args.only or ["http", "ws", "redis", "chat"]
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     fd_limit = raise_fd_limit()
@@ -160,6 +173,11 @@ def _main(argv: list[str] | None) -> None:
             else:
                 results["redis"] = {"skipped": f"wirehall app: {unavailable['wirehall']}"}
                 _progress(f"  skipped: {results['redis']['skipped']}")
+        if "chat" in sections:
+            print("Chat (two processes over Redis, SQLite and PostgreSQL) ...", flush=True)
+            results["chat"] = run_chat(
+                where, log_dir, QUICK_CHAT if args.quick else ChatBenchSettings(), _progress
+            )
     finally:
         results["elapsed_s"] = round(time.monotonic() - clock, 1)
         results["targets"] = [t.__dict__ for t in evaluate_targets(results)]

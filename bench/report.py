@@ -180,6 +180,66 @@ def render_redis(redis: dict[str, Any]) -> str:
     )
 
 
+def render_chat(chat: dict[str, Any]) -> str:
+    if "skipped" in chat:
+        return f"Chat: skipped: {chat['skipped']}"
+    s = chat["settings"]
+    rows = []
+    notes = []
+    for kind, r in chat["databases"].items():
+        if "skipped" in r or "error" in r:
+            reason = r.get("skipped") or r["error"]
+            rows.append([kind, "skipped" if "skipped" in r else "error", *[""] * 8])
+            notes.append(f"  {kind}: {reason.splitlines()[0][:100]}")
+            continue
+        one, many, join, check = r["one_room"], r["many_rooms"], r["join"], r["delivery"]
+        faults = sum(check[k] for k in ("missing", "unexpected", "duplicates", "out_of_order"))
+        rows.append(
+            [
+                kind,
+                _fmt(one["msgs_per_s"], 0),
+                _fmt(many["msgs_per_s"], 0),
+                "-" if r["ratio"] is None else f"{r['ratio']:.2f}x",
+                f"{_fmt(one['servers_cpu_us_per_message'], 0)} / {_fmt(many['servers_cpu_us_per_message'], 0)}",
+                f"{_fmt(one['post_p99_ms'], 0)} / {_fmt(many['post_p99_ms'], 0)}",
+                _fmt(join["median_ms"], 1),
+                _fmt(join["p99_ms"], 1) if join["p99_ms"] is not None else "timeout",
+                f"{join['joined']}/{join['joins']}",
+                "ok" if not faults and not check["faulty_watchers"] else f"{check['faulty_watchers']} faulty",
+            ]
+        )
+        load = r["load"]
+        notes.append(
+            f"  {kind}: machine {load['machine_busy_share']:.0%} busy (median of runs), "
+            f"{load['others_cpus']:.2f} CPUs used outside the chat servers and the client "
+            f"(PostgreSQL, Redis, other work), load average up to {load['load_average']:.1f}; "
+            f"joins at {join['post_rate']:.0f} msgs/s posted; {check['watchers']} watchers checked"
+            + (f"; {one['errors'] + many['errors']} posts refused" if one["errors"] + many["errors"] else "")
+        )
+    title = (
+        f"Chat (examples.chat): 2 processes over Redis; {s['posters']} HTTP posters for {s['seconds']:g} s "
+        f"(median of {s['rounds']}), {s['watchers']} WebSockets per room; {s['joins']} joins while "
+        f"{s['post_rate']:g} msgs/s are posted"
+    )
+    header = [
+        "database",
+        "1 room msg/s",
+        f"{s['rooms']} rooms msg/s",
+        "ratio",
+        "CPU us/msg 1/many",
+        "post p99 ms 1/many",
+        "join med ms",
+        "join p99 ms",
+        "joined",
+        "delivery",
+    ]
+    note = (
+        "(CPU us/msg: both chat processes' CPU time per posted message. delivery: every watcher got\n"
+        " each acknowledged message of its room once, in id order.)"
+    )
+    return title + "\n" + _table(header, rows) + "\n" + note + ("\n" + "\n".join(notes) if notes else "")
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -247,6 +307,45 @@ def evaluate_targets(results: dict[str, Any]) -> list[Target]:
             )
         diff = (wh["memory_per_connection_bytes"] - raw["memory_per_connection_bytes"]) / 1000
         targets.append(Target("idle memory/conn", "within 3 KB of raw ASGI", f"{diff:+.2f} KB", diff <= 3))
+    targets.extend(_chat_targets(results.get("chat", {})))
+    return targets
+
+
+def _chat_targets(chat: dict[str, Any]) -> list[Target]:
+    targets: list[Target] = []
+    for kind, r in chat.get("databases", {}).items():
+        if "skipped" in r or "error" in r:
+            continue
+        rooms = chat["settings"]["rooms"]
+        if kind == "postgresql":
+            ratio = r["ratio"]
+            targets.append(
+                Target(
+                    f"chat {kind}: {rooms} rooms / 1 room",
+                    ">= 5x msgs/s",
+                    "-" if ratio is None else f"{ratio:.2f}x",
+                    None if ratio is None else ratio >= 5,
+                )
+            )
+        p99 = r["join"]["p99_ms"]
+        targets.append(
+            Target(
+                f"chat {kind}: join p99",
+                f"< 50 ms at {chat['settings']['post_rate']:g} msgs/s",
+                "timeout" if p99 is None else f"{p99:.1f} ms",
+                p99 is not None and p99 < 50,
+            )
+        )
+        check = r["delivery"]
+        faults = sum(check[k] for k in ("missing", "unexpected", "duplicates", "out_of_order"))
+        targets.append(
+            Target(
+                f"chat {kind}: delivery",
+                "every message once, in order",
+                f"{faults} faults in {check['watchers']} watchers",
+                faults == 0 and not check["faulty_watchers"],
+            )
+        )
     return targets
 
 
@@ -274,7 +373,7 @@ def render(results: dict[str, Any]) -> str:
         f"uvicorn {' '.join(env['uvicorn_options'])} (1 worker)\n"
         f"{env['placement']}"
     )
-    for key, fn in (("http", render_http), ("ws", render_ws), ("redis", render_redis)):
+    for key, fn in (("http", render_http), ("ws", render_ws), ("redis", render_redis), ("chat", render_chat)):
         if key in results:
             parts.append(fn(results[key]))
     parts.append(render_targets(evaluate_targets(results)))

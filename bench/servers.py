@@ -20,7 +20,16 @@ from pathlib import Path
 
 from bench.procfs import raise_fd_limit
 
-__all__ = ["UVICORN_OPTIONS", "Placement", "Server", "free_port", "placement", "serve"]
+__all__ = [
+    "UVICORN_OPTIONS",
+    "WIREHALL_RUN_OPTIONS",
+    "Placement",
+    "Server",
+    "free_port",
+    "placement",
+    "serve",
+    "serve_wirehall",
+]
 
 UVICORN_OPTIONS = [
     "--host",
@@ -35,6 +44,9 @@ UVICORN_OPTIONS = [
     "--log-level",
     "warning",
 ]
+
+# `wirehall run` chooses uvloop, httptools and its own WebSocket protocol by itself
+WIREHALL_RUN_OPTIONS = ["--host", "127.0.0.1", "--no-access-log", "--log-level", "warning"]
 
 # the project root: the servers import `bench.apps.*` and `wirehall` from here
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,6 +200,77 @@ def serve(
                 _wait_ready(server, startup_timeout)
             except RuntimeError:
                 # another process may have taken the port between choosing and binding it
+                if attempt < attempts and "address already in use" in server.log_tail().lower():
+                    continue
+                raise
+            yield server
+            return
+        finally:
+            _stop(process)
+
+
+def _wait_ok(server: Server, path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(
+                f"{server.name} exited with {server.process.returncode} while starting:\n{server.log_tail()}"
+            )
+        try:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=2.0) as sock:
+                sock.sendall(request)
+                response = b"".join(iter(lambda: sock.recv(65536), b""))
+        except OSError as exc:
+            last = exc
+            time.sleep(0.05)
+            continue
+        if response.startswith(b"HTTP/1.1 200"):
+            return
+        raise RuntimeError(f"{server.name}: GET {path} answered {response[:200]!r}")
+    raise RuntimeError(f"{server.name} did not answer within {timeout:.0f} s ({last!r})")
+
+
+@contextlib.contextmanager
+def serve_wirehall(
+    name: str,
+    app: str,
+    where: Placement,
+    log_dir: Path,
+    env: Mapping[str, str] | None = None,
+    ready_path: str = "/healthz",
+    startup_timeout: float = 30.0,
+) -> Iterator[Server]:
+    """Run `wirehall run APP` (one worker) on a free loopback port until the block ends;
+    ready once `GET ready_path` answers 200."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    script = Path(sys.executable).with_name("wirehall")
+    runner = [str(script)] if script.exists() else [sys.executable, "-m", "wirehall.cli"]
+    attempts = 3
+    for attempt in range(1, attempts + 1):
+        port = free_port()
+        log_path = log_dir / f"{name}-{port}.log"
+        command = [*where.server_prefix(), *runner, "run", app, "--port", str(port), *WIREHALL_RUN_OPTIONS]
+        environment = {**os.environ, **(env or {})}
+        environment["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), environment.get("PYTHONPATH", "")) if p
+        )
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_raise_fd_limit,  # only setrlimit, before exec
+            )
+        server = Server(name, app, port, process, log_path)
+        try:
+            try:
+                _wait_ok(server, ready_path, startup_timeout)
+            except RuntimeError:
                 if attempt < attempts and "address already in use" in server.log_tail().lower():
                     continue
                 raise
