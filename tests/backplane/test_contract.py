@@ -256,3 +256,15 @@ async def test_publish_after_close_raises_backplane_error(backplane: Backplane) 
     await backplane.close()
     with pytest.raises(BackplaneError):
         await backplane.publish("room:x", b"late")
+
+
+async def test_on_reconnect_takes_a_callback_that_a_working_backplane_does_not_call(
+    backplane: Backplane, readers: Callable[[Backplane], Reader]
+) -> None:
+    calls: list[str] = []
+    backplane.on_reconnect(lambda: calls.append("reconnected"))
+    reader = readers(backplane)
+    await backplane.subscribe("room:steady")
+    await backplane.publish("room:steady", b"x")
+    assert await reader.get() == ("room:steady", b"x")
+    assert calls == []

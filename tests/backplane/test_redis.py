@@ -673,3 +673,36 @@ async def test_a_hung_redis_is_bounded_by_timeouts_and_detected_by_ping(
         while ("room:lobby", b"back") not in received.items:
             await two.publish("room:lobby", b"back")
             await asyncio.sleep(0.05)
+
+
+@pytest.mark.redis
+async def test_on_reconnect_runs_once_the_subscriptions_are_restored(
+    redis_url: str,
+    backplanes: Backplanes,
+    collectors: Callable[[RedisBackplane], Collector],
+) -> None:
+    receiver = await backplanes.start(redis_url)
+    sender = await backplanes.start(redis_url)
+    channels = [f"room:{i}" for i in range(700)]  # more than one SUBSCRIBE command's worth
+    for channel in channels:
+        await receiver.subscribe(channel)
+    received = collectors(receiver)
+    reconnected = asyncio.Event()
+    calls: list[int] = []
+
+    def callback() -> None:
+        calls.append(len(receiver._confirmed))  # re-subscriptions Redis has confirmed by now
+        reconnected.set()
+
+    receiver.on_reconnect(callback)
+    await sender.publish(channels[0], b"before")
+    await received.wait_for(lambda items: len(items) == 1)
+    assert calls == []  # not at start, nor while it works
+    assert await _kill_subscriber(redis_url, receiver) == 1
+    await asyncio.wait_for(reconnected.wait(), timeout=10)
+    # the last re-subscription was confirmed before the callback: nothing published now is missed
+    await sender.publish(channels[-1], b"right after")
+    await received.wait_for(lambda items: ("room:699", b"right after") in items)
+    await sender.publish(channels[0], b"again")
+    await received.wait_for(lambda items: ("room:0", b"again") in items)
+    assert calls == [len(channels)]
