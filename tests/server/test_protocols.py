@@ -34,6 +34,7 @@ class FakeTransport(asyncio.Transport):
         self.written = bytearray()
         self.wrote = asyncio.Event()
         self.closed = asyncio.Event()
+        self.eof = False
         self.protocol: Any = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -42,6 +43,12 @@ class FakeTransport(asyncio.Transport):
 
     def close(self) -> None:
         self.closed.set()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
 
     def is_closing(self) -> bool:
         return self.closed.is_set()
@@ -97,12 +104,30 @@ async def test_a_head_growing_past_the_cap_gets_431_and_a_close(
     protocol, transport = connect(protocol_class)
     protocol.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n")
     for _ in range(10):
-        if transport.is_closing():
+        if transport.eof:
             break
         protocol.data_received(b"X-Filler: " + b"a" * 500 + b"\r\n")
-    assert transport.is_closing()
+    assert transport.eof  # answered; reading on only to let the client see the answer
     assert bytes(transport.written).startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
     assert b"connection: close" in transport.written
+    answered = len(transport.written)
+    protocol.data_received(b"a" * 512 * 1024)  # dropped, not parsed
+    assert len(transport.written) == answered
+    assert not transport.is_closing()
+    protocol.data_received(b"a" * 600 * 1024)  # past the budget for a lingering close
+    assert transport.is_closing()
+    protocol.connection_lost(None)
+
+
+@pytest.mark.parametrize("protocol_class", PROTOCOLS)
+async def test_a_refused_client_that_stops_sending_is_closed_after_a_moment(
+    protocol_class: type[asyncio.Protocol],
+) -> None:
+    protocol, transport = connect(protocol_class)
+    protocol.data_received(b"GET /" + b"a" * (MAX + 1))
+    assert transport.eof
+    waited = await wait_closed(transport, 5)
+    assert 1 < waited < 3
     protocol.connection_lost(None)
 
 

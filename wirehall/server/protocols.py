@@ -129,7 +129,7 @@ def _error_response(status: int, text: str, default_headers: list[tuple[bytes, b
 class _HeadWatch:
     """One connection's wait for a request head: bytes received so far and the deadline."""
 
-    __slots__ = ("_expired", "_loop", "_timer", "awaiting", "limits", "received")
+    __slots__ = ("_expired", "_loop", "_timer", "awaiting", "limits", "lingering", "received")
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, limits: HeadLimits, expired: Callable[[], None]
@@ -139,6 +139,7 @@ class _HeadWatch:
         self._timer: asyncio.TimerHandle | None = None
         self.limits = limits
         self.awaiting = False
+        self.lingering = False
         self.received = 0
 
     def start(self) -> None:
@@ -150,7 +151,7 @@ class _HeadWatch:
 
     def finish(self) -> None:
         """The head is complete (or the connection is gone): stop the clock."""
-        self.awaiting = False
+        self.awaiting = self.lingering = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -163,6 +164,32 @@ class _HeadWatch:
     def too_large(self) -> bool:
         return self.awaiting and self.received > self.limits.max_size
 
+    def refuse_too_large(
+        self, transport: asyncio.Transport, default_headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Answer 431, then read and drop what the client is still sending for a moment before closing.
+
+        Closing with its data unread would reset the connection, and the client would lose
+        the answer; a lingering close lets it read the 431 (bounded in time and bytes).
+        """
+        self.finish()
+        if transport.is_closing():
+            return
+        transport.write(_error_response(431, _too_large_text(self.limits), default_headers))
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self.lingering = True
+        self.received = 0
+        self._timer = self._loop.call_later(_LINGER_SECONDS, transport.close)
+
+    def drop(self, count: int, transport: asyncio.Transport) -> None:
+        """Data that came while lingering: thrown away; past the budget, the connection is closed."""
+        self.received += count
+        if self.received > _LINGER_BYTES:
+            transport.close()
+
 
 def _refuse(
     transport: asyncio.Transport, status: int, text: str, default_headers: list[tuple[bytes, bytes]]
@@ -170,6 +197,10 @@ def _refuse(
     if not transport.is_closing():
         transport.write(_error_response(status, text, default_headers))
         transport.close()
+
+
+_LINGER_SECONDS = 2.0
+_LINGER_BYTES = 1024 * 1024
 
 
 def _too_large_text(limits: HeadLimits) -> str:
@@ -217,6 +248,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._head.lingering:
+            self._head.drop(len(data), self.transport)
+            return
         self._head.add(len(data))
         super().data_received(data)
         if self._head.too_large:  # the head goes on past the cap: refuse before buffering more
@@ -253,8 +287,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse_too_large(self) -> None:
         logger.debug("refusing %s: request head over %d bytes", self.client, self._head.limits.max_size)
-        self._head.finish()
-        _refuse(self.transport, 431, _too_large_text(self._head.limits), self.server_state.default_headers)
+        self._head.refuse_too_large(self.transport, self.server_state.default_headers)
 
     def _head_expired(self) -> None:
         _expire(self.transport, self._head, self.server_state.default_headers)
@@ -288,6 +321,9 @@ class LimitedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._head.lingering:
+            self._head.drop(len(data), self.transport)
+            return
         self._head.add(len(data))
         super().data_received(data)
         if self._head.too_large:
@@ -327,8 +363,7 @@ class LimitedH11Protocol(H11Protocol):
 
     def _refuse_too_large(self) -> None:
         logger.debug("refusing %s: request head over %d bytes", self.client, self._head.limits.max_size)
-        self._head.finish()
-        _refuse(self.transport, 431, _too_large_text(self._head.limits), self.server_state.default_headers)
+        self._head.refuse_too_large(self.transport, self.server_state.default_headers)
 
     def _head_expired(self) -> None:
         _expire(self.transport, self._head, self.server_state.default_headers)
