@@ -170,6 +170,25 @@ async def _kill_subscriber(url: str, backplane: RedisBackplane) -> int:
     return len(ids)
 
 
+async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until `condition()` holds, polling; TimeoutError after `timeout` seconds."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.005)
+
+
+async def _until_not_alive(url: str, backplane: RedisBackplane, timeout: float = 5.0) -> None:
+    """Wait until the liveness key of `backplane` (which renews it no more) has expired."""
+    key = f"{backplane.prefix}:node:{backplane.node_id}"
+    async with _redis_admin(url) as admin, asyncio.timeout(timeout):
+        while True:
+            if not await admin.exists(key):
+                return
+            await asyncio.sleep(0.02)
+
+
 # -- URL and options (no Redis needed) ------------------------------------------------------
 
 
@@ -380,7 +399,7 @@ async def test_messages_already_received_are_not_yielded_after_unsubscribe(
         await sender.publish("room:a", b"%d" % i)
     iterator = aiter(receiver.messages())
     assert await asyncio.wait_for(anext(iterator), 2) == ("room:a", b"0")
-    await asyncio.sleep(0.2)  # the other 19 arrive and wait in the backplane
+    await _until(lambda: len(receiver._inbox) == 19)  # the other 19 arrive and wait in the backplane
     await receiver.unsubscribe("room:a")
     await sender.publish("room:b", b"marker")
     assert await asyncio.wait_for(anext(iterator), 2) == ("room:b", b"marker")
@@ -393,7 +412,7 @@ async def test_messages_has_one_consumer_and_ends_at_close(redis_url: str) -> No
     await backplane.start()
     iterator = backplane.messages()
     pending = asyncio.ensure_future(anext(iterator))
-    await asyncio.sleep(0.01)
+    await _until(lambda: backplane._consuming)
     with pytest.raises(RuntimeError, match="already has a consumer"):
         await anext(backplane.messages())
     await backplane.close()
@@ -464,7 +483,7 @@ async def test_a_dead_nodes_members_are_purged_and_reported_by_one_survivor(
     await doomed.add_presence("lobby", f"{doomed.node_id}.1", "zed")
     await doomed.add_presence("attic", f"{doomed.node_id}.2", "zed")
     assert f"{doomed.node_id}.1" in await first.presence("lobby")
-    await asyncio.sleep(1.3)  # `doomed` stops renewing: its liveness expires
+    await _until_not_alive(redis_url, doomed)  # `doomed` stops renewing: its liveness expires
     # Dead members are hidden at once, before anyone purged them.
     assert await second.presence("lobby") == {f"{first.node_id}.1": "ann"}
     reports = await asyncio.gather(first.heartbeat(), second.heartbeat())
@@ -485,7 +504,7 @@ async def test_a_late_node_restores_its_presence_at_its_next_heartbeat(
     survivor = await backplanes.start(redis_url, heartbeat_ttl=30)
     late = await backplanes.start(redis_url, heartbeat_ttl=1)
     await late.add_presence("lobby", f"{late.node_id}.1", "zed")
-    await asyncio.sleep(1.3)
+    await _until_not_alive(redis_url, late)
     assert await survivor.heartbeat() == ["lobby"]
     assert await survivor.presence("lobby") == {}
     assert await late.presence("lobby") == {f"{late.node_id}.1": "zed"}  # its own view
