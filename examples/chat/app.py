@@ -16,6 +16,7 @@ from wirehall import HTTPController, Response, Wirehall
 __all__ = ["STATIC", "create_app"]
 
 STATIC = Path(__file__).parent / "static"
+DRAIN_TIMEOUT = 10.0  # seconds a client's output may stay backed up before it is dropped
 
 
 class Page(HTTPController):
@@ -35,12 +36,18 @@ def create_app(settings: ChatSettings | None = None, **options: Any) -> Wirehall
     """Build the chat app; `options` go to `Wirehall` (say `backplane=` in tests)."""
     settings = ChatSettings.from_env() if settings is None else settings
     options.setdefault("max_connections_per_address", settings.max_connections_per_address)
+    given_service = "websockets" in options
     app = Wirehall(**options)
+    if not given_service:
+        # A client that stopped reading is let go well within the contract's 30 s: its
+        # output may stay undrained for 10 s, then it gets 5 s to take its close frame.
+        app.websockets.drain_timeout = DRAIN_TIMEOUT
 
     message_limit = settings.message_rate_limit
 
     class Room(ChatRoom):  # this app's CHAT_RATE_LIMIT, from its settings
         rate_limit = message_limit
+        slow_consumer_close_timeout = DRAIN_TIMEOUT
 
     async def store() -> AsyncIterator[Store]:
         chat_store = Store(settings.database_url)
