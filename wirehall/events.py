@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ __all__ = [
     "Event",
     "EventBus",
     "PresenceChanged",
+    "PresenceDiff",
     "RequestCompleted",
     "RequestStarted",
     "WebSocketConnected",
@@ -121,10 +122,28 @@ class PresenceChanged(Event):
     """Somebody joined or left `room`, or a dead process's members were purged from it.
 
     Published on the process where the change happened (for a purge: the one process that
-    purged), not on every process: broadcast from a subscriber to tell the whole room.
+    purged), not on every process, once per change: to tell a room who is there, use
+    `PresenceDiff`, which is coalesced and published on every process.
     """
 
     room: str
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceDiff(Event):
+    """Who joined and who left `room` since its last `PresenceDiff` on this process.
+
+    `joined` and `left` are `{member_id: identity}` (Phoenix-style). Published on every
+    process with members in the room (send to them with `WebSocketService.broadcast_local`),
+    at most once per `presence_interval` seconds per room, the first change after a quiet
+    spell at once. A room's diffs compose: the first one on a process joins everybody
+    already there, and once the process's last member leaves, one leaves everybody; applied
+    in order to an empty room, they give its members on every process.
+    """
+
+    room: str
+    joined: Mapping[str, str]
+    left: Mapping[str, str]
 
 
 class EventBus:

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from examples.chat.frames import Presence
 from examples.chat.store import Message, Store
-from wirehall import BackplaneError, EventBus, PresenceChanged, WebSocketService
+from wirehall import EventBus, PresenceDiff, WebSocketService
 
 __all__ = ["ChatRooms", "PostError", "chat_rooms"]
 
@@ -27,41 +27,15 @@ class PostError(Exception):
     """A message could not be stored or broadcast; nothing was stored. `str()` says so."""
 
 
-class _RoomLocks:
-    """One asyncio lock per room, forgotten when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, room: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(room) or (asyncio.Lock(), 0)
-        self._locks[room] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[room]
-            if users == 1:
-                del self._locks[room]
-            else:
-                self._locks[room] = (lock, users - 1)
-
-
 class ChatRooms:
     """Posts messages (store, then broadcast) and announces presence for every room."""
-
-    # After announcing, read presence again this much later: two processes announcing at
-    # once can have their lists delivered in the opposite order to the one they were read
-    # in, leaving the older list last; the process whose list is out of date sends again.
-    recheck_after = 0.25
 
     def __init__(self, store: Store, service: WebSocketService) -> None:
         self.store = store
         self.service = service
-        self._announcing = _RoomLocks()
-        self._announced: dict[str, list[str]] = {}
-        self._rechecks: dict[str, asyncio.Task[None]] = {}
+        # room -> how many connections of each name are in it (on every process), kept
+        # from the service's presence diffs, for the rooms with members on this process
+        self._names: dict[str, Counter[str]] = {}
 
     async def post(self, room: str, user: str, text: str) -> Message:
         """Store the message, then broadcast it to the room; returns it as stored.
@@ -86,39 +60,26 @@ class ChatRooms:
         """The distinct names online in `room` on every process, sorted."""
         return sorted(set((await self.service.presence(room)).values()))
 
-    async def announce(self, event: PresenceChanged) -> None:
-        """Send the room its presence list (subscribed to `PresenceChanged`)."""
-        await self._send_presence(event.room, only_if_changed=False)
-        if event.room not in self._rechecks:
-            task = asyncio.get_running_loop().create_task(self._recheck(event.room))
-            self._rechecks[event.room] = task
+    def announce(self, event: PresenceDiff) -> None:
+        """Send this process's members of the room its presence list (subscribed to `PresenceDiff`).
 
-    async def _send_presence(self, room: str, *, only_if_changed: bool) -> None:
-        async with self._announcing.hold(room):  # lists go out in the order they were read
-            users = await self.online(room)
-            if only_if_changed and self._announced.get(room, []) == users:
-                return
-            await self.service.broadcast(room, Presence(room=room, users=users))
-            if users:
-                self._announced[room] = users
+        The service sends each room's diffs on every process with members in it, at most
+        4 a second, so each client gets at most 4 lists a second, the last one current; the
+        list is built from the diffs and encoded once, with no read of the backplane.
+        """
+        room = event.room
+        names = self._names.get(room)
+        if names is None:
+            names = self._names[room] = Counter()
+        for name in event.left.values():
+            if names[name] > 1:
+                names[name] -= 1
             else:
-                self._announced.pop(room, None)
-
-    async def _recheck(self, room: str) -> None:
-        try:
-            await asyncio.sleep(self.recheck_after)
-            del self._rechecks[room]  # a change from here on schedules another recheck
-            await self._send_presence(room, only_if_changed=True)
-        except BackplaneError as exc:  # the next change or heartbeat announces again
-            logger.warning("presence of %r not re-checked: %s", room, exc)
-
-    async def close(self) -> None:
-        """Stop pending presence re-checks (at shutdown)."""
-        tasks = list(self._rechecks.values())
-        self._rechecks.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+                del names[name]
+        names.update(event.joined.values())
+        if not names:
+            del self._names[room]  # nobody left here: the next diff starts from everybody
+        self.service.broadcast_local(room, Presence(room=room, users=sorted(names)))
 
     async def overview(self, limit: int) -> list[dict[str, Any]]:
         """At most `limit` rooms: those with people online (on any process), then the others
@@ -155,10 +116,9 @@ async def chat_rooms(store: Store, service: WebSocketService, events: EventBus) 
     """Container factory: the app's `ChatRooms`, announcing presence while the app runs."""
     rooms = ChatRooms(store, service)
     service.replay_from(store.replay)
-    events.subscribe(PresenceChanged, rooms.announce)
+    events.subscribe(PresenceDiff, rooms.announce)
     try:
         yield rooms
     finally:
-        events.unsubscribe(PresenceChanged, rooms.announce)
+        events.unsubscribe(PresenceDiff, rooms.announce)
         service.replay_from(None)
-        await rooms.close()

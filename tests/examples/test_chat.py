@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -23,9 +24,8 @@ from hypothesis import strategies as st
 from examples.chat import create_app
 from examples.chat.app import STATIC
 from examples.chat.config import ChatSettings
-from examples.chat.rooms import ChatRooms
 from examples.chat.store import Store
-from wirehall import BackplaneError, ConfigurationError, PresenceChanged, WebSocketDisconnectError
+from wirehall import BackplaneError, ConfigurationError, WebSocketDisconnectError
 from wirehall.backplane import MemoryBackplane, MemoryHub
 from wirehall.testing import HandshakeRejectedError, TestClient
 
@@ -769,25 +769,29 @@ async def test_a_post_body_that_is_not_utf8_is_a_400(client: TestClient) -> None
     assert "error" in response.json()
 
 
-async def test_a_stale_presence_list_is_corrected_by_the_recheck(database_url: str) -> None:
-    # Two processes announcing at once can see their lists delivered in the opposite order to
-    # their reads; here one announcement reads a stale list, and the recheck must correct it.
-    app = create_app(ChatSettings(database_url=database_url))
-    async with TestClient(app) as client, joined(client, "lobby", "ann") as (ann, _):
+async def test_presence_frames_are_combined_to_at_most_4_a_second_and_the_last_is_current(
+    client: TestClient,
+) -> None:
+    loop = asyncio.get_running_loop()
+    async with joined(client, "busy", "ann") as (ann, _):
         await presence(ann, ["ann"])
-        rooms = await app.container.get(ChatRooms)
-        real_online = rooms.online
-        stale = [["ann", "ghost"]]
-
-        async def online(room: str) -> list[str]:
-            return stale.pop() if stale else await real_online(room)
-
-        rooms.online = online  # type: ignore[method-assign]
-        await rooms.announce(PresenceChanged("lobby"))
-        assert await ann.receive_json() == {"type": "presence", "room": "lobby", "users": ["ann", "ghost"]}
-        assert await ann.receive_json() == {"type": "presence", "room": "lobby", "users": ["ann"]}
+        names = [f"u{n:02}" for n in range(12)]
+        async with contextlib.AsyncExitStack() as stack:
+            for name in names:  # each join's welcome arrives before the next one starts
+                await stack.enter_async_context(joined(client, "busy", name))
+            times: list[float] = []
+            while True:
+                frame = await ann.receive_json()
+                assert frame["type"] == "presence", frame
+                times.append(loop.time())
+                if frame["users"] == ["ann", *names]:
+                    break
+        await presence(ann, ["ann"])  # everybody left at once: one list, the current one
         await ann.send_json({"type": "ping"})
         assert await ann.receive_json() == {"type": "pong"}  # and nothing more was sent
+    assert len(times) < len(names)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert all(gap > 0.2 for gap in gaps), gaps  # 0.25 s apart, less the receiver's jitter
 
 
 # ---- names, same-site posts, rate limit, connections per address (specs/chat.md) --------

@@ -28,6 +28,7 @@ class Kind(enum.IntEnum):
     ROOM = 0  # the local members of room `target`
     ALL = 1  # every local connection
     DIRECT = 2  # the connection whose id is `target`
+    PRESENCE = 3  # for the service of every node following room `target` (`data`: a presence notice)
 
 
 class Envelope(msgspec.Struct, array_like=True, frozen=True):

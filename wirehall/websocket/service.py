@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import msgspec
 
 from wirehall.backplane.base import Backplane
 from wirehall.errors import BackplaneError, WebSocketStateError
-from wirehall.events import DeliveryInterrupted, EventBus, PresenceChanged
+from wirehall.events import DeliveryInterrupted, EventBus, PresenceChanged, PresenceDiff
 from wirehall.types import Message
 from wirehall.websocket._envelope import (
     Envelope,
@@ -25,6 +26,7 @@ from wirehall.websocket._envelope import (
 )
 from wirehall.websocket._ordering import RoomOrder
 from wirehall.websocket._outbox import DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_PENDING_BYTES, SlowConsumerPolicy
+from wirehall.websocket._presence import PresenceBook, PresenceNotice, decode_notice, encode_notice
 from wirehall.websocket.codes import CloseCode
 from wirehall.websocket.handler import WebSocketHandler
 
@@ -66,6 +68,9 @@ class WebSocketService:
     `max_pending_bytes` waiting, or whose output has not drained for `drain_timeout`
     seconds, is closed with 1013 whatever the policy (None turns either check off).
 
+    Presence changes are published as `PresenceDiff` events on every node with members in
+    the room, coalesced: at most one per room per `presence_interval` seconds per node.
+
     Build one per app, `await start()` it before use and `await stop()` it at shutdown.
     """
 
@@ -81,6 +86,7 @@ class WebSocketService:
         heartbeat_interval: float | None = None,
         shutdown_code: int = CloseCode.GOING_AWAY,
         gap_timeout: float = 1.0,
+        presence_interval: float = 0.25,
     ) -> None:
         if backplane is None:
             from wirehall.backplane.memory import MemoryBackplane
@@ -106,6 +112,14 @@ class WebSocketService:
         if gap_timeout <= 0:
             raise ValueError(f"gap_timeout must be positive seconds, got {gap_timeout!r}")
         self.gap_timeout = gap_timeout
+        # Presence as diffs (see _presence.py): each followed room's members, its timer while
+        # a change waits to be announced, the notices this node still has to publish, and
+        # the rooms to read or announce again at the next heartbeat (a read or publish failed).
+        self._presence = PresenceBook(presence_interval, time.monotonic)
+        self._presence_timers: dict[str, asyncio.TimerHandle] = {}
+        self._notices: deque[tuple[str, bytes]] = deque()
+        self._notice_sender: asyncio.Task[None] | None = None
+        self._presence_retry: set[str] = set()
         self._connections: dict[str, WebSocketHandler] = {}
         self._rooms: dict[str, dict[str, WebSocketHandler]] = {}
         # connection id -> its rooms (a tuple: most connections are in one or two)
@@ -146,6 +160,11 @@ class WebSocketService:
     def connection_count(self) -> int:
         """How many connections this process serves."""
         return len(self._connections)
+
+    @property
+    def presence_interval(self) -> float:
+        """The least time, in seconds, between two `PresenceDiff` events of one room on this node."""
+        return self._presence.interval
 
     @property
     def room_count(self) -> int:
@@ -232,6 +251,7 @@ class WebSocketService:
                 logger.warning(
                     "could not update presence of room %r after %s left: %r", room, connection_id, exc
                 )
+            self._presence_left(room, connection_id)
             await self._presence_changed(room)
 
     def _spawn_background(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -293,6 +313,13 @@ class WebSocketService:
             # It closed (or left) while we were waiting on the backplane.
             await self.backplane.remove_presence(room, connection_id)
             return
+        token = self._presence.follow(room)
+        self._presence.change(room, {connection_id: identity})
+        self._announce_presence(room, PresenceNotice(joined={connection_id: identity}))
+        if token is not None:  # the room's first member here: read who is there (self included)
+            await self._load_presence(room, token)
+        else:
+            self._schedule_presence(room)
         await self._presence_changed(room)
 
     def _is_member(self, room: str, connection_id: str, handler: WebSocketHandler) -> bool:
@@ -363,8 +390,11 @@ class WebSocketService:
         connection_id = handler_or_id if isinstance(handler_or_id, str) else handler_or_id._id
         if connection_id is None or not self._leave_locally(connection_id, room):
             return
-        await self.backplane.remove_presence(room, connection_id)
-        await self._sync_subscription(room)
+        try:
+            await self.backplane.remove_presence(room, connection_id)
+            await self._sync_subscription(room)
+        finally:
+            self._presence_left(room, connection_id)
         await self._presence_changed(room)
 
     def _leave_locally(self, connection_id: str, room: str) -> bool:
@@ -408,6 +438,115 @@ class WebSocketService:
     async def _presence_changed(self, room: str) -> None:
         if self.events is not None:
             await self.events.publish(PresenceChanged(room))
+
+    def _presence_left(self, room: str, connection_id: str) -> None:
+        self._presence.change(room, left=(connection_id,))
+        if not self._has_local(room):
+            self._presence.unfollow(room)  # everybody leaves, as this node sees it
+        self._schedule_presence(room)
+        self._announce_presence(room, PresenceNotice(left=(connection_id,)))
+
+    def _announce_presence(self, room: str, notice: PresenceNotice) -> None:
+        # Published in order by one task: a member's join and leave reach every node in order.
+        self._seq += 1
+        envelope = Envelope(self.node_id, self._seq, Kind.PRESENCE, room, data=encode_notice(notice))
+        self._seen_window(envelope.origin).accept(envelope.seq)  # applied here already
+        self._notices.append(("room:" + room, encode_envelope(envelope)))
+        if self._notice_sender is None or self._notice_sender.done():
+            self._notice_sender = asyncio.get_running_loop().create_task(self._send_notices())
+
+    async def _send_notices(self) -> None:
+        while self._notices:
+            channel, payload = self._notices.popleft()
+            try:
+                await self.backplane.publish(channel, payload)
+            except Exception as exc:  # noqa: BLE001  # the room is announced again at the next heartbeat
+                room = channel.removeprefix("room:")
+                self._presence_retry.add(room)
+                logger.warning("could not tell other nodes about presence in room %r: %r", room, exc)
+
+    def _presence_notice(self, room: str, data: bytes) -> None:
+        try:
+            notice = decode_notice(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            logger.warning("dropped an undecodable presence notice for room %r: %s", room, exc)
+            return
+        if notice.resync:
+            self._resync_presence(room)
+            return
+        self._presence.change(room, notice.joined, notice.left)
+        self._schedule_presence(room)
+
+    def _resync_presence(self, room: str) -> None:
+        token = self._presence.begin_load(room)
+        if token is not None:
+            self._spawn_background(self._load_presence(room, token))
+
+    async def _load_presence(self, room: str, token: int) -> None:
+        try:
+            snapshot = await self.backplane.presence(room)
+        except Exception as exc:  # noqa: BLE001  # read again at the next heartbeat
+            self._presence_retry.add(room)
+            logger.warning("could not read the presence of room %r: %r", room, exc)
+            return
+        if self._presence.load(room, token, snapshot):
+            self._schedule_presence(room)
+
+    def _schedule_presence(self, room: str) -> None:
+        delay = self._presence.due(room)
+        if delay is not None:
+            loop = asyncio.get_running_loop()
+            self._presence_timers[room] = loop.call_later(delay, self._presence_due, room)
+
+    def _presence_due(self, room: str) -> None:
+        self._presence_timers.pop(room, None)
+        diff = self._presence.take(room)
+        if diff is None:
+            return
+        if self.events is None or not self.events.wants(PresenceDiff):
+            self._presence_announced(room)
+        else:
+            self._spawn_background(self._publish_diff(PresenceDiff(room, *diff)))
+
+    async def _publish_diff(self, diff: PresenceDiff) -> None:
+        try:
+            if self.events is not None:
+                await self.events.publish(diff)
+        finally:
+            self._presence_announced(diff.room)
+
+    def _presence_announced(self, room: str) -> None:
+        self._presence.announced(room)
+        if not self._stopping:
+            self._schedule_presence(room)
+
+    def _retry_presence(self, rooms: Iterable[str]) -> None:
+        """Have every node read these rooms' presence again (changes may have been missed)."""
+        for room in rooms:
+            self._announce_presence(room, PresenceNotice(resync=True))
+            self._resync_presence(room)
+
+    def broadcast_local(self, room: str, message: Any) -> None:
+        """Send `message` to the members of `room` on this node only (encoded once).
+
+        Members that joined with `hold=True` get it when released, after what was sent
+        before. Never waits on a socket; for presence lists built from `PresenceDiff`,
+        which every node receives.
+        """
+        text, data = _encode(message)
+        frame: Message
+        if text is not None:
+            frame = {"type": "websocket.send", "text": text}
+        else:
+            frame = {"type": "websocket.send", "bytes": data or b""}
+        holds = self._holding.get(room)
+        if holds:
+            for hold in holds.values():
+                hold.items.append((0, frame))
+        members = self._rooms.get(room)
+        if members:
+            for handler in tuple(members.values()):
+                handler._outbox.put_nowait(frame)
 
     # sending ------------------------------------------------------------------------------
 
@@ -562,6 +701,9 @@ class WebSocketService:
         if seen is None:
             seen = self._seen[envelope.origin] = SeenWindow()
         if not seen.accept(envelope.seq):
+            return
+        if envelope.kind is Kind.PRESENCE:
+            self._presence_notice(envelope.target, envelope.data or b"")
             return
         if envelope.position:
             self._deliver_positioned(envelope)
@@ -728,6 +870,9 @@ class WebSocketService:
             self._spawn_background(self._after_reconnect())
 
     async def _after_reconnect(self) -> None:
+        # presence notices may have been missed both ways: every node reads these rooms again
+        self._retry_presence(sorted(set(self._presence.rooms()) | self._presence_retry))
+        self._presence_retry.clear()
         await self._republish()
         rooms = sorted(set(self._rooms) | set(self._holding))
         for room in rooms:
@@ -770,6 +915,10 @@ class WebSocketService:
             except Exception as exc:  # noqa: BLE001  # the heartbeat must survive; logged
                 logger.warning("backplane heartbeat failed: %r", exc)
                 continue
+            retry = self._presence_retry
+            self._presence_retry = set()
+            # purged or restored members have no notice of their own: every node reads again
+            self._retry_presence(sorted(set(rooms) | retry))
             for room in rooms:
                 await self._presence_changed(room)
             if self._unpublished:
@@ -828,6 +977,11 @@ class WebSocketService:
         for timer in self._gap_timers.values():
             timer.cancel()
         self._gap_timers.clear()
+        for timer in self._presence_timers.values():
+            timer.cancel()
+        self._presence_timers.clear()
+        if self._notice_sender is not None and not self._notice_sender.done():
+            await asyncio.wait({self._notice_sender}, timeout=WebSocketHandler.close_timeout)
         tasks = list(self._tasks.values())
         self._tasks.clear()
         for task in tasks:
