@@ -76,7 +76,7 @@ _H11_NEEDS = (
     "on_response_complete",
     "send_400_response",
 )
-_TESTED_WITH = "uvicorn 0.30 to 0.55"
+_TESTED_WITH = "uvicorn 0.55"
 
 
 @dataclass(frozen=True, slots=True)
