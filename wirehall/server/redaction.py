@@ -60,13 +60,14 @@ class QueryRedactionFilter(logging.Filter):
         if not self.names:
             return True
         args = record.args
-        if isinstance(args, tuple):
+        if not args:
+            if isinstance(record.msg, str):  # no arguments: the message is the whole line
+                record.msg = redact_query(record.msg, self.names)
+        elif isinstance(args, tuple):
             if any(isinstance(arg, str) for arg in args):
                 record.args = tuple(self._redact(arg) for arg in args)
-        elif isinstance(args, dict):
+        else:
             record.args = {key: self._redact(value) for key, value in args.items()}
-        if isinstance(record.msg, str):
-            record.msg = redact_query(record.msg, self.names) if not args else record.msg
         return True
 
     def _redact(self, value: Any) -> Any:
