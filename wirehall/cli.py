@@ -139,14 +139,15 @@ def main() -> None:
 )
 @click.option(
     "--ws-ping-interval",
-    default=20.0,
+    default=10.0,
     show_default=True,
     type=click.FloatRange(0),
-    help="Seconds between server pings (0: none).",
+    help="Seconds between server pings (0: none). With the timeout, bounds how long a peer that "
+    "stopped reading (and is owed too little to back up its output) keeps its connection.",
 )
 @click.option(
     "--ws-ping-timeout",
-    default=20.0,
+    default=10.0,
     show_default=True,
     type=click.FloatRange(0),
     help="Seconds to wait for a pong before dropping the peer.",
