@@ -683,6 +683,7 @@ async def test_after_an_outage_a_node_catches_its_members_up_from_the_replay_sou
     for position in (2, 3, 4):
         await one.service.broadcast("room", history.store("room", position), position=position)
     assert await receive_texts(sender, 3) == ["room-2", "room-3", "room-4"]
+    await eventually(lambda: not one.service._publishing)  # published (and lost to `two`)
     await assert_nothing_more(*receivers)
     two.backplane.reconnect()  # nothing is posted after this: the catch-up needs no wake-up
     for ws in receivers:
@@ -724,6 +725,7 @@ async def test_without_a_replay_source_a_node_back_from_an_outage_closes_its_mem
     receiver, _ = await positioned_member(stack, two, "room")
     two.backplane.cut_off()
     await one.service.broadcast("room", "m1", position=1)
+    await eventually(lambda: not one.service._publishing)  # published (and lost to `two`)
     two.backplane.reconnect()
     await one.service.broadcast("room", "m2", position=2)  # must not be its "last seen": 1 is missing
     assert await receive_or_close(receiver) is None
