@@ -83,11 +83,40 @@ _decode_stored = msgspec.json.Decoder(_Stored).decode
 # the machine's load -------------------------------------------------------------------------
 
 
+_SERVICES = {"postgres": "postgres_cpu", "redis-server": "redis_cpu"}
+
+
+def _cpu_with_children(pid: int) -> float:
+    # utime + stime + cutime + cstime: a PostgreSQL backend that ended is counted in its parent
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+        text = stat.read()
+    fields = text[text.rindex(")") + 2 :].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _service_cpu() -> dict[str, float]:
+    """CPU seconds used so far by every PostgreSQL and Redis process (whoever they serve),
+    their ended children included."""
+    used = dict.fromkeys(_SERVICES.values(), 0.0)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/comm", encoding="ascii", errors="replace") as comm:
+                name = comm.read().strip()
+            if name in _SERVICES:
+                used[_SERVICES[name]] += _cpu_with_children(int(entry.name))
+        except (OSError, ValueError):
+            continue  # the process ended meanwhile
+    return used
+
+
 @dataclass(frozen=True)
 class _Usage:
     at: float
     servers_cpu: float
     client_cpu: float
+    services_cpu: dict[str, float]
     machine_busy: float  # CPU seconds all CPUs spent busy, from /proc/stat
     machine_total: float
 
@@ -101,6 +130,7 @@ class _Usage:
             at=_perf(),
             servers_cpu=sum(cpu_seconds(pid) for pid in server_pids),
             client_cpu=cpu_seconds(os.getpid()),
+            services_cpu=_service_cpu(),
             machine_busy=(sum(fields[:8]) - idle) / ticks,
             machine_total=sum(fields[:8]) / ticks,
         )
@@ -119,6 +149,13 @@ class _Usage:
             # what everything else on the machine (PostgreSQL, Redis, other users) used, in CPUs
             "others_cpus": (busy - servers - client) / elapsed,
             "load_average": os.getloadavg()[0],
+            # all of the machine's PostgreSQL / Redis processes, other users' included
+            **{
+                f"{name}_us_per_message": (used - before.services_cpu[name]) / messages * 1e6
+                if messages
+                else None
+                for name, used in self.services_cpu.items()
+            },
         }
 
 
