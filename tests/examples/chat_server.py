@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
 from tests._servers import stop_process, wait_until_serving
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 WIREHALL = Path(sys.executable).with_name("wirehall")
@@ -78,3 +88,109 @@ class ChatServer:
             return self.log_path.read_text(errors="replace")[-4000:]
         except OSError:
             return "(no log)"
+
+
+@contextmanager
+def running_pair(
+    database_url: str, backplane: str, directory: Path
+) -> Iterator[tuple[ChatServer, ChatServer]]:
+    """Two chat servers on one database and one backplane, stopped (by PID) afterwards."""
+    one = ChatServer(free_port(), database_url, directory / "one.log", backplane=backplane)
+    two = ChatServer(free_port(), database_url, directory / "two.log", backplane=backplane)
+    one.start()
+    try:
+        two.start()
+        yield one, two
+    finally:
+        two.stop()
+        one.stop()
+
+
+class ChatClient:
+    """A WebSocket client in a room that reads every frame in the background, for waiting on.
+
+    `history` holds the welcome's messages, `live` the message frames after it, `errors`
+    the error frames; `close_code` is set once the server closed the connection.
+    """
+
+    def __init__(self, ws: ClientConnection, name: str) -> None:
+        self.ws = ws
+        self.name = name
+        self.history: list[dict[str, Any]] | None = None
+        self.live: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+        self.users: list[str] = []
+        self.close_code: int | None = None
+        self._changed = asyncio.Condition()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    @property
+    def ids(self) -> list[int]:
+        """Ids of every message received: the welcome's history, then the live ones."""
+        return [m["id"] for m in (self.history or []) + self.live]
+
+    @property
+    def live_ids(self) -> list[int]:
+        return [m["id"] for m in self.live]
+
+    async def _read(self) -> None:
+        try:
+            async for data in self.ws:
+                got = json.loads(data)
+                kind = got["type"]
+                if kind == "welcome":
+                    assert self.history is None, f"{self.name}: a second welcome {got}"
+                    self.history = got["history"]
+                elif kind == "message":
+                    self.live.append(got)
+                elif kind == "presence":
+                    self.users = got["users"]
+                elif kind == "error":
+                    self.errors.append(got)
+                async with self._changed:
+                    self._changed.notify_all()
+        except ConnectionClosed:
+            pass
+        received = self.ws.close_code
+        self.close_code = 1006 if received is None else received
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait(self, predicate: Callable[[ChatClient], bool], timeout: float, what: str) -> None:
+        """Wait until `predicate(self)` holds; fails the test, saying `what`, after `timeout` s."""
+        try:
+            async with asyncio.timeout(timeout), self._changed:
+                await self._changed.wait_for(lambda: predicate(self))
+        except TimeoutError:
+            pytest.fail(
+                f"{self.name}: {what} within {timeout} s; received ids {self.ids}, "
+                f"errors {self.errors}, close code {self.close_code}"
+            )
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self._reader
+
+
+@asynccontextmanager
+async def chat_client(
+    server: ChatServer,
+    room: str,
+    user: str,
+    *,
+    timeout: float = 10.0,
+    welcome: bool = True,
+    **query: str | int,
+) -> AsyncIterator[ChatClient]:
+    """A `ChatClient` of `server` in `room` as `user`, closed afterwards.
+
+    With `welcome` (the default), once its welcome arrived; else as soon as it is connected.
+    """
+    ws = await connect(server.ws_url(room, user=user, **query), proxy=None, open_timeout=timeout)
+    client = ChatClient(ws, f"{user}@{server.port}")
+    try:
+        if welcome:
+            await client.wait(lambda c: c.history is not None, timeout, "no welcome")
+        yield client
+    finally:
+        await client.close()
