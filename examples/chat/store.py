@@ -37,6 +37,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 __all__ = ["History", "Message", "RoomStats", "Store", "utc_timestamp"]
@@ -44,6 +45,7 @@ __all__ = ["History", "Message", "RoomStats", "Store", "utc_timestamp"]
 logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 10_000
+_SCHEMA_ATTEMPTS = 5  # tries at creating the schema while other processes create it too
 
 # SQLite's AUTOINCREMENT needs exactly INTEGER PRIMARY KEY; elsewhere ids are 64-bit.
 _ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -122,8 +124,21 @@ class Store:
 
     async def start(self) -> None:
         """Create the schema when it is missing (and number the messages of an older schema)."""
-        async with self.engine.begin() as conn:
-            await conn.run_sync(_create_or_upgrade)
+        # Several processes may start at once on a new database (`--workers`, several
+        # machines): one creates a table and the others' CREATE fails because it appeared
+        # meanwhile. Each try that fails so found tables another process created: look again.
+        for attempt in range(1, _SCHEMA_ATTEMPTS + 1):
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.run_sync(_create_or_upgrade)
+            except DBAPIError as exc:
+                if attempt == _SCHEMA_ATTEMPTS:
+                    raise
+                logger.info(
+                    "the chat schema changed while it was being created (%s); looking again", exc.orig
+                )
+            else:
+                break
         logger.info("chat store ready at %s", self.engine.url.render_as_string())
 
     async def close(self) -> None:

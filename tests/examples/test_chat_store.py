@@ -236,6 +236,17 @@ async def test_messages_survive_an_engine_restart(database_url: str) -> None:
         await second.close()
 
 
+async def test_several_processes_starting_at_once_on_a_new_database_all_start(database_url: str) -> None:
+    stores = [Store(database_url) for _ in range(4)]  # `wirehall run --workers 4` on a new database
+    try:
+        await asyncio.gather(*(store.start() for store in stores))
+        numbered = await asyncio.gather(*(store.add_numbered("lobby", "ann", "hi") for store in stores))
+        assert sorted(seq for _, seq in numbered) == [1, 2, 3, 4]
+    finally:
+        for store in stores:
+            await store.close()
+
+
 async def test_ids_are_not_reused_after_the_newest_row_is_deleted(store: Store) -> None:
     first = await store.add("lobby", "ann", "one")
     second = await store.add("lobby", "ann", "two")
