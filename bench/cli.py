@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 from bench.apps import APPS, HTTP_ONLY_APPS
 from bench.chat_bench import ChatBenchSettings, run_chat
 from bench.http_bench import run_http
+from bench.presence_bench import PresenceSettings, run_presence
 from bench.procfs import raise_fd_limit
 from bench.report import evaluate_targets, render
 from bench.servers import ROOT, UVICORN_OPTIONS, placement
@@ -107,7 +108,7 @@ def _main(argv: list[str] | None) -> None:
     parser.add_argument("--quick", action="store_true", help="short smoke run (about a minute)")
     parser.add_argument(
         "--only",
-        choices=["http", "ws", "redis", "chat"],
+        choices=["http", "ws", "redis", "chat", "presence"],
         action="append",
         help="run only this section (repeatable)",
     )
@@ -115,7 +116,7 @@ def _main(argv: list[str] | None) -> None:
     parser.add_argument("--http-rounds", type=int, help="HTTP rounds (default 5, quick 1)")
     parser.add_argument("--http-seconds", type=float, help="seconds per wrk run (default 4, quick 2)")
     args = parser.parse_args(argv)
-    sections = args.only or ["http", "ws", "redis", "chat"]
+    sections = args.only or ["http", "ws", "redis", "chat", "presence"]
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     fd_limit = raise_fd_limit()
@@ -178,6 +179,10 @@ def _main(argv: list[str] | None) -> None:
             results["chat"] = run_chat(
                 where, log_dir, QUICK_CHAT if args.quick else ChatBenchSettings(), _progress
             )
+        if "presence" in sections:
+            print("Presence (a crowd joining one chat room) ...", flush=True)
+            counts = (300,) if args.quick else PresenceSettings().counts
+            results["presence"] = run_presence(where, log_dir, PresenceSettings(counts=counts), _progress)
     finally:
         results["elapsed_s"] = round(time.monotonic() - clock, 1)
         results["targets"] = [t.__dict__ for t in evaluate_targets(results)]

@@ -349,6 +349,28 @@ def _chat_targets(chat: dict[str, Any]) -> list[Target]:
     return targets
 
 
+def render_presence(presence: dict[str, Any]) -> str:
+    rows = [
+        [
+            count,
+            _fmt(r["server_cpu_s"], 2),
+            _fmt(r["payload_mb"]),
+            str(r["presence_frames"]),
+            _fmt(r["min_presence_gap_ms"]),
+            _fmt(r["welcome_p50_ms"]),
+            _fmt(r["welcome_p99_ms"]),
+            _fmt(r["leave_server_cpu_s"], 2),
+        ]
+        for count, r in presence["runs"].items()
+    ]
+    header = ["joins", "server CPU s", "MB to clients", "presence frames", "min gap ms"]
+    header += ["welcome p50 ms", "welcome p99 ms", "leaves CPU s"]
+    return (
+        f"Presence (examples.chat, 1 process, SQLite): a crowd joins one room at "
+        f"{presence['settings']['rate']:g}/s with 32-character names\n" + _table(header, rows)
+    )
+
+
 def render_targets(targets: list[Target]) -> str:
     if not targets:
         return "Targets: nothing to judge (wirehall or the baseline was not measured)"
@@ -373,7 +395,13 @@ def render(results: dict[str, Any]) -> str:
         f"uvicorn {' '.join(env['uvicorn_options'])} (1 worker)\n"
         f"{env['placement']}"
     )
-    for key, fn in (("http", render_http), ("ws", render_ws), ("redis", render_redis), ("chat", render_chat)):
+    for key, fn in (
+        ("http", render_http),
+        ("ws", render_ws),
+        ("redis", render_redis),
+        ("chat", render_chat),
+        ("presence", render_presence),
+    ):
         if key in results:
             parts.append(fn(results[key]))
     parts.append(render_targets(evaluate_targets(results)))

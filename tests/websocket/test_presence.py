@@ -60,6 +60,15 @@ def test_changes_close_together_are_one_net_diff_after_the_interval() -> None:
     assert book.members("lobby") == {"a": "ann", "c": "cy"}
 
 
+def test_a_crowded_room_is_announced_less_often_in_proportion_to_its_size() -> None:
+    clock = Clock()
+    book = PresenceBook(0.25, clock, crowd=10)
+    loaded(book, "hall", {f"m{n}": "x" for n in range(40)})
+    announce(book, "hall")
+    book.change("hall", {"late": "y"})
+    assert book.due("hall") == pytest.approx(0.25 * 41 / 10)
+
+
 def test_nothing_is_announced_when_changes_cancel_out() -> None:
     book = PresenceBook(0.25, Clock())
     loaded(book, "lobby", {"a": "ann"})
@@ -153,6 +162,8 @@ def test_a_notice_survives_the_backplane_encoding() -> None:
 def test_a_negative_interval_is_refused() -> None:
     with pytest.raises(ValueError, match="presence_interval"):
         PresenceBook(-1, Clock())
+    with pytest.raises(ValueError, match="presence_crowd"):
+        PresenceBook(0.25, Clock(), crowd=0)
 
 
 # ---- PresenceDiff from the service, across nodes ------------------------------------------

@@ -10,7 +10,11 @@ and the difference becomes changes too.
 
 Changes are not announced one by one: a room's net change since its last announcement
 (who joined, who left, `{member: identity}` each) is announced at most once per
-`interval` seconds, the first change after a quiet spell at once. Announcements of one
+`interval` seconds, the first change after a quiet spell at once. A room of more than
+`crowd` members is announced proportionally less often (every `interval * members / crowd`
+seconds): an app that sends each member the whole list on each announcement then sends a
+member at most `crowd / interval` names a second, however large the room, instead of a
+cost that grows with the square of the room's size. Announcements of one
 room compose: applied in order to an empty room, they give its members, because the first
 one after the process starts following a room joins everybody already there, and the one
 after it stops following leaves everybody.
@@ -89,14 +93,17 @@ class _Room:
 class PresenceBook:
     """The rooms this process follows: their members, pending changes and announcement times.
 
-    `interval` is the least time between two announcements of one room; `clock` gives the
-    time in seconds (the event loop's `time`).
+    `interval` is the least time between two announcements of one room, stretched for rooms
+    of more than `crowd` members (None: never); `clock` gives the time in seconds.
     """
 
-    def __init__(self, interval: float, clock: Callable[[], float]) -> None:
+    def __init__(self, interval: float, clock: Callable[[], float], crowd: int | None = None) -> None:
         if not interval >= 0:
             raise ValueError(f"presence_interval must be 0 or more seconds, got {interval!r}")
+        if crowd is not None and crowd < 1:
+            raise ValueError(f"presence_crowd must be at least 1 member (or None), got {crowd!r}")
         self.interval = interval
+        self.crowd = crowd
         self._clock = clock
         self._rooms: dict[str, _Room] = {}
 
@@ -205,7 +212,10 @@ class PresenceBook:
         state.armed = True
         if state.last is None:
             return 0.0
-        return max(0.0, state.last + self.interval - self._clock())
+        gap = self.interval
+        if self.crowd is not None and len(state.members) > self.crowd:
+            gap *= len(state.members) / self.crowd
+        return max(0.0, state.last + gap - self._clock())
 
     def take(self, room: str) -> tuple[dict[str, str], dict[str, str]] | None:
         """The timer fired: `(joined, left)` to announce now, or None when nothing is due.

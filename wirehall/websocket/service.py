@@ -69,7 +69,10 @@ class WebSocketService:
     seconds, is closed with 1013 whatever the policy (None turns either check off).
 
     Presence changes are published as `PresenceDiff` events on every node with members in
-    the room, coalesced: at most one per room per `presence_interval` seconds per node.
+    the room, coalesced: at most one per room per `presence_interval` seconds per node, and
+    in rooms of more than `presence_crowd` members proportionally less often
+    (`presence_interval * members / presence_crowd`), so that lists sent on each diff cost
+    a member a bounded number of names a second (None: no stretching).
 
     Build one per app, `await start()` it before use and `await stop()` it at shutdown.
     """
@@ -87,6 +90,7 @@ class WebSocketService:
         shutdown_code: int = CloseCode.GOING_AWAY,
         gap_timeout: float = 1.0,
         presence_interval: float = 0.25,
+        presence_crowd: int | None = 100,
     ) -> None:
         if backplane is None:
             from wirehall.backplane.memory import MemoryBackplane
@@ -115,7 +119,7 @@ class WebSocketService:
         # Presence as diffs (see _presence.py): each followed room's members, its timer while
         # a change waits to be announced, the notices this node still has to publish, and
         # the rooms to read or announce again at the next heartbeat (a read or publish failed).
-        self._presence = PresenceBook(presence_interval, time.monotonic)
+        self._presence = PresenceBook(presence_interval, time.monotonic, presence_crowd)
         self._presence_timers: dict[str, asyncio.TimerHandle] = {}
         self._notices: deque[tuple[str, bytes]] = deque()
         self._notice_sender: asyncio.Task[None] | None = None
