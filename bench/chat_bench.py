@@ -160,10 +160,16 @@ def _summarise(runs: list[dict[str, Any]], s: ChatBenchSettings) -> dict[str, An
     def posting(rooms: int) -> dict[str, Any]:
         chosen = [r for r in runs if r.get("rooms") == rooms and "msgs_per_s" in r]
         cpu = [r["usage"]["servers_cpu_us_per_message"] for r in chosen]
+        database = [r["usage"].get("postgres_cpu_us_per_message") for r in chosen]
         return {
             "msgs_per_s": statistics.median(r["msgs_per_s"] for r in chosen),
             "post_p99_ms": statistics.median(r["post_latency"]["p99_ms"] or 0 for r in chosen),
             "servers_cpu_us_per_message": statistics.median(c for c in cpu if c) if any(cpu) else None,
+            # every PostgreSQL process on the machine, whoever it serves
+            "postgres_cpu_us_per_message": statistics.median(c for c in database if c)
+            if any(database)
+            else None,
+            "servers_cpu_share": statistics.median(r["usage"]["servers_cpu_share"] for r in chosen),
             "errors": sum(sum(r["errors"].values()) for r in chosen),
             "runs": [r["msgs_per_s"] for r in chosen],
         }

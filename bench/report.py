@@ -213,7 +213,16 @@ def render_chat(chat: dict[str, Any]) -> str:
             f"  {kind}: machine {load['machine_busy_share']:.0%} busy (median of runs), "
             f"{load['others_cpus']:.2f} CPUs used outside the chat servers and the client "
             f"(PostgreSQL, Redis, other work), load average up to {load['load_average']:.1f}; "
-            f"joins at {join['post_rate']:.0f} msgs/s posted; {check['watchers']} watchers checked"
+            f"chat servers got {one['servers_cpu_share']:.0%} / {many['servers_cpu_share']:.0%} of a CPU "
+            f"(1 room / {chat['settings']['rooms']} rooms), {join['usage']['servers_cpu_share']:.0%} during the "
+            f"joins at {join['post_rate']:.0f} msgs/s posted"
+            + (
+                f"; PostgreSQL CPU us/msg {_fmt(one['postgres_cpu_us_per_message'], 0)} / "
+                f"{_fmt(many['postgres_cpu_us_per_message'], 0)}"
+                if kind == "postgresql"
+                else ""
+            )
+            + f"; {check['watchers']} watchers checked"
             + (f"; {one['errors'] + many['errors']} posts refused" if one["errors"] + many["errors"] else "")
         )
     title = (
