@@ -98,7 +98,7 @@ def check_query(raw: bytes) -> QueryParams:
 
 
 def check_text(value: str) -> str:
-    """Return the trimmed message text: 1 to 2000 characters."""
+    """Return the trimmed message text: 1 to 2000 characters, no NUL."""
     text = value.strip()
     if not text:
         raise InvalidInputError("message text is empty: type something to send")
@@ -108,6 +108,8 @@ def check_text(value: str) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidInputError("message text is not valid Unicode (a lone surrogate)") from exc
+    if "\x00" in text:  # no database text type stores it everywhere (PostgreSQL refuses it)
+        raise InvalidInputError("message text contains a NUL character (U+0000): remove it")
     return text
 
 

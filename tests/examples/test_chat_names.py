@@ -196,7 +196,7 @@ def test_text_with_a_lone_surrogate_is_refused() -> None:
 @given(st.text(max_size=TEXT_MAX + 20))
 def test_text_rule_holds_for_any_text(raw: str) -> None:
     text = raw.strip()
-    if 1 <= len(text) <= TEXT_MAX:
+    if 1 <= len(text) <= TEXT_MAX and "\x00" not in text:
         assert check_text(raw) == text
     else:
         with pytest.raises(InvalidInputError):
@@ -232,3 +232,8 @@ def test_since_accepts_exactly_plain_digits(raw: str) -> None:
     else:
         with pytest.raises(InvalidInputError):
             check_since(raw)
+
+
+def test_text_with_a_nul_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="NUL"):
+        check_text("hello\x00world")
