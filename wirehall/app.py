@@ -10,8 +10,10 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from wirehall.backplane import backplane_from_url
+from wirehall.backplane.base import Backplane
 from wirehall.config import Settings
 from wirehall.di import Container
 from wirehall.errors import ConfigurationError, HTTPError
@@ -23,11 +25,13 @@ from wirehall.events import (
     RequestCompleted,
     RequestStarted,
 )
+from wirehall.http._fast import DefaultHeaders, Finisher
 from wirehall.http.controller import HTTPController, build_http_endpoint, controller_methods
-from wirehall.http.request import DEFAULT_MAX_BODY_SIZE
+from wirehall.http.request import DEFAULT_MAX_BODY_SIZE, Request
 from wirehall.http.response import Response, error_response
 from wirehall.http.staticfiles import StaticFiles
 from wirehall.http.templates import Templates
+from wirehall.registrar import Registrar, RouteGroup
 from wirehall.routing import Mount, Route, Router, WebSocketRoute, compile_path
 from wirehall.security.connection_limit import ConnectionLimitMiddleware
 from wirehall.security.headers import SecurityHeadersMiddleware
@@ -35,10 +39,9 @@ from wirehall.security.hosts import HostAllowlist, TrustedHostMiddleware, allowe
 from wirehall.security.origin import WebSocketOriginMiddleware
 from wirehall.security.same_site import SameSiteGuard
 from wirehall.types import ASGIApp, Message, Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from wirehall.backplane.base import Backplane
-    from wirehall.websocket.service import WebSocketService
+from wirehall.websocket.controller import build_websocket_endpoint
+from wirehall.websocket.handler import WebSocketHandler
+from wirehall.websocket.service import WebSocketService
 
 __all__ = ["Middleware", "RouteGroup", "Wirehall"]
 
@@ -46,10 +49,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_WEBSOCKET_MESSAGE_SIZE = 1024 * 1024
 """What `max_websocket_message_size` counts for a route that does not say (1 MiB)."""
-
-_QUICK_CONTENT_TYPES = frozenset(
-    {(b"content-type", b"text/plain; charset=utf-8"), (b"content-type", b"application/json")}
-)
 
 F = TypeVar("F", bound=Callable[..., Any])
 Hook = Callable[[], Awaitable[None] | None]
@@ -68,104 +67,7 @@ class Middleware:
         object.__setattr__(self, "options", options)
 
 
-class _Registrar:
-    """Route decorators shared by the app and its groups."""
-
-    def _register_http(
-        self, path: str, endpoint: Any, methods: Sequence[str] | None, name: str | None
-    ) -> None:
-        raise NotImplementedError
-
-    def _register_websocket(self, path: str, endpoint: Any, name: str | None) -> None:
-        raise NotImplementedError
-
-    def route(
-        self, path: str, *, methods: Sequence[str] | None = None, name: str | None = None
-    ) -> Callable[[F], F]:
-        """Register a function (GET unless `methods` says otherwise) or an HTTPController class."""
-
-        def decorator(endpoint: F) -> F:
-            self._register_http(path, endpoint, methods, name)
-            return endpoint
-
-        return decorator
-
-    def get(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
-        """Register a GET endpoint (HEAD is served with it)."""
-        return self.route(path, methods=["GET"], name=name)
-
-    def post(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
-        """Register a POST endpoint."""
-        return self.route(path, methods=["POST"], name=name)
-
-    def put(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
-        """Register a PUT endpoint."""
-        return self.route(path, methods=["PUT"], name=name)
-
-    def patch(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
-        """Register a PATCH endpoint."""
-        return self.route(path, methods=["PATCH"], name=name)
-
-    def delete(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
-        """Register a DELETE endpoint."""
-        return self.route(path, methods=["DELETE"], name=name)
-
-    def options(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
-        """Register an OPTIONS endpoint."""
-        return self.route(path, methods=["OPTIONS"], name=name)
-
-    def websocket(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
-        """Register a WebSocketController class or a function endpoint for WebSocket connections."""
-
-        def decorator(endpoint: F) -> F:
-            self._register_websocket(path, endpoint, name)
-            return endpoint
-
-        return decorator
-
-    def add_route(
-        self,
-        path: str,
-        endpoint: Any,
-        *,
-        methods: Sequence[str] | None = None,
-        name: str | None = None,
-    ) -> None:
-        """Register an HTTP endpoint without a decorator."""
-        self._register_http(path, endpoint, methods, name)
-
-    def add_websocket_route(self, path: str, endpoint: Any, *, name: str | None = None) -> None:
-        """Register a WebSocket endpoint without a decorator."""
-        self._register_websocket(path, endpoint, name)
-
-
-class RouteGroup(_Registrar):
-    """Routes sharing a path prefix (and a name prefix): `api = app.group("/api")`."""
-
-    def __init__(self, parent: _Registrar, prefix: str, name_prefix: str = "") -> None:
-        if not prefix.startswith("/") or prefix.endswith("/"):
-            raise ConfigurationError(f"group prefix {prefix!r} must start with '/' and not end with one")
-        self.parent = parent
-        self.prefix = prefix
-        self.name_prefix = name_prefix
-
-    def _name(self, name: str | None) -> str | None:
-        return f"{self.name_prefix}{name}" if name and self.name_prefix else name
-
-    def _register_http(
-        self, path: str, endpoint: Any, methods: Sequence[str] | None, name: str | None
-    ) -> None:
-        self.parent._register_http(self.prefix + path, endpoint, methods, self._name(name))
-
-    def _register_websocket(self, path: str, endpoint: Any, name: str | None) -> None:
-        self.parent._register_websocket(self.prefix + path, endpoint, self._name(name))
-
-    def group(self, prefix: str, *, name_prefix: str = "") -> RouteGroup:
-        """A nested group."""
-        return RouteGroup(self, prefix, name_prefix)  # each level adds its own name prefix
-
-
-class Wirehall(_Registrar):
+class Wirehall(Registrar):
     """The application: an ASGI 3 callable that owns its container, event bus and services.
 
     Args:
@@ -231,31 +133,25 @@ class Wirehall(_Registrar):
         self._same_site = SameSiteGuard(self._origin_allows)
         self.security_headers = security_headers
         self._headers: SecurityHeadersMiddleware | None = None
-        self._finish: Callable[[Response, Scope], None] | None = None
+        self._finish: Finisher | None = None
         if security_headers:
             # applied to each Response before it is sent (cheaper than wrapping `send`);
-            # mounted apps, whose responses we never see, go through the middleware itself
-            self._headers = SecurityHeadersMiddleware(self._serve_mount)
-            self._finish = self._add_security_headers
-            # what any non-HTML response over http gets, computed once for the quick path
-            plain = [(b"content-type", b"text/plain")]
-            self._headers.add_headers(plain, https=False)
-            self._plain_security_headers = plain[1:]
+            # mounted apps, whose responses we never see, get a wrapped `send` instead
+            self._headers = SecurityHeadersMiddleware(self._route)
+            self._finish = DefaultHeaders(self._headers)
         self._middleware = list(middleware)
         self._startup_hooks: list[Hook] = []
         self._shutdown_hooks: list[Hook] = []
         self._exception_handlers: dict[type[BaseException], ExceptionHandler] = {}
-        self._asgi: ASGIApp | None = None
-        self._websocket_entry: ASGIApp | None = None
-        self._direct = False
+        # the middleware stack around `_route`, built at startup
+        self._asgi: ASGIApp = self._route
+        self._stack_built = False
+        self._websocket_entry: ASGIApp = self._dispatch_websocket
         self._started = False
         self._events_version = -1
         self._observed_requests = False
         self._start_lock = asyncio.Lock()
         if websockets is None:
-            from wirehall.backplane import backplane_from_url
-            from wirehall.websocket.service import WebSocketService
-
             chosen = backplane if backplane is not None else settings.backplane
             websockets = WebSocketService(
                 backplane_from_url(chosen) if isinstance(chosen, str) else chosen,
@@ -284,14 +180,12 @@ class Wirehall(_Registrar):
             if method == "HEAD" and "GET" in chosen:
                 continue
             handler = build_http_endpoint(
-                endpoint, method, self.container, converters, self._finish, self._same_site
+                endpoint, method, self.container, converters, self._finish, self._same_site, self._http_error
             )
             self.router.add_http(path, [method], handler, name=None, endpoint=endpoint)
-        self.router._name(self._auto_name(endpoint, name), self.router._by_path[path].pattern)
+        self.router.name_path(path, self._auto_name(endpoint, name))
 
     def _register_websocket(self, path: str, endpoint: Any, name: str | None) -> None:
-        from wirehall.websocket.controller import build_websocket_endpoint
-
         _, _, converters = compile_path(path)
         handler = build_websocket_endpoint(endpoint, self.container, converters)
         self.router.add_websocket(path, handler, name=None, endpoint=endpoint)
@@ -299,13 +193,13 @@ class Wirehall(_Registrar):
         self._websocket_message_sizes.append(
             size if isinstance(size, int) else DEFAULT_WEBSOCKET_MESSAGE_SIZE
         )
-        self.router._name(self._auto_name(endpoint, name), self.router._by_path[path].pattern)
+        self.router.name_path(path, self._auto_name(endpoint, name))
 
     def _auto_name(self, endpoint: Any, name: str | None) -> str | None:
         if name is not None:
             return name
         auto = getattr(endpoint, "__name__", None)
-        return auto if auto and auto not in self.router._names else None
+        return auto if auto and not self.router.is_named(auto) else None
 
     @property
     def max_websocket_message_size(self) -> int:
@@ -355,7 +249,7 @@ class Wirehall(_Registrar):
 
     def add_middleware(self, cls: Callable[..., ASGIApp], /, **options: Any) -> None:
         """Add ASGI middleware (outside the ones given before). Only before the app starts."""
-        if self._asgi is not None:
+        if self._stack_built:
             raise ConfigurationError("middleware cannot be added once the app has started serving")
         self._middleware.insert(0, Middleware(cls, **options))
 
@@ -385,6 +279,7 @@ class Wirehall(_Registrar):
     # lifecycle ----------------------------------------------------------
 
     def _build_stack(self) -> ASGIApp:
+        """The middleware, outermost first, around the router (`_route`)."""
         entries = self.allowed_hosts if self.allowed_hosts is not None else allowed_hosts_from_env()
         hosts = HostAllowlist(entries) if entries is not None else None
         # the origin check only concerns handshakes, so it wraps the WebSocket branch alone
@@ -395,8 +290,7 @@ class Wirehall(_Registrar):
             self._websocket_entry = ConnectionLimitMiddleware(
                 self._websocket_entry, max_per_address=self.max_connections_per_address
             )
-        app: ASGIApp = self._routed
-        self._direct = not self._middleware and (hosts is None or hosts.allows_any)
+        app: ASGIApp = self._route
         for middleware in reversed(self._middleware):
             app = middleware.cls(app, **middleware.options)
         if hosts is not None and not hosts.allows_any:
@@ -412,8 +306,9 @@ class Wirehall(_Registrar):
         async with self._start_lock:
             if self._started:
                 return
-            if self._asgi is None:
+            if not self._stack_built:
                 self._asgi = self._build_stack()
+                self._stack_built = True
             try:
                 await self.container.start()
                 await self.websockets.start()
@@ -488,11 +383,15 @@ class Wirehall(_Registrar):
                 await self._lifespan(receive, send)
                 return
             await self.startup()
-        if not self._direct and "wirehall.routed" not in scope:
-            await self._asgi(scope, receive, send)  # type: ignore[misc]  # ends in _routed
-            return
-        # routing happens here, in the app's own frame: one coroutine less per request and
-        # per connection (a frame that would live as long as the WebSocket)
+        await self._asgi(scope, receive, send)  # the middleware, then `_route`
+
+    def _route(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The innermost app of the middleware stack: the endpoint's awaitable for `scope`.
+
+        Not a coroutine itself: it returns the handler's, so that a request (and a
+        WebSocket, for its whole life) keeps no frame of the router alive. The HTTP
+        handlers answer what they raise themselves (`_http_error`).
+        """
         kind = scope["type"]
         if kind == "http":
             handler, params = self.router.match_http(scope["method"], scope["path"])
@@ -505,39 +404,32 @@ class Wirehall(_Registrar):
                     RequestCompleted
                 )
             if self._observed_requests:
-                await self._observed(handler, scope, receive, send)
-                return
-            try:
-                await handler(scope, receive, send)
-            except Exception as exc:  # noqa: BLE001 - the boundary that runs user code
-                await self._http_error(exc, scope, receive, send)
-        elif kind == "websocket":
-            await self._websocket_entry(scope, receive, send)  # type: ignore[misc]
-        elif kind == "lifespan":
-            await self._lifespan(receive, send)
-
-    async def _routed(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The innermost app of the middleware stack: back into `__call__`, past the middleware."""
-        scope["wirehall.routed"] = True
-        await self(scope, receive, send)
+                return self._observed(handler, scope, receive, send)
+            return handler(scope, receive, send)
+        if kind == "websocket":
+            return self._websocket_entry(scope, receive, send)
+        if kind == "lifespan":
+            return self._lifespan(receive, send)
+        return _ignored(kind)
 
     def _dispatch_websocket(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        # returns the handler's awaitable rather than awaiting it: no frame of its own is
-        # kept alive for the connection's lifetime
         match = self.router.match("websocket", "", scope["path"])
-        if match.handler is None:
-            if match.mount is not None:
-                return self._mounted(match.mount.prefix, match.mount.app, scope, receive, send)
-            from wirehall.websocket.handler import WebSocketHandler
-
-            return WebSocketHandler(scope, receive, send).refuse(404)
-        scope["path_params"] = match.path_params
-        return match.handler(scope, receive, send)
+        if match.handler is not None:
+            scope["path_params"] = match.path_params
+            return match.handler(scope, receive, send)
+        if match.mount is not None:
+            return match.mount.serve(scope, receive, send)
+        return WebSocketHandler(scope, receive, send).refuse(404)
 
     async def _unmatched_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = self.router.match("http", scope["method"], scope["path"])
         if match.mount is not None:
-            await self._mounted(match.mount.prefix, match.mount.app, scope, receive, send)
+            if self._headers is not None:
+                send = self._headers.wrap_send(send, https=scope.get("scheme") == "https")
+            try:
+                await match.mount.serve(scope, receive, send)
+            except Exception as exc:  # noqa: BLE001 - the boundary that runs the mounted app
+                await self._http_error(exc, scope, receive, send)
         elif match.upgrade and scope["method"] in ("GET", "HEAD"):
             await self._send_error_response(
                 error_response(426, "this path takes WebSocket connections", {"Upgrade": "websocket"}),
@@ -551,38 +443,6 @@ class Wirehall(_Registrar):
             )
         else:
             await self._send_error_response(error_response(404), scope, receive, send)
-
-    async def _mounted(self, prefix: str, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["wirehall.mount"] = (prefix, app)
-        if self._headers is not None and scope["type"] == "http":
-            await self._headers(scope, receive, send)
-        else:
-            await self._serve_mount(scope, receive, send)
-
-    def _add_security_headers(self, response: Response, scope: Scope) -> None:
-        assert self._headers is not None
-        headers = response.raw_headers
-        https = scope.get("scheme") == "https"
-        if not https and len(headers) == 2 and headers[1] in _QUICK_CONTENT_TYPES:
-            headers.extend(self._plain_security_headers)  # a returned str / dict / list
-        else:
-            self._headers.add_headers(headers, https=https)
-
-    async def _serve_mount(self, scope: Scope, receive: Receive, send: Send) -> None:
-        prefix, app = scope.pop("wirehall.mount")
-        child = dict(scope)
-        child.pop("wirehall.routed", None)  # a mounted wirehall app runs its own middleware
-        child["root_path"] = scope.get("root_path", "") + prefix
-        child["path"] = scope["path"][len(prefix) :] or "/"
-        raw_path = scope.get("raw_path")
-        if raw_path is not None and raw_path.startswith(prefix.encode()):
-            child["raw_path"] = raw_path[len(prefix) :] or b"/"
-        try:
-            await app(child, receive, send)
-        except Exception as exc:
-            if scope["type"] != "http":
-                raise
-            await self._http_error(exc, scope, receive, send)
 
     async def _observed(
         self, handler: Callable[..., Awaitable[None]], scope: Scope, receive: Receive, send: Send
@@ -609,8 +469,6 @@ class Wirehall(_Registrar):
         """Answer an exception raised by user code; returns the status sent."""
         handler = self._find_exception_handler(type(exc))
         if handler is not None:
-            from wirehall.http.request import Request
-
             try:
                 result = handler(Request(scope, receive), exc)
                 response = await result if inspect.isawaitable(result) else result
@@ -646,3 +504,7 @@ class Wirehall(_Registrar):
             if handler is not None:
                 return handler
         return None
+
+
+async def _ignored(kind: str) -> None:
+    logger.debug("ignoring an ASGI scope of type %r", kind)

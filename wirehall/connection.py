@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from wirehall.datastructures import URL, Address, Headers, QueryParams, State, parse_cookies
+from wirehall.di import Container
 from wirehall.types import Scope
 
-if TYPE_CHECKING:
-    from wirehall.app import Wirehall
+__all__ = ["Connection", "ServingApp"]
 
-__all__ = ["Connection"]
+
+class ServingApp(Protocol):
+    """What a request or a connection may ask of the app serving it (a `Wirehall` is one).
+
+    A Protocol rather than `Wirehall` itself: the app imports the layers that build on
+    `Connection`, so naming it here would tie them in a cycle.
+    """
+
+    @property
+    def container(self) -> Container:
+        """The app's dependency container."""
+        ...
+
+    def url_path_for(self, name: str, /, **params: Any) -> str:
+        """The path of the route called `name`."""
+        ...
 
 
 class Connection:
@@ -29,8 +44,8 @@ class Connection:
         self._url: URL | None = None
 
     @property
-    def app(self) -> Wirehall:
-        """The application serving this connection."""
+    def app(self) -> ServingApp:
+        """The application serving this connection (the `Wirehall` instance)."""
         return self.scope["app"]  # type: ignore[no-any-return]
 
     @property

@@ -79,6 +79,16 @@ class CallPlan:
         """The types this call needs from the container."""
         return [p.key for p in self.params if p.kind is _Kind.PROVIDED]
 
+    @property
+    def takes_context(self) -> bool:
+        """Whether the call needs a context value (the request, the socket) in `kwargs`."""
+        return any(p.kind is _Kind.CONTEXT for p in self.params)
+
+    @property
+    def takes_path_params(self) -> bool:
+        """Whether the call needs the matched path parameters in `kwargs`."""
+        return any(p.kind is _Kind.PATH for p in self.params)
+
     def kwargs(
         self,
         resolver: ResolutionScope,
@@ -168,7 +178,6 @@ class Container:
         self._ready_values: dict[type[Any], Any] = {}
         self._plans: list[CallPlan] = []
         self._stack = contextlib.AsyncExitStack()
-        self._started = False
 
     # registration -------------------------------------------------------
 
@@ -389,7 +398,6 @@ class Container:
                     raise ConfigurationError(
                         f"building {_name(provider.key)} failed: {type(exc).__name__}: {exc}"
                     ) from exc
-        self._started = True
 
     async def aclose(self) -> None:
         """Close the singletons the container built, newest first."""
@@ -401,7 +409,6 @@ class Container:
                 if provider.factory is not None:
                     provider.instance = _MISSING
                     self._ready_values.pop(provider.key, None)
-            self._started = False
 
 
 def _close_later(stack: contextlib.AsyncExitStack, value: Any) -> None:

@@ -168,9 +168,22 @@ class _Entry:
 
 @dataclass(slots=True)
 class _MountEntry:
+    """A sub-app below `prefix`: `serve` gives it the rest of the path, `root_path` extended."""
+
     prefix: str
     app: ASGIApp
     name: str | None
+
+    def serve(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Run the sub-app for `scope`, on a copy of it that starts below the prefix."""
+        prefix = self.prefix
+        child = dict(scope)
+        child["root_path"] = scope.get("root_path", "") + prefix
+        child["path"] = scope["path"][len(prefix) :] or "/"
+        raw_path = scope.get("raw_path")
+        if raw_path is not None and raw_path.startswith(prefix.encode()):
+            child["raw_path"] = raw_path[len(prefix) :] or b"/"
+        return self.app(child, receive, send)
 
 
 @dataclass(slots=True)
@@ -257,6 +270,14 @@ class Router:
         self._mounts.append(_MountEntry(prefix, app, name))
         self._mounts.sort(key=lambda m: len(m.prefix), reverse=True)
         self._name(name, None, prefix)
+
+    def name_path(self, path: str, name: str | None) -> None:
+        """Name the route registered at `path` (for `url_path_for`); None leaves it unnamed."""
+        self._name(name, self._by_path[path].pattern)
+
+    def is_named(self, name: str) -> bool:
+        """Whether a route or mount is called `name` already."""
+        return name in self._names
 
     # matching -----------------------------------------------------------
 

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import logging
 import os
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
-
-import msgspec
 
 from wirehall.datastructures import URL, Address, Headers, QueryParams, State
 from wirehall.di import CallPlan, Container, ResolutionScope
 from wirehall.errors import ConfigurationError
+from wirehall.http._fast import (
+    ErrorAnswer,
+    Finisher,
+    Guard,
+    Handler,
+    plain_endpoint,
+    refuse,
+    to_response,
+)
 from wirehall.http.request import Request
 from wirehall.http.response import (
     FileResponse,
@@ -24,15 +30,18 @@ from wirehall.http.response import (
     Response,
     error_response,
 )
+from wirehall.http.templates import Templates
+from wirehall.security.access import access_denied
 from wirehall.types import Receive, Scope, Send
 
 __all__ = ["HTTP_METHODS", "Guard", "HTTPController", "build_http_endpoint", "to_response"]
 
+# `to_response` and `Guard` are defined with the fast path and re-exported here, where
+# they have always been imported from.
+
 logger = logging.getLogger(__name__)
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD")
-Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
-_NO_CONTENT = b""
 
 
 class HTTPController:
@@ -132,54 +141,11 @@ class HTTPController:
 
     def render(self, template: str, status: int = 200, **context: Any) -> Response:
         """Render a Jinja2 template of the app's `templates` (autoescaped) as HTML."""
-        templates = self.request.app.templates
-        if templates is None:
+        templates = getattr(self.request.app, "templates", None)
+        if not isinstance(templates, Templates):
             raise ConfigurationError("the app has no templates; pass Wirehall(templates='dir')")
         context.setdefault("request", self.request)
         return self._keep(templates.response(template, context, status))
-
-
-_TEXT = (b"content-type", b"text/plain; charset=utf-8")
-_JSON = (b"content-type", b"application/json")
-_encode = msgspec.json.Encoder().encode
-_send_whole = Response.__call__
-
-
-def _quick(cls: type[Response], body: bytes, content_type: tuple[bytes, bytes]) -> Response:
-    # the hot path for the commonest return values: what Response.__init__ does, unrolled
-    response = cls.__new__(cls)
-    response.status = 200
-    response.body = body
-    response.raw_headers = [(b"content-length", str(len(body)).encode()), content_type]
-    return response
-
-
-def to_response(value: Any, controller: HTTPController | None = None) -> Response:
-    """Turn what an endpoint returned into a Response."""
-    if isinstance(value, Response):
-        return value
-    if isinstance(value, str):
-        return _quick(PlainTextResponse, value.encode(), _TEXT)
-    if isinstance(value, dict | list):
-        try:
-            return _quick(JSONResponse, _encode(value), _JSON)
-        except (TypeError, msgspec.EncodeError):
-            return JSONResponse(value)  # raises with a clear message
-    if isinstance(value, msgspec.Struct):
-        return JSONResponse(value)
-    if value is None:
-        if controller is not None and controller._response is not None:
-            return controller._response
-        return Response(_NO_CONTENT, 204)
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
-        response = to_response(value[0], controller)
-        response.status = value[1]
-        return response
-    if isinstance(value, bytes):
-        return Response(value, media_type="application/octet-stream")
-    if dataclasses.is_dataclass(value) or isinstance(value, int | float | bool):
-        return JSONResponse(value)
-    return JSONResponse(value)  # let msgspec say what it cannot encode
 
 
 def _is_controller(endpoint: Any) -> bool:
@@ -197,12 +163,6 @@ def controller_methods(endpoint: type[HTTPController]) -> list[str]:
     return methods
 
 
-Finisher = Callable[[Response, Scope], None]
-Guard = Callable[[tuple[object, ...], Scope], tuple[int, str] | None]
-"""Asked before each request with the endpoint (or controller class and method): None to
-run it, or the (status, detail) to answer instead (the app's same-site checks)."""
-
-
 def build_http_endpoint(
     endpoint: Any,
     method: str,
@@ -210,18 +170,18 @@ def build_http_endpoint(
     path_params: Collection[str],
     finish: Finisher | None = None,
     guard: Guard | None = None,
+    on_error: ErrorAnswer | None = None,
 ) -> Handler:
     """Compile `endpoint` (a function or an HTTPController class) for one HTTP method.
 
     `finish`, when given, may change every response before it is sent (default headers);
-    `guard`, when given, may refuse a request before the endpoint runs.
+    `guard`, when given, may refuse a request before the endpoint runs; `on_error`, when
+    given, answers what the endpoint raises (without it, the exception propagates).
     """
-    from wirehall.security.auth import access_denied
-
     if _is_controller(endpoint):
         func = getattr(endpoint, method.lower())
         plan = container.plan(func, path_params=path_params, context=(Request,), skip=1)
-        return _controller_handler(endpoint, func, plan, access_denied, finish, guard)
+        return _controller_handler(endpoint, func, plan, finish, guard, on_error)
     if not callable(endpoint):
         raise ConfigurationError(f"endpoint {endpoint!r} is neither a function nor an HTTPController")
     if not inspect.iscoroutinefunction(endpoint):
@@ -229,84 +189,48 @@ def build_http_endpoint(
             f"endpoint {getattr(endpoint, '__qualname__', endpoint)!r} must be an async function (async def)"
         )
     plan = container.plan(endpoint, path_params=path_params, context=(Request,))
-    return _function_handler(endpoint, plan, access_denied, finish, guard)
-
-
-async def _refuse(
-    status: int,
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    finish: Finisher | None,
-    detail: str | None = None,
-) -> None:
-    refusal = error_response(
-        status, detail, headers={"WWW-Authenticate": "Bearer"} if status == 401 else None
-    )
-    if finish is not None:
-        finish(refusal, scope)
-    await refusal(scope, receive, send)
+    if not plan.params:
+        return plain_endpoint(endpoint, finish, guard, on_error)
+    return _function_handler(endpoint, plan, finish, guard, on_error)
 
 
 def _function_handler(
     endpoint: Callable[..., Any],
     plan: CallPlan,
-    access_denied: Any,
     finish: Finisher | None,
     guard: Guard | None,
+    on_error: ErrorAnswer | None,
 ) -> Handler:
     targets = (endpoint,)
-    needs_request = any(p.kind == 2 for p in plan.params)
-    needs_path = any(p.kind == 1 for p in plan.params)
-    has_params = bool(plan.params)
+    needs_request = plan.takes_context
+    needs_path = plan.takes_path_params
 
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
-        # checked on every request, so `@requires_auth` works above or below the route decorator
-        status = access_denied(endpoint, scope)
-        if status is not None:
-            await _refuse(status, scope, receive, send, finish)
-            return
-        if guard is not None:
-            refusal = guard(targets, scope)
-            if refusal is not None:
-                await _refuse(refusal[0], scope, receive, send, finish, refusal[1])
-                return
-        if not has_params:
-            response = to_response(await endpoint())
-            if finish is not None:
-                finish(response, scope)
-            if type(response).__call__ is _send_whole:  # a complete body: two sends, no extra frame
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": response.status,
-                        "headers": response.raw_headers,
-                    }
-                )
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": b"" if scope["method"] == "HEAD" else response.body,
-                    }
-                )
-            else:
-                await response(scope, receive, send)
-            return
-        request = Request(scope, receive) if needs_request else None
-        resolver = ResolutionScope(scope["app"].container)
         try:
-            kwargs = plan.kwargs(resolver, {Request: request}, scope["path_params"] if needs_path else None)
-            if not isinstance(kwargs, dict):
-                kwargs = await kwargs
-            result = await endpoint(**kwargs)
-            response = to_response(result)
-            if finish is not None:
-                finish(response, scope)
-            await response(scope, receive, send)
-        finally:
-            await resolver.aclose()
-            if request is not None:
-                await request.close()
+            # checked on every request, so `@requires_auth` works above or below the route decorator
+            refusal = _refusal(targets, scope, guard)
+            if refusal is not None:
+                await refuse(refusal[0], scope, receive, send, finish, refusal[1])
+                return
+            request = Request(scope, receive) if needs_request else None
+            resolver = ResolutionScope(scope["app"].container)
+            try:
+                path = scope["path_params"] if needs_path else None
+                kwargs = plan.kwargs(resolver, {Request: request}, path)
+                if not isinstance(kwargs, dict):
+                    kwargs = await kwargs
+                response = to_response(await endpoint(**kwargs))
+                if finish is not None:
+                    finish(response, scope)
+                await response(scope, receive, send)
+            finally:
+                await resolver.aclose()
+                if request is not None:
+                    await request.close()
+        except Exception as exc:  # the boundary that runs user code: answered after teardown
+            if on_error is None:
+                raise
+            await on_error(exc, scope, receive, send)
 
     return handle
 
@@ -315,36 +239,47 @@ def _controller_handler(
     cls: type[HTTPController],
     func: Callable[..., Any],
     plan: CallPlan,
-    access_denied: Any,
     finish: Finisher | None,
     guard: Guard | None,
+    on_error: ErrorAnswer | None,
 ) -> Handler:
     targets = (cls, func)
 
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
-        status = access_denied(cls, scope) or access_denied(func, scope)
-        if status is not None:
-            await _refuse(status, scope, receive, send, finish)
-            return
-        if guard is not None:
-            refusal = guard(targets, scope)
-            if refusal is not None:
-                await _refuse(refusal[0], scope, receive, send, finish, refusal[1])
-                return
-        request = Request(scope, receive)
-        controller = cls(request)
-        resolver = ResolutionScope(scope["app"].container)
         try:
-            kwargs = plan.kwargs(resolver, {Request: request}, scope["path_params"])
-            if not isinstance(kwargs, dict):
-                kwargs = await kwargs
-            result = await func(controller, **kwargs)
-            response = to_response(result, controller)
-            if finish is not None:
-                finish(response, scope)
-            await response(scope, receive, send)
-        finally:
-            await resolver.aclose()
-            await request.close()
+            refusal = _refusal(targets, scope, guard)
+            if refusal is not None:
+                await refuse(refusal[0], scope, receive, send, finish, refusal[1])
+                return
+            request = Request(scope, receive)
+            controller = cls(request)
+            resolver = ResolutionScope(scope["app"].container)
+            try:
+                kwargs = plan.kwargs(resolver, {Request: request}, scope["path_params"])
+                if not isinstance(kwargs, dict):
+                    kwargs = await kwargs
+                result = await func(controller, **kwargs)
+                response = to_response(result, controller._response)
+                if finish is not None:
+                    finish(response, scope)
+                await response(scope, receive, send)
+            finally:
+                await resolver.aclose()
+                await request.close()
+        except Exception as exc:  # the boundary that runs user code: answered after teardown
+            if on_error is None:
+                raise
+            await on_error(exc, scope, receive, send)
 
     return handle
+
+
+def _refusal(targets: tuple[object, ...], scope: Scope, guard: Guard | None) -> tuple[int, str | None] | None:
+    """The (status, detail) to answer instead of running `targets`, or None to run them."""
+    for target in targets:
+        status = access_denied(target, scope)
+        if status is not None:
+            return status, None
+    if guard is not None:
+        return guard(targets, scope)
+    return None

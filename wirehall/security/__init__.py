@@ -4,14 +4,8 @@ Every middleware is plain ASGI (`Middleware(app, **options)`) and treats HTTP re
 and WebSocket handshakes alike where that makes sense.
 """
 
-from wirehall.security.auth import (
-    AuthenticationMiddleware,
-    AuthRequirement,
-    access_denied,
-    bearer_token,
-    requires_auth,
-    session_user,
-)
+from wirehall.security.access import AuthRequirement, access_denied, requires_auth
+from wirehall.security.auth import AuthenticationMiddleware, bearer_token, session_user
 from wirehall.security.connection_limit import ConnectionLimitMiddleware
 from wirehall.security.cors import CORSMiddleware
 from wirehall.security.csrf import CSRFMiddleware

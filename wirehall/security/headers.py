@@ -71,7 +71,10 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        https = scope.get("scheme") == "https"
+        await self.app(scope, receive, self.wrap_send(send, https=scope.get("scheme") == "https"))
+
+    def wrap_send(self, send: Send, *, https: bool) -> Send:
+        """`send`, adding the missing security headers to the response it starts."""
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -81,7 +84,7 @@ class SecurityHeadersMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        return send_with_headers
 
     def add_headers(self, headers: list[tuple[bytes, bytes]], *, https: bool) -> None:
         """Append the missing security headers to a response's raw `headers`, in place.
@@ -102,6 +105,3 @@ class SecurityHeadersMiddleware:
             headers.append(self._csp)
         if https and self._hsts is not None and b"strict-transport-security" not in present:
             headers.append(self._hsts)
-
-    def _add(self, headers: list[tuple[bytes, bytes]], https: bool) -> None:
-        self.add_headers(headers, https=https)

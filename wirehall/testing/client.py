@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from wirehall.errors import WirehallError
+from wirehall.testing.websocket import WebSocketTestSession
 from wirehall.types import ASGIApp, Message
 
 __all__ = ["LifespanError", "TestClient"]
@@ -202,13 +203,11 @@ class TestClient:
         headers: Mapping[str, str] | None = None,
         subprotocols: Iterable[str] = (),
         timeout: float | None = None,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncIterator[WebSocketTestSession]:
         """Open a WebSocket to `path` in-process: `async with client.websocket_connect(...) as ws:`.
 
         Raises `HandshakeRejectedError` (with `.status`) when the app refuses the handshake.
         """
-        from wirehall.testing.websocket import WebSocketTestSession
-
         scope = self.websocket_scope(path, headers=headers, subprotocols=subprotocols)
         async with WebSocketTestSession(self.app, scope, timeout=timeout or self.timeout) as session:
             yield session

@@ -7,7 +7,7 @@ import inspect
 import logging
 import typing
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
@@ -25,13 +25,12 @@ from wirehall.events import (
     WebSocketDisconnected,
     WebSocketMessageReceived,
 )
+from wirehall.security.access import access_denied
 from wirehall.types import ASGIApp, Receive, Scope, Send
 from wirehall.websocket.codes import CloseCode
 from wirehall.websocket.handler import WebSocketHandler, WebSocketState, is_sendable_close_code
 from wirehall.websocket.ratelimit import RateLimit
-
-if TYPE_CHECKING:
-    from wirehall.websocket.service import WebSocketService
+from wirehall.websocket.service import WebSocketService
 
 __all__ = ["WebSocketController", "build_websocket_endpoint"]
 
@@ -96,7 +95,7 @@ class WebSocketController(WebSocketHandler):
     def service(self) -> WebSocketService:
         """The app's `WebSocketService` (rooms, presence, broadcast)."""
         service = self._service
-        if service is None:
+        if not isinstance(service, WebSocketService):
             raise WebSocketStateError(
                 "this connection is not registered with a WebSocketService; "
                 "serve the controller through a Wirehall app route"
@@ -164,14 +163,11 @@ def build_websocket_endpoint(
 class _Runner:
     """What the class and function runners share: the connection's life, errors and events."""
 
-    __slots__ = ("_access_denied", "cls", "container", "guarded")
+    __slots__ = ("cls", "container", "guarded")
 
     def __init__(
         self, cls: type[WebSocketController], container: Container, guarded: tuple[object, ...]
     ) -> None:
-        from wirehall.security.auth import access_denied
-
-        self._access_denied = access_denied
         self.cls = cls
         self.container = container
         self.guarded = guarded
@@ -187,9 +183,8 @@ class _Runner:
             await ws.receive_connect()
         except WebSocketDisconnectError:
             return  # the client left before the handshake
-        check = self._access_denied
         for target in self.guarded:
-            status = check(target, scope)
+            status = access_denied(target, scope)
             if status is not None:
                 await ws.refuse(status)
                 return

@@ -11,7 +11,7 @@ import struct
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+from typing import Any, ClassVar, NoReturn, Protocol
 
 import msgspec
 
@@ -21,9 +21,6 @@ from wirehall.types import Message, Receive, Scope, Send
 from wirehall.websocket._outbox import Outbox
 from wirehall.websocket.codes import CloseCode
 
-if TYPE_CHECKING:
-    from wirehall.websocket.service import WebSocketService
-
 __all__ = ["WebSocketHandler", "WebSocketState", "is_sendable_close_code"]
 
 logger = logging.getLogger(__name__)
@@ -31,6 +28,12 @@ logger = logging.getLogger(__name__)
 _encode_json = msgspec.json.Encoder().encode
 _decode_json = msgspec.json.Decoder().decode
 _JSON_HEADERS = ((b"content-type", b"application/json"),)
+
+
+class _Registry(Protocol):
+    """What a handler needs of the `WebSocketService` that registered it (which imports us)."""
+
+    def unregister(self, handler: WebSocketHandler) -> None: ...
 
 
 class WebSocketState(enum.Enum):
@@ -120,7 +123,7 @@ class WebSocketHandler(Connection):
         self._state = _CONNECTING
         self._outbox = Outbox(send, self)
         self._id: str | None = None
-        self._service: WebSocketService | None = None
+        self._service: _Registry | None = None
         self._close_code: int | None = None
         self._connected = False  # websocket.connect was received
         self._reported = False  # the app was told that the connection is closed

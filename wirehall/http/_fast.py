@@ -1,0 +1,172 @@
+"""The HTTP fast path: every shortcut the commonest requests take, in one place.
+
+Each shortcut stands for a general step and gives the same ASGI messages
+(tests/http/test_fast.py compares them, endpoint by endpoint):
+
+- `to_response` turns a returned `str` / `dict` / `list` into what
+  `PlainTextResponse(value)` / `JSONResponse(value)` build, without `__init__`'s branches;
+- `DefaultHeaders` adds the security headers with `add_headers`, except to a plain text or
+  JSON response over http, which gets the same headers computed once at startup;
+- `plain_endpoint` runs an endpoint that takes no parameters without a DI scope or a
+  `Request`, and sends a complete-body `Response` as its two messages without entering
+  `Response.__call__` (one coroutine frame less).
+
+The general path is `wirehall.http.controller`; both share `refuse` and `to_response`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import msgspec
+
+from wirehall.http.response import JSONResponse, PlainTextResponse, Response, error_response
+from wirehall.security.access import access_denied
+from wirehall.types import Receive, Scope, Send
+
+__all__ = [
+    "DefaultHeaders",
+    "ErrorAnswer",
+    "Finisher",
+    "Guard",
+    "Handler",
+    "plain_endpoint",
+    "refuse",
+    "to_response",
+]
+
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+Finisher = Callable[[Response, Scope], None]
+"""Changes every response before it is sent (the app's default headers)."""
+Guard = Callable[[tuple[object, ...], Scope], tuple[int, str] | None]
+"""Asked before each request with the endpoint (or controller class and method): None to
+run it, or the (status, detail) to answer instead (the app's same-site checks)."""
+ErrorAnswer = Callable[[Exception, Scope, Receive, Send], Awaitable[int]]
+"""Answers an exception raised by user code; returns the status sent (the app's handlers)."""
+
+_TEXT = (b"content-type", b"text/plain; charset=utf-8")
+_JSON = (b"content-type", b"application/json")
+_PLAIN_TYPES = frozenset({_TEXT, _JSON})
+_NO_CONTENT = b""
+_encode = msgspec.json.Encoder().encode
+_send_whole = Response.__call__
+
+
+def _quick(cls: type[Response], body: bytes, content_type: tuple[bytes, bytes]) -> Response:
+    # what Response.__init__ does for a 200 without headers, unrolled
+    response = cls.__new__(cls)
+    response.status = 200
+    response.body = body
+    response.raw_headers = [(b"content-length", str(len(body)).encode()), content_type]
+    return response
+
+
+def to_response(value: Any, kept: Response | None = None) -> Response:
+    """Turn what an endpoint returned into a Response.
+
+    `kept` is what a `send_*` helper of the controller built: the answer when it returned None.
+    """
+    if isinstance(value, Response):
+        return value
+    if isinstance(value, str):
+        return _quick(PlainTextResponse, value.encode(), _TEXT)
+    if isinstance(value, dict | list):
+        try:
+            return _quick(JSONResponse, _encode(value), _JSON)
+        except (TypeError, msgspec.EncodeError):
+            return JSONResponse(value)  # raises with a clear message
+    if value is None:
+        return kept if kept is not None else Response(_NO_CONTENT, 204)
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+        response = to_response(value[0], kept)
+        response.status = value[1]
+        return response
+    if isinstance(value, bytes):
+        return Response(value, media_type="application/octet-stream")
+    # Structs, dataclasses, numbers, booleans; for anything else msgspec says what it cannot encode
+    return JSONResponse(value)
+
+
+class HeaderSource(Protocol):
+    """Adds the missing default headers to a response's raw headers, in place."""
+
+    def add_headers(self, headers: list[tuple[bytes, bytes]], *, https: bool) -> None: ...
+
+
+class DefaultHeaders:
+    """A `Finisher` adding `source`'s headers to every response the app builds itself."""
+
+    __slots__ = ("_plain", "_source")
+
+    def __init__(self, source: HeaderSource) -> None:
+        self._source = source
+        # what any non-HTML response over http gets, computed once
+        plain = [(b"content-type", b"text/plain")]
+        source.add_headers(plain, https=False)
+        self._plain = tuple(plain[1:])
+
+    def __call__(self, response: Response, scope: Scope) -> None:
+        headers = response.raw_headers
+        https = scope.get("scheme") == "https"
+        if not https and len(headers) == 2 and headers[1] in _PLAIN_TYPES:
+            headers.extend(self._plain)  # a returned str / dict / list: no header of its own
+        else:
+            self._source.add_headers(headers, https=https)
+
+
+async def refuse(
+    status: int,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    finish: Finisher | None,
+    detail: str | None = None,
+) -> None:
+    """Answer `status` instead of running the endpoint (access rules, same-site guard)."""
+    refusal = error_response(
+        status, detail, headers={"WWW-Authenticate": "Bearer"} if status == 401 else None
+    )
+    if finish is not None:
+        finish(refusal, scope)
+    await refusal(scope, receive, send)
+
+
+def plain_endpoint(
+    endpoint: Callable[[], Awaitable[Any]],
+    finish: Finisher | None,
+    guard: Guard | None,
+    on_error: ErrorAnswer | None,
+) -> Handler:
+    """The handler of a function endpoint that takes no parameters."""
+    targets = (endpoint,)
+
+    async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            # checked on every request, so `@requires_auth` works above or below the route decorator
+            status = access_denied(endpoint, scope)
+            if status is not None:
+                await refuse(status, scope, receive, send, finish)
+                return
+            if guard is not None:
+                refusal = guard(targets, scope)
+                if refusal is not None:
+                    await refuse(refusal[0], scope, receive, send, finish, refusal[1])
+                    return
+            response = to_response(await endpoint())
+            if finish is not None:
+                finish(response, scope)
+            if type(response).__call__ is not _send_whole:
+                await response(scope, receive, send)  # streams, files: their own sending
+                return
+            await send(
+                {"type": "http.response.start", "status": response.status, "headers": response.raw_headers}
+            )
+            body = b"" if scope["method"] == "HEAD" else response.body
+            await send({"type": "http.response.body", "body": body})
+        except Exception as exc:
+            if on_error is None:
+                raise
+            await on_error(exc, scope, receive, send)
+
+    return handle
