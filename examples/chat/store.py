@@ -30,13 +30,11 @@ from sqlalchemy import (
     Table,
     Text,
     event,
-    insert,
     inspect,
     select,
     text,
-    update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -45,6 +43,7 @@ __all__ = ["History", "Message", "RoomStats", "Store", "utc_timestamp"]
 logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 10_000
+POSTGRES_POOL_SIZE = 20
 _SCHEMA_ATTEMPTS = 5  # tries at creating the schema while other processes create it too
 
 # SQLite's AUTOINCREMENT needs exactly INTEGER PRIMARY KEY; elsewhere ids are 64-bit.
@@ -85,6 +84,28 @@ class Message(msgspec.Struct, frozen=True, tag="message", tag_field="type"):
     ts: str
 
 
+# Adding a message. The room's row is bumped first: that locks it until the commit, so a
+# room's posts take turns and its ids grow in the order they commit.
+_BUMP_ROOM = text(
+    "INSERT INTO rooms (room, last_seq, last_id) VALUES (:room, 1, 0) "
+    "ON CONFLICT (room) DO UPDATE SET last_seq = rooms.last_seq + 1 RETURNING last_seq"
+)
+_INSERT_MESSAGE = text(
+    'INSERT INTO messages (room, seq, "user", text, ts) VALUES (:room, :seq, :user, :text, :ts) RETURNING id'
+)
+_SET_LAST_ID = text("UPDATE rooms SET last_id = :id WHERE room = :room")
+# PostgreSQL, in one round trip: the id is drawn while the row is locked (in the update, or
+# by the insert that creates the row), never before, so ids still follow the commit order.
+_PG_ADD = text(
+    "WITH bumped AS ("
+    " INSERT INTO rooms (room, last_seq, last_id) VALUES (:room, 1, nextval('messages_id_seq'))"
+    " ON CONFLICT (room) DO UPDATE SET last_seq = rooms.last_seq + 1, last_id = nextval('messages_id_seq')"
+    " RETURNING last_seq, last_id)"
+    ' INSERT INTO messages (id, room, seq, "user", text, ts)'
+    " SELECT last_id, :room, last_seq, :user, :text, :ts FROM bumped RETURNING id, seq"
+)
+
+
 class History(msgspec.Struct, frozen=True):
     """Messages read for a client, and the room's position they bring it to.
 
@@ -115,6 +136,11 @@ class Store:
 
     def __init__(self, url: str, **engine_options: Any) -> None:
         self.url = url
+        if make_url(url).get_backend_name() == "postgresql":
+            # Enough pooled connections for a busy process: opening one per burst costs the
+            # database more than the post itself.
+            engine_options.setdefault("pool_size", POSTGRES_POOL_SIZE)
+            engine_options.setdefault("max_overflow", POSTGRES_POOL_SIZE)
         self.engine: AsyncEngine = create_async_engine(url, **engine_options)
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
@@ -155,30 +181,20 @@ class Store:
 
         Commits before returning: the message is stored once this returns, and not at all
         when it raises. Posts to the same room take turns on the room's row, from the first
-        statement to the commit; nothing else is awaited meanwhile.
+        statement to the commit; nothing else is awaited meanwhile. On PostgreSQL that is one
+        statement (the room's bump, a fresh id taken while the row is locked, the insert),
+        so the row is locked for one round trip and the commit.
         """
         ts = utc_timestamp()
+        values = {"room": room, "user": user, "text": text, "ts": ts}
         async with self.engine.begin() as conn:
-            seq = await self._next_seq(conn, room)
-            result = await conn.execute(
-                insert(messages).values(room=room, seq=seq, user=user, text=text, ts=ts)
-            )
-            (message_id,) = result.inserted_primary_key or (None,)
-            if message_id is None:  # pragma: no cover - every supported dialect reports it
-                raise RuntimeError("the database did not report the new message's id")
-            await conn.execute(update(rooms).where(rooms.c.room == room).values(last_id=message_id))
-        return Message(id=int(message_id), room=room, user=user, text=text, ts=ts), seq
-
-    async def _next_seq(self, conn: AsyncConnection, room: str) -> int:
-        # One statement that creates the room's row or bumps it, and locks it until commit.
-        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        statement = (
-            dialect_insert(rooms)
-            .values(room=room, last_seq=1, last_id=0)
-            .on_conflict_do_update(index_elements=[rooms.c.room], set_={"last_seq": rooms.c.last_seq + 1})
-            .returning(rooms.c.last_seq)
-        )
-        return int((await conn.execute(statement)).scalar_one())
+            if self.dialect == "postgresql":
+                message_id, seq = (await conn.execute(_PG_ADD, values)).one()
+            else:
+                seq = (await conn.execute(_BUMP_ROOM, values)).scalar_one()
+                message_id = (await conn.execute(_INSERT_MESSAGE, {**values, "seq": seq})).scalar_one()
+                await conn.execute(_SET_LAST_ID, {"room": room, "id": message_id})
+        return Message(id=int(message_id), room=room, user=user, text=text, ts=ts), int(seq)
 
     async def recent(self, room: str, limit: int) -> list[Message]:
         """The room's last `limit` messages, oldest first."""

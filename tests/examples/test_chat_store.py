@@ -140,17 +140,17 @@ async def test_a_failed_insert_leaves_neither_the_message_nor_the_seq_bump(store
 async def test_a_failure_after_the_insert_rolls_the_whole_message_back(store: Store) -> None:
     first, _ = await store.add_numbered("lobby", "ann", "one")
 
-    def fail_on_the_last_statement(conn: Any, clauseelement: Any, *args: Any) -> None:
-        # The statement after the insert: recording the room's newest id.
-        if clauseelement.is_dml and clauseelement.table is rooms and clauseelement.is_update:
+    def fail_after_the_insert(conn: Any, clauseelement: Any, *args: Any) -> None:
+        # Once the message row is inserted (and the room's row bumped), before the commit.
+        if "INSERT INTO messages" in str(clauseelement):
             raise OSError("the disk went away after the insert")
 
-    event.listen(store.engine.sync_engine, "before_execute", fail_on_the_last_statement)
+    event.listen(store.engine.sync_engine, "after_execute", fail_after_the_insert)
     try:
         with pytest.raises(OSError, match="disk went away"):
             await store.add_numbered("lobby", "ann", "lost")
     finally:
-        event.remove(store.engine.sync_engine, "before_execute", fail_on_the_last_statement)
+        event.remove(store.engine.sync_engine, "after_execute", fail_after_the_insert)
     assert await store.recent("lobby", 10) == [first]
     assert await store.room_stats(["lobby"]) == {"lobby": RoomStats("lobby", 1, first.id)}
     later, seq = await store.add_numbered("lobby", "ann", "two")
