@@ -1,4 +1,11 @@
-"""`Wirehall`: the ASGI application, its lifespan, route registration and error handling."""
+"""`Wirehall`: the ASGI application, its lifespan, route registration and error handling.
+
+Past ~400 lines on purpose: it is the one class that ties the layers together (settings,
+container, routes, middleware stack, lifespan, error answers), and each part is short.
+What could stand alone has moved out: the route decorators and groups
+(`wirehall.registrar`), the HTTP fast path (`wirehall.http._fast`), matching and mounts
+(`wirehall.routing`).
+"""
 
 from __future__ import annotations
 

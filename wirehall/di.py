@@ -9,6 +9,10 @@ Lifetimes: `SINGLETON` (one per app, built at startup, closed at shutdown), `SCO
 (one per request or WebSocket connection, closed when it ends) and `TRANSIENT` (new on
 every resolution). Factories may be classes, functions, coroutine functions, or
 (async) generator functions whose code after `yield` is the teardown.
+
+One concept, a little past ~400 lines: `CallPlan` and `ResolutionScope` are the
+container's own parts and call its underscored methods (`_ready`, `_provider`,
+`_singleton`, `_create`), which are internal to this module.
 """
 
 from __future__ import annotations

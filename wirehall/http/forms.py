@@ -127,14 +127,19 @@ async def parse_form(
     )
 
 
-class _MultipartState:
-    def __init__(self) -> None:
+class _MultipartForm:
+    """The python-multipart callbacks for one form: parts collected, limits enforced."""
+
+    def __init__(self, *, max_files: int, max_fields: int) -> None:
+        self.max_files = max_files
+        self.max_fields = max_fields
+        self.files = 0
+        self.fields = 0
         self.items: list[tuple[str, str | UploadFile]] = []
         self.header_field = b""
         self.header_value = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.data = bytearray()
-        self.chunks: list[bytes] = []
         self.current: UploadFile | None = None
         self.name = ""
         self.pending: list[tuple[UploadFile, bytes]] = []
@@ -142,77 +147,83 @@ class _MultipartState:
         self.created: list[UploadFile] = []
         self.ended = False
 
+    def on_part_begin(self) -> None:
+        self.headers = []
+        self.data = bytearray()
+        self.current = None
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self.headers.append((self.header_field.lower(), self.header_value))
+        self.header_field = b""
+        self.header_value = b""
+
+    def on_headers_finished(self) -> None:
+        headers = dict(self.headers)
+        _, params = parse_options_header(headers.get(b"content-disposition", b""))
+        self.name = params.get(b"name", b"").decode("utf-8", "replace")
+        filename = params.get(b"filename")
+        if filename is None:
+            self.fields += 1
+            if self.fields > self.max_fields:
+                raise HTTPError(413, f"too many fields in the form (at most {self.max_fields})")
+            return
+        self.files += 1
+        if self.files > self.max_files:
+            raise HTTPError(413, f"too many files in the form (at most {self.max_files})")
+        content_type = headers.get(b"content-type", b"application/octet-stream")
+        self.current = UploadFile(
+            filename.decode("utf-8", "replace"), content_type.decode("latin-1"), Headers(self.headers)
+        )
+        self.created.append(self.current)
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.current is not None:
+            self.pending.append((self.current, bytes(data[start:end])))
+        else:
+            self.data += data[start:end]
+
+    def on_part_end(self) -> None:
+        value = self.current if self.current is not None else bytes(self.data)
+        self.done_parts.append((self.name, value))
+
+    def on_end(self) -> None:
+        self.ended = True
+
+    async def flush(self) -> None:
+        """Write what the last chunk gave to the upload files; collect the finished parts."""
+        for upload, data in self.pending:
+            await upload.write(data)
+        self.pending.clear()
+        for name, value in self.done_parts:
+            if isinstance(value, UploadFile):
+                await value.seek(0)
+                self.items.append((name, value))
+            else:
+                self.items.append((name, value.decode("utf-8", "replace")))
+        self.done_parts.clear()
+
 
 async def _parse_multipart(
     boundary: bytes, stream: AsyncIterator[bytes], *, max_files: int, max_fields: int
 ) -> FormData:
-    state = _MultipartState()
-    files = fields = 0
-
-    def on_part_begin() -> None:
-        state.headers = []
-        state.data = bytearray()
-        state.current = None
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        state.header_field += data[start:end]
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        state.header_value += data[start:end]
-
-    def on_header_end() -> None:
-        state.headers.append((state.header_field.lower(), state.header_value))
-        state.header_field = b""
-        state.header_value = b""
-
-    def on_headers_finished() -> None:
-        nonlocal files, fields
-        disposition = dict(state.headers).get(b"content-disposition", b"")
-        _, params = parse_options_header(disposition)
-        state.name = params.get(b"name", b"").decode("utf-8", "replace")
-        filename = params.get(b"filename")
-        if filename is not None:
-            files += 1
-            if files > max_files:
-                raise HTTPError(413, f"too many files in the form (at most {max_files})")
-            content_type = dict(state.headers).get(b"content-type", b"application/octet-stream")
-            state.current = UploadFile(
-                filename.decode("utf-8", "replace"),
-                content_type.decode("latin-1"),
-                Headers(state.headers),
-            )
-            state.created.append(state.current)
-        else:
-            fields += 1
-            if fields > max_fields:
-                raise HTTPError(413, f"too many fields in the form (at most {max_fields})")
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        if state.current is not None:
-            state.pending.append((state.current, bytes(data[start:end])))
-        else:
-            state.data += data[start:end]
-
-    def on_part_end() -> None:
-        if state.current is not None:
-            state.done_parts.append((state.name, state.current))
-        else:
-            state.done_parts.append((state.name, bytes(state.data)))
-
-    def on_end() -> None:
-        state.ended = True
-
+    form = _MultipartForm(max_files=max_files, max_fields=max_fields)
     parser = MultipartParser(
         boundary,
         {
-            "on_end": on_end,
-            "on_part_begin": on_part_begin,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
+            "on_end": form.on_end,
+            "on_part_begin": form.on_part_begin,
+            "on_part_data": form.on_part_data,
+            "on_part_end": form.on_part_end,
+            "on_header_field": form.on_header_field,
+            "on_header_value": form.on_header_value,
+            "on_header_end": form.on_header_end,
+            "on_headers_finished": form.on_headers_finished,
         },
     )
     try:
@@ -221,21 +232,12 @@ async def _parse_multipart(
                 parser.write(chunk)
             except MultipartParseError as exc:
                 raise HTTPError(400, f"the multipart body is malformed: {exc}") from exc
-            for upload, data in state.pending:
-                await upload.write(data)
-            state.pending.clear()
-            for name, value in state.done_parts:
-                if isinstance(value, UploadFile):
-                    await value.seek(0)
-                    state.items.append((name, value))
-                else:
-                    state.items.append((name, value.decode("utf-8", "replace")))
-            state.done_parts.clear()
+            await form.flush()
         parser.finalize()
-        if not state.ended:
+        if not form.ended:
             raise HTTPError(400, "the multipart body ended before its closing boundary")
     except BaseException:
-        for upload in state.created:
+        for upload in form.created:
             await upload.close()
         raise
-    return FormData(state.items)
+    return FormData(form.items)

@@ -17,34 +17,46 @@ def split_host(value: str) -> tuple[str, int | None] | None:
     """
     if not value or not value.isascii():
         return None
-    if value[0] == "[":  # IPv6 literal
-        end = value.find("]")
-        if end < 2:
-            return None
-        host, rest = value[: end + 1], value[end + 1 :]
-        if not rest:
-            return host.lower(), None
-        if rest[0] != ":":
-            return None
-        port_text = rest[1:]
-    else:
-        host, sep, port_text = value.partition(":")
-        if not sep:
-            port_text = ""
-        elif not port_text:
-            return None
-        if host.endswith("."):
-            host = host[:-1]
-        if not host or not all(c.isalnum() or c in "-._" for c in host):
-            return None
-        if not sep:
-            return host.lower(), None
-    if not port_text.isdigit() or len(port_text) > 5:
+    parts = _split_bracketed(value) if value[0] == "[" else _split_name(value)
+    if parts is None:
         return None
-    port = int(port_text)
-    if port > 65535:
+    host, port_text = parts
+    if port_text is None:
+        return host.lower(), None
+    port = _port(port_text)
+    return None if port is None else (host.lower(), port)
+
+
+def _split_bracketed(value: str) -> tuple[str, str | None] | None:
+    """An IPv6 literal `[::1]` and the text of its port (None when there is no `:`)."""
+    end = value.find("]")
+    if end < 2:
         return None
-    return host.lower(), port
+    host, rest = value[: end + 1], value[end + 1 :]
+    if not rest:
+        return host, None
+    if rest[0] != ":":
+        return None
+    return host, rest[1:]
+
+
+def _split_name(value: str) -> tuple[str, str | None] | None:
+    """A host name (its trailing dot dropped) and the text of its port (None when no `:`)."""
+    host, sep, port_text = value.partition(":")
+    if sep and not port_text:
+        return None
+    if host.endswith("."):
+        host = host[:-1]
+    if not host or not all(c.isalnum() or c in "-._" for c in host):
+        return None
+    return host, port_text if sep else None
+
+
+def _port(text: str) -> int | None:
+    if not text.isdigit() or len(text) > 5:
+        return None
+    port = int(text)
+    return port if port <= 65535 else None
 
 
 def parse_origin(value: str) -> Origin | None:

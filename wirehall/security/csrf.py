@@ -117,19 +117,7 @@ class CSRFMiddleware:
             await self.app(scope, receive, send)
             return
 
-        cookie_header: str | None = None
-        submitted: bytes | None = None
-        content_type = b""
-        for key, value in scope.get("headers", ()):
-            if key == b"cookie":
-                text = value.decode("latin-1")
-                cookie_header = text if cookie_header is None else f"{cookie_header}; {text}"
-            elif key == self._header:
-                if submitted is None:
-                    submitted = value.strip()
-            elif key == b"content-type":
-                content_type = value
-
+        cookie_header, submitted, content_type = self._read_headers(scope)
         token = self._cookie_token(cookie_header) if cookie_header else None
         if token is None:
             token = secrets.token_urlsafe(32)
@@ -152,21 +140,10 @@ class CSRFMiddleware:
             await self._forbid(scope, send, "no CSRF cookie")
             return
         if submitted is None:
-            media_type, options = parse_options_header(content_type)
-            if media_type in (_URLENCODED, _MULTIPART):
-                outcome = await self._read_form_token(receive, media_type, options)
-                if outcome is None:
-                    return  # the client went away
-                if isinstance(outcome, int):
-                    await send_json_error(
-                        send,
-                        413,
-                        "form too large to find the CSRF token; send it in the "
-                        f"{self._header.decode()} header or as the first form field",
-                    )
-                    return
-                submitted, buffered = outcome
-                receive = _replay(buffered, receive)
+            from_form = await self._form_token(content_type, receive, send)
+            if from_form is None:
+                return  # answered already, or the client went away
+            submitted, receive = from_form
         if submitted is None:
             await self._forbid(scope, send, "no CSRF token sent")
             return
@@ -174,6 +151,46 @@ class CSRFMiddleware:
             await self._forbid(scope, send, "CSRF token mismatch")
             return
         await self.app(scope, receive, send)
+
+    def _read_headers(self, scope: Scope) -> tuple[str | None, bytes | None, bytes]:
+        """The cookies (joined), the token header's value and the Content-Type of a request."""
+        cookie_header: str | None = None
+        submitted: bytes | None = None
+        content_type = b""
+        for key, value in scope.get("headers", ()):
+            if key == b"cookie":
+                text = value.decode("latin-1")
+                cookie_header = text if cookie_header is None else f"{cookie_header}; {text}"
+            elif key == self._header:
+                if submitted is None:
+                    submitted = value.strip()
+            elif key == b"content-type":
+                content_type = value
+        return cookie_header, submitted, content_type
+
+    async def _form_token(
+        self, content_type: bytes, receive: Receive, send: Send
+    ) -> tuple[bytes | None, Receive] | None:
+        """The token sent in a form body, and a `receive` replaying what was read for it.
+
+        None when the request is answered here (413) or the client went away.
+        """
+        media_type, options = parse_options_header(content_type)
+        if media_type not in (_URLENCODED, _MULTIPART):
+            return None, receive
+        outcome = await self._read_form_token(receive, media_type, options)
+        if outcome is None:
+            return None
+        if isinstance(outcome, int):
+            await send_json_error(
+                send,
+                413,
+                "form too large to find the CSRF token; send it in the "
+                f"{self._header.decode()} header or as the first form field",
+            )
+            return None
+        submitted, buffered = outcome
+        return submitted, _replay(buffered, receive)
 
     def _cookie_token(self, header: str) -> str | None:
         if self._cookie_key not in header:
