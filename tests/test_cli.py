@@ -24,6 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     monkeypatch.chdir(ROOT)
+    # `wirehall run` hands its limits to the server's workers through the environment;
+    # whatever a test's run sets there is undone after it, so later tests' apps never see it.
+    for name in SERVER_ENV:
+        monkeypatch.setenv(name, "")  # records the original (even "unset") for the undo
+        monkeypatch.delenv(name)
     return CliRunner()
 
 
