@@ -106,6 +106,20 @@ _PG_ADD = text(
 )
 
 
+# A joiner's history: the room's count (the row without an id) and its messages.
+_HISTORY_COLUMNS = 'seq, id, "user", text, ts'
+_HISTORY_RECENT = text(
+    'SELECT last_seq AS seq, NULL AS id, NULL AS "user", NULL AS text, NULL AS ts FROM rooms WHERE room = :room '
+    f"UNION ALL SELECT * FROM (SELECT {_HISTORY_COLUMNS} FROM messages WHERE room = :room "
+    "ORDER BY id DESC LIMIT :limit) AS recent"
+)
+_HISTORY_SINCE = text(
+    'SELECT last_seq AS seq, NULL AS id, NULL AS "user", NULL AS text, NULL AS ts FROM rooms WHERE room = :room '
+    f"UNION ALL SELECT * FROM (SELECT {_HISTORY_COLUMNS} FROM messages WHERE room = :room AND id > :since "
+    "ORDER BY id LIMIT :limit) AS after_since"
+)
+
+
 class History(msgspec.Struct, frozen=True):
     """Messages read for a client, and the room's position they bring it to.
 
@@ -211,17 +225,28 @@ class Store:
     async def history(self, room: str, since: int | None, limit: int) -> History:
         """What a joining client is sent: the last `limit` messages, or the first `limit` after id `since`.
 
-        Reads the room's count first, then the messages: a message committed between the
-        two is in the messages, and one committed after both is newer than `position`.
+        `position` is the room's count as of the read (or the newest message's `seq`).
+        One statement reads both (a consistent snapshot, one round trip): the room's count
+        comes as the row without an id.
         """
+        if since is None:
+            statement, values = _HISTORY_RECENT, {"room": room, "limit": limit}
+        else:
+            statement, values = _HISTORY_SINCE, {"room": room, "since": since, "limit": limit}
         async with self.engine.connect() as conn:
-            count = (await conn.execute(select(rooms.c.last_seq).where(rooms.c.room == room))).scalar()
-            if since is None:
-                rows = await _rows_recent(conn, room, limit)
+            rows = (await conn.execute(statement, values)).all()
+        position = 0
+        found: list[tuple[int, Message]] = []
+        for seq, message_id, user, text_, ts in rows:
+            if message_id is None:
+                position = max(position, int(seq))
             else:
-                rows = await _rows_since(conn, room, since, limit)
-        position = max(int(count or 0), rows[-1].seq if rows else 0)
-        return History(messages=[_message(row) for row in rows], position=position)
+                found.append(
+                    (int(message_id), Message(id=int(message_id), room=room, user=user, text=text_, ts=ts))
+                )
+                position = max(position, int(seq))
+        found.sort(key=lambda item: item[0])
+        return History(messages=[message for _, message in found], position=position)
 
     async def replay(self, room: str, after: int, limit: int) -> list[tuple[int, Message]]:
         """The room's messages whose `seq` is greater than `after`, as `(seq, message)`, oldest first."""
