@@ -397,7 +397,7 @@ async def test_any_text_is_stored_trimmed_or_refused(client: TestClient, text: s
         await ws.send_json({"type": "message", "text": text})
         answer = await ws.receive_json()
     expected = text.strip()
-    if 1 <= len(expected) <= 2000:
+    if 1 <= len(expected) <= 2000 and "\x00" not in expected:  # NUL: no database stores it everywhere
         assert_message(answer, "texts", "ann", expected)
         assert (await all_messages(client, "texts"))[-1] == answer
     else:
