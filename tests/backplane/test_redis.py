@@ -399,7 +399,7 @@ async def test_messages_already_received_are_not_yielded_after_unsubscribe(
         await sender.publish("room:a", b"%d" % i)
     iterator = aiter(receiver.messages())
     assert await asyncio.wait_for(anext(iterator), 2) == ("room:a", b"0")
-    await _until(lambda: len(receiver._inbox) == 19)  # the other 19 arrive and wait in the backplane
+    await _until(lambda: receiver._subscriber.queued == 19)  # the other 19 arrive and wait in the backplane
     await receiver.unsubscribe("room:a")
     await sender.publish("room:b", b"marker")
     assert await asyncio.wait_for(anext(iterator), 2) == ("room:b", b"marker")
@@ -412,7 +412,7 @@ async def test_messages_has_one_consumer_and_ends_at_close(redis_url: str) -> No
     await backplane.start()
     iterator = backplane.messages()
     pending = asyncio.ensure_future(anext(iterator))
-    await _until(lambda: backplane._consuming)
+    await _until(lambda: backplane._subscriber.has_consumer)
     with pytest.raises(RuntimeError, match="already has a consumer"):
         await anext(backplane.messages())
     await backplane.close()
@@ -569,20 +569,21 @@ async def test_background_loops_that_die_are_restarted(
     backplane = await backplanes.start(redis_url)
     await backplane.subscribe("room:lobby")
     received = collectors(backplane)
-    publish_batch, reconnect = backplane._publish_batch, backplane._reconnect
+    publisher, subscriber = backplane._publisher, backplane._subscriber
+    send, reconnect = publisher.send, subscriber._reconnect
 
-    async def broken_publish_batch(batch: Any) -> None:
-        backplane._publish_batch = publish_batch  # type: ignore[method-assign]
+    async def broken_send(batch: Any) -> None:
+        publisher.send = send  # type: ignore[method-assign]
         raise RuntimeError("a bug in the publisher")
 
-    async def broken_reconnect(delay: float) -> Any:
-        backplane._reconnect = reconnect  # type: ignore[method-assign]
+    async def broken_reconnect() -> Any:
+        subscriber._reconnect = reconnect  # type: ignore[method-assign]
         raise RuntimeError("a bug in the subscriber")
 
-    backplane._publish_batch = broken_publish_batch  # type: ignore[method-assign]
+    publisher.send = broken_send  # type: ignore[method-assign]
     with pytest.raises(BackplaneError, match="publisher failed"):
         await asyncio.wait_for(backplane.publish("room:lobby", b"lost"), timeout=5)
-    backplane._reconnect = broken_reconnect  # type: ignore[method-assign]
+    subscriber._reconnect = broken_reconnect  # type: ignore[method-assign]
     assert await _kill_subscriber(redis_url, backplane) == 1
     await logs.wait_for("subscriber loop stopped", timeout=5)
     await logs.wait_for("reconnected to Redis", timeout=5)
@@ -710,7 +711,7 @@ async def test_on_reconnect_runs_once_the_subscriptions_are_restored(
     calls: list[int] = []
 
     def callback() -> None:
-        calls.append(len(receiver._confirmed))  # re-subscriptions Redis has confirmed by now
+        calls.append(receiver._subscriber.confirmed)  # re-subscriptions Redis has confirmed by now
         reconnected.set()
 
     receiver.on_reconnect(callback)
