@@ -13,23 +13,39 @@ import pytest
 from tests.websocket._support import eventually
 from wirehall.errors import WebSocketDisconnectError
 from wirehall.types import Message
-from wirehall.websocket._outbox import Outbox, SlowConsumerPolicy
+from wirehall.websocket._core import ConnectionCore, OutputLimits
+from wirehall.websocket._outbox import Outbox, OutboxListener, SlowConsumerPolicy
 
 
 class Owner:
+    """The connection an outbox belongs to: its core, and what the outbox told it."""
+
     def __init__(self) -> None:
+        self.core = ConnectionCore()
         self.failed: list[BaseException] = []
         self.overflows: list[int] = []
         self.stalls: list[str] = []
+        self.listener = OutboxListener(self.failed.append, self.overflows.append, self.stalls.append)
 
-    def _outbox_failed(self, error: BaseException) -> None:
-        self.failed.append(error)
 
-    def _outbox_overflow(self, depth: int) -> None:
-        self.overflows.append(depth)
+def new_outbox(
+    send: Any,
+    owner: Owner,
+    max_queue: int = 1024,
+    policy: SlowConsumerPolicy = SlowConsumerPolicy.CLOSE,
+    *,
+    max_pending_bytes: int | None = None,
+    drain_timeout: float | None = None,
+    clock: Any = None,
+) -> Outbox:
+    owner.core.set_limits(OutputLimits(max_queue, policy, max_pending_bytes, drain_timeout))
+    return Outbox(send, owner.core, owner.listener, clock=clock)
 
-    def _outbox_stalled(self, reason: str) -> None:
-        self.stalls.append(reason)
+
+def open_outbox(outbox: Outbox, owner: Owner) -> None:
+    """The handshake was accepted: the core opens, then the outbox writes what waited."""
+    assert owner.core.accept()
+    outbox.open()
 
 
 class Socket:
@@ -71,16 +87,13 @@ def make(
     max_queue: int = 8, policy: SlowConsumerPolicy = SlowConsumerPolicy.CLOSE
 ) -> tuple[Outbox, Socket, Owner]:
     socket, owner = Socket(), Owner()
-    outbox = Outbox(socket.send, owner, max_queue, policy)
-    outbox.open()
+    outbox = new_outbox(socket.send, owner, max_queue, policy)
+    open_outbox(outbox, owner)
     return outbox, socket, owner
 
 
 async def wait_idle(outbox: Outbox) -> None:
-    writer = outbox._writer
-    if writer is not None:
-        await asyncio.wait((writer,), timeout=2)
-    assert not outbox.is_backed_up
+    await eventually(lambda: not outbox.is_backed_up)
 
 
 async def test_idle_socket_is_written_at_once_without_a_task() -> None:
@@ -135,10 +148,10 @@ async def test_awaited_put_on_an_idle_socket_returns_once_written() -> None:
 
 async def test_messages_before_open_wait_for_the_handshake() -> None:
     socket, owner = Socket(), Owner()
-    outbox = Outbox(socket.send, owner)
+    outbox = new_outbox(socket.send, owner)
     outbox.put_nowait(frame("early"))
     assert socket.written == []
-    outbox.open()
+    open_outbox(outbox, owner)
     assert socket.texts() == ["early"]
 
 
@@ -274,8 +287,9 @@ async def test_a_send_returning_a_plain_future_works() -> None:
         gate.add_done_callback(done)
         return future
 
-    outbox = Outbox(send, Owner())
-    outbox.open()
+    owner = Owner()
+    outbox = new_outbox(send, owner)
+    open_outbox(outbox, owner)
     outbox.put_nowait(frame("a"))
     assert outbox.is_backed_up
     gate.set_result(None)
@@ -312,7 +326,7 @@ def make_limited(
     policy: SlowConsumerPolicy = SlowConsumerPolicy.CLOSE,
 ) -> tuple[Outbox, Socket, Owner]:
     socket, owner = Socket(), Owner()
-    outbox = Outbox(
+    outbox = new_outbox(
         socket.send,
         owner,
         max_queue=100,
@@ -321,7 +335,7 @@ def make_limited(
         drain_timeout=drain_timeout,
         clock=clock,
     )
-    outbox.open()
+    open_outbox(outbox, owner)
     return outbox, socket, owner
 
 
@@ -364,7 +378,7 @@ async def test_the_drain_deadline_starts_again_each_time_the_socket_backs_up() -
     clock.now += 9.0
     socket.writable.set()
     await wait_idle(outbox)
-    assert outbox._deadline is None  # no timer while the socket keeps up
+    assert owner.core.drain_by is None  # no deadline while the socket keeps up
     clock.now += 5.0
     socket.writable.clear()
     outbox.put_nowait(frame("2"))
@@ -467,7 +481,7 @@ async def test_none_turns_the_byte_budget_and_the_drain_deadline_off() -> None:
         outbox.put_nowait(frame("z" * 10_000))
         clock.now += 3600
     assert owner.stalls == []
-    assert outbox._deadline is None
+    assert owner.core.drain_by is None
     socket.writable.set()
     await wait_idle(outbox)
     assert len(socket.written) == 51

@@ -1,73 +1,75 @@
 """The per-connection outbound queue: broadcasting never awaits a socket.
 
 There is no writer task per idle connection. A message for an idle connection is
-written *eagerly*: the server's ASGI `send(message)` coroutine is stepped once, right
-here. With uvicorn that step finishes (the frame went to the transport) unless the
-transport is paused because the peer is not reading. Only then is the started
-coroutine handed to a writer task, which finishes it, drains the messages queued
+written *eagerly*: the server's ASGI `send(message)` is started right here
+(`_server_seam.start_send`). With uvicorn that step finishes (the frame went to the
+transport) unless the transport is paused because the peer is not reading. Only then is
+the started write handed to a writer task, which finishes it, drains the messages queued
 meanwhile, and exits. So a writer task exists only while a socket is backed up, and the
 queue (a deque) only while something waits in it. See docs/websocket-outbox.md.
 
-A connection is a slow consumer when more than `max_queue` messages wait (the policy
-decides), when the messages waiting add up to more than `max_pending_bytes`, or when
-its output has not drained for `drain_timeout` seconds (the last two always close it).
-The drain deadline costs nothing while the socket keeps up: one `loop.call_later`
-timer exists only while the socket is backed up.
+What to do with each message (write now, queue, drop, evict) is the connection core's
+decision (`ConnectionCore.offer`, in `_core.py`, with the slow-consumer limits and the
+drain deadline); this module carries it out: the deque, the writer task and the one
+`loop.call_later` timer that exists only while the socket is backed up.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator
-from types import CoroutineType
-from typing import Any, Protocol
+from collections.abc import Callable
 
 from wirehall.errors import WebSocketDisconnectError
 from wirehall.types import Message, Send
+from wirehall.websocket._core import (
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_MAX_PENDING_BYTES,
+    ConnectionCore,
+    Outgoing,
+    OutputLimits,
+    SlowConsumerPolicy,
+)
+from wirehall.websocket._server_seam import SendInFlight, start_send
 from wirehall.websocket.codes import CloseCode
 
 __all__ = [
     "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_MAX_PENDING_BYTES",
     "Outbox",
-    "OutboxOwner",
+    "OutboxListener",
     "SlowConsumerPolicy",
 ]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_PENDING_BYTES = 4 * 1024 * 1024
-"""Four of the largest messages a route takes by default (1 MiB), or about a thousand
-chat-sized frames: far more than a healthy client falls behind in a pause, little
-enough that thousands of stalled peers cannot hold gigabytes."""
-DEFAULT_DRAIN_TIMEOUT = 30.0
-"""Seconds a connection's output may stay backed up without draining."""
-
-_Step = Coroutine[Any, Any, Any] | Generator[Any, Any, Any]
-
-
-class SlowConsumerPolicy(enum.Enum):
-    """What to do when a connection's outbound queue is full."""
-
-    CLOSE = "close"
-    """Close the connection with 1013 (try again later) and drop what it had queued."""
-    DROP_OLDEST = "drop_oldest"
-    """Drop the oldest queued broadcast to make room."""
-    DROP_NEWEST = "drop_newest"
-    """Drop the broadcast that did not fit."""
+_WRITE, _QUEUE, _DROP, _DROP_OLDEST, _EVICT_FULL = (
+    Outgoing.WRITE,
+    Outgoing.QUEUE,
+    Outgoing.DROP,
+    Outgoing.DROP_OLDEST,
+    Outgoing.EVICT_FULL,
+)
 
 
-class OutboxOwner(Protocol):
-    """What the outbox tells the connection it belongs to."""
+class OutboxListener:
+    """What the outbox tells the connection it belongs to (callbacks, all optional)."""
 
-    def _outbox_failed(self, error: BaseException) -> None: ...
+    __slots__ = ("failed", "overflow", "stalled")
 
-    def _outbox_overflow(self, depth: int) -> None: ...
-
-    def _outbox_stalled(self, reason: str) -> None: ...
+    def __init__(
+        self,
+        failed: Callable[[BaseException], None] | None = None,
+        overflow: Callable[[int], None] | None = None,
+        stalled: Callable[[str], None] | None = None,
+    ) -> None:
+        self.failed = failed
+        """The socket failed under a write (the outbox is dead already)."""
+        self.overflow = overflow
+        """More than `max_queue` messages waited (policy CLOSE): the depth; the backlog is dropped."""
+        self.stalled = stalled
+        """Over the byte budget or past the drain deadline: why; the backlog is dropped."""
 
 
 class _Pending:
@@ -89,105 +91,32 @@ def _size(item: Message | _Pending) -> int:
     return len(data) if data is not None else 0
 
 
-class _Resume:
-    """Awaiting this finishes a `send` coroutine that was already stepped once.
-
-    Its `__await__` does what `yield from` delegation does: it hands each future the
-    coroutine yields up to the task, and passes back what the task sends or throws.
-    """
-
-    __slots__ = ("first", "step")
-
-    def __init__(self, step: _Step, first: Any) -> None:
-        self.step = step
-        self.first = first
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        step = self.step
-        value = self.first
-        self.first = None
-        while True:
-            try:
-                sent = yield value
-            except GeneratorExit:
-                step.close()
-                raise
-            except BaseException as exc:  # noqa: BLE001  # delegated to the coroutine, as `yield from` does
-                try:
-                    value = step.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    value = step.send(sent)
-                except StopIteration as stop:
-                    return stop.value
-
-
-def _stepper(awaitable: Awaitable[None]) -> _Step:
-    if isinstance(awaitable, Coroutine):
-        return awaitable  # a coroutine steps like a generator
-    return awaitable.__await__()  # generator-based awaitables
-
-
 class Outbox:
     """Bounded, ordered outbound messages of one connection.
 
     `put_nowait` (broadcasts) never waits; `put` waits until its message was written,
-    keeping order with what was queued before it. Over `max_queue` waiting messages
-    the `policy` decides: close the connection (the owner is told), or drop a message.
-    Over `max_pending_bytes` waiting, or backed up for `drain_timeout` seconds without
-    draining once, the connection is closed whatever the policy (None turns either off).
+    keeping order with what was queued before it. The connection core decides what
+    happens to each message (`ConnectionCore.offer`); a slow consumer's backlog is
+    dropped and the listener told.
     """
 
-    __slots__ = (
-        "_busy",
-        "_clock",
-        "_closed",
-        "_dead",
-        "_deadline",
-        "_drain_by",
-        "_drain_timeout",
-        "_max_bytes",
-        "_max_queue",
-        "_opened",
-        "_owner",
-        "_pending_bytes",
-        "_policy",
-        "_queue",
-        "_send",
-        "_writer",
-    )
+    __slots__ = ("_clock", "_core", "_deadline", "_listener", "_queue", "_send", "_writer")
 
     def __init__(
         self,
         send: Send,
-        owner: OutboxOwner,
-        max_queue: int = 1024,
-        policy: SlowConsumerPolicy = SlowConsumerPolicy.CLOSE,
+        core: ConnectionCore,
+        listener: OutboxListener | None = None,
         *,
-        max_pending_bytes: int | None = DEFAULT_MAX_PENDING_BYTES,
-        drain_timeout: float | None = DEFAULT_DRAIN_TIMEOUT,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._send = send
-        self._owner = owner
-        self._max_queue = max_queue
-        self._policy = policy
-        self._max_bytes = max_pending_bytes
-        self._drain_timeout = drain_timeout
+        self._core = core
+        self._listener = listener or OutboxListener()
         self._clock = clock  # None: the event loop's clock
         self._queue: deque[Message | _Pending] | None = None
-        self._pending_bytes = 0
         self._writer: asyncio.Task[None] | None = None
-        # While backed up: when the output must have drained, and the timer that checks it.
-        self._drain_by: float | None = None
-        self._deadline: asyncio.TimerHandle | None = None
-        # Busy until `open()`: messages for a connection not yet accepted wait in the queue.
-        self._busy = True
-        self._opened = False
-        self._closed = False  # no more broadcasts (closing or dead)
-        self._dead = False  # aborted or the socket failed: nothing more is written
+        self._deadline: asyncio.TimerHandle | None = None  # while backed up: checks the drain
 
     @property
     def depth(self) -> int:
@@ -197,7 +126,7 @@ class Outbox:
     @property
     def pending_bytes(self) -> int:
         """The payload bytes (characters for text) of the messages waiting to be written."""
-        return self._pending_bytes
+        return self._core.pending_bytes
 
     @property
     def is_backed_up(self) -> bool:
@@ -212,18 +141,11 @@ class Outbox:
         max_pending_bytes: int | None = DEFAULT_MAX_PENDING_BYTES,
         drain_timeout: float | None = DEFAULT_DRAIN_TIMEOUT,
     ) -> None:
-        """Set the limits and the slow-consumer policy (the service does this on register)."""
-        self._max_queue = max_queue
-        self._policy = policy
-        self._max_bytes = max_pending_bytes
-        self._drain_timeout = drain_timeout
+        """Set the limits and the slow-consumer policy."""
+        self._core.set_limits(OutputLimits(max_queue, policy, max_pending_bytes, drain_timeout))
 
     def open(self) -> None:
-        """The handshake was accepted: write what was queued before it, then write directly."""
-        if self._dead:
-            return
-        self._busy = False
-        self._opened = True
+        """The core accepted the handshake: write what was queued before it, then write directly."""
         if self._queue:
             self._flush()
 
@@ -231,29 +153,55 @@ class Outbox:
 
     def put_nowait(self, message: Message) -> None:
         """Write `message` now if the socket takes it, else queue it. Never waits."""
-        if self._busy or self._closed:
-            self._queue_nowait(message)
+        core = self._core
+        if core.idle:  # the hot path: nothing in flight, nothing queued
+            self._write_eagerly(message, None)
             return
-        awaitable = self._send(message)
-        step = awaitable if type(awaitable) is CoroutineType else _stepper(awaitable)
-        try:
-            first = step.send(None)
-        except StopIteration:
-            return
-        except Exception as exc:  # noqa: BLE001  # any error from the server's send means the socket is gone
-            self._fail(exc)
-            return
-        self._hand_over(step, first, None)
+        verdict = core.offer(_size(message), self._now())
+        if verdict is _QUEUE:
+            self._enqueue(message)
+        elif verdict is _WRITE:
+            self._write_eagerly(message, None)
+        elif verdict is _DROP_OLDEST:
+            if self._drop_oldest():
+                self.put_nowait(message)
+        elif verdict is not _DROP:
+            self._evict(verdict)
 
-    def _queue_nowait(self, message: Message) -> None:
-        if self._closed:
-            return
+    def _write_eagerly(self, message: Message, pending: _Pending | None) -> bool:
+        """Start writing `message`; True when it is still in flight (handed to a writer task)."""
+        try:
+            in_flight = start_send(self._send, message)
+        except Exception as exc:  # noqa: BLE001  # any error from the server's send means the socket is gone
+            if pending is not None:
+                _fail_pending(pending, exc)
+            self._fail(exc)
+            return True
+        if in_flight is None:
+            if pending is not None:
+                pending.future.set_result(None)
+            return False
+        self._hand_over(in_flight, pending)
+        return True
+
+    def _enqueue(self, item: Message | _Pending) -> None:
         queue = self._queue
         if queue is None:
             queue = self._queue = deque()
-        elif len(queue) >= self._max_queue and not self._overflow(queue):
-            return
-        self._admit(queue, message)
+        queue.append(item)
+        if self._deadline is None and self._core.drain_by is not None:
+            self._start_timer()
+
+    def _drop_oldest(self) -> bool:
+        """Make room by dropping the oldest broadcast; False when only awaited messages wait."""
+        queue = self._queue
+        if queue:
+            for index, item in enumerate(queue):
+                if type(item) is not _Pending:
+                    del queue[index]
+                    self._core.dequeued(_size(item))
+                    return True
+        return False
 
     async def put(self, message: Message) -> None:
         """Write `message` after everything queued before it; return once it was written.
@@ -261,118 +209,69 @@ class Outbox:
         Raises:
             WebSocketDisconnectError: the connection closed before the message was written.
         """
-        if self._dead:
+        core = self._core
+        verdict = core.offer(_size(message), self._now(), awaited=True)
+        if verdict is _DROP:
             raise WebSocketDisconnectError(CloseCode.ABNORMAL, "the connection is closed")
-        if self._busy:
+        if verdict is _QUEUE:
             future = asyncio.get_running_loop().create_future()
-            queue = self._queue
-            if queue is None:
-                queue = self._queue = deque()
-            if not self._admit(queue, _Pending(message, future)):
-                raise WebSocketDisconnectError(CloseCode.TRY_AGAIN_LATER, "closed as a slow consumer")
+            self._enqueue(_Pending(message, future))
             await future
             return
-        self._busy = True
+        if verdict is not _WRITE:
+            self._evict(verdict)
+            raise WebSocketDisconnectError(CloseCode.TRY_AGAIN_LATER, "closed as a slow consumer")
+        core.write_started()
         try:
             await self._send(message)
         except Exception as exc:
             self._fail(exc)
             raise WebSocketDisconnectError(CloseCode.ABNORMAL, "the connection was lost") from exc
         finally:
-            if not self._dead:
-                self._busy = False
+            if not core.dead:
                 if self._queue:
                     self._flush()
-                if not self._busy and self._drain_by is not None:
-                    self._disarm()  # drained
-
-    def _admit(self, queue: deque[Message | _Pending], item: Message | _Pending) -> bool:
-        """Queue `item`, unless this makes the connection a slow consumer (then it is closed)."""
-        size = _size(item)
-        budget = self._max_bytes
-        # one message larger than the budget may wait alone
-        if budget is not None and queue and self._pending_bytes + size > budget:
-            self._stall(f"more than {budget} bytes waited to be written")
-            return False
-        if self._opened:  # a write is in flight: the socket is backed up
-            drain_by = self._drain_by
-            if drain_by is None:
-                self._arm()
-            elif self._now() >= drain_by:
-                self._stall(f"its output did not drain for {self._drain_timeout:g}s")
-                return False
-        queue.append(item)
-        self._pending_bytes += size
-        return True
-
-    def _overflow(self, queue: deque[Message | _Pending]) -> bool:
-        """Apply the policy to a full queue; True when the new message may still be queued."""
-        policy = self._policy
-        if policy is SlowConsumerPolicy.DROP_NEWEST:
-            return False
-        if policy is SlowConsumerPolicy.DROP_OLDEST:
-            for index, item in enumerate(queue):
-                if type(item) is not _Pending:
-                    del queue[index]
-                    self._pending_bytes -= _size(item)
-                    return True
-            return False
-        depth = len(queue)
-        self.abort()
-        self._owner._outbox_overflow(depth)
-        return False
+                else:
+                    self._drained()
 
     def _flush(self) -> None:
         """Write queued messages eagerly until one has to wait."""
         queue = self._queue
-        send = self._send
-        while queue and not self._busy and not self._dead:
+        core = self._core
+        core.write_finished()
+        while queue and not core.dead:
             item = queue.popleft()
-            self._pending_bytes -= _size(item)
-            pending = item if type(item) is _Pending else None
-            if pending is not None:
-                if pending.future.done():  # its sender was cancelled
+            core.dequeued(_size(item))
+            if type(item) is _Pending:
+                if item.future.done():  # its sender was cancelled
                     continue
-                message = pending.message
-            else:
-                message = item  # type: ignore[assignment]
-            try:
-                awaitable = send(message)
-                step = awaitable if type(awaitable) is CoroutineType else _stepper(awaitable)
-                first = step.send(None)
-            except StopIteration:
-                if pending is not None:
-                    pending.future.set_result(None)
-                continue
-            except Exception as exc:  # noqa: BLE001  # the socket is gone
-                if pending is not None:
-                    _fail_pending(pending, exc)
-                self._fail(exc)
+                if self._write_eagerly(item.message, item):
+                    return
+            elif self._write_eagerly(item, None):  # type: ignore[arg-type]
                 return
-            self._hand_over(step, first, pending)
-            return
+        if not core.dead:
+            self._drained()
 
-    def _hand_over(self, step: _Step, first: Any, pending: _Pending | None) -> None:
-        self._busy = True
+    def _hand_over(self, in_flight: SendInFlight, pending: _Pending | None) -> None:
+        self._core.write_started(self._now())
         if self._queue is None:
             self._queue = deque()
-        if self._drain_by is None:
-            self._arm()
-        self._writer = asyncio.get_running_loop().create_task(
-            self._write_backlog(_Resume(step, first), pending)
-        )
+        if self._deadline is None and self._core.drain_by is not None:
+            self._start_timer()
+        self._writer = asyncio.get_running_loop().create_task(self._write_backlog(in_flight, pending))
 
-    async def _write_backlog(self, first: _Resume, pending: _Pending | None) -> None:
+    async def _write_backlog(self, first: SendInFlight, pending: _Pending | None) -> None:
         queue = self._queue
         assert queue is not None
         send = self._send
+        core = self._core
         try:
             await first
             if pending is not None and not pending.future.done():
                 pending.future.set_result(None)
             while queue:
                 item = queue.popleft()
-                self._pending_bytes -= _size(item)
+                core.dequeued(_size(item))
                 if type(item) is _Pending:
                     pending = item
                     if pending.future.done():
@@ -394,9 +293,8 @@ class Outbox:
         finally:
             if self._writer is asyncio.current_task():
                 self._writer = None
-                if not self._dead:
-                    self._busy = False
-                    self._disarm()  # drained
+                if not core.dead:
+                    self._drained()
 
     # the drain deadline ----------------------------------------------------------
 
@@ -404,16 +302,13 @@ class Outbox:
         clock = self._clock
         return clock() if clock is not None else asyncio.get_running_loop().time()
 
-    def _arm(self) -> None:
-        """The socket just backed up: it must drain within `drain_timeout`."""
-        timeout = self._drain_timeout
-        if timeout is None:
-            return
-        self._drain_by = self._now() + timeout
-        self._deadline = asyncio.get_running_loop().call_later(timeout, self._check_drained)
+    def _start_timer(self) -> None:
+        left = self._core.deadline_left(self._now())
+        if left is not None:
+            self._deadline = asyncio.get_running_loop().call_later(max(left, 0.0), self._check_drained)
 
-    def _disarm(self) -> None:
-        self._drain_by = None
+    def _drained(self) -> None:
+        self._core.drained()
         deadline, self._deadline = self._deadline, None
         if deadline is not None:
             deadline.cancel()
@@ -421,48 +316,54 @@ class Outbox:
     def _check_drained(self) -> None:
         # the timer: a backed-up connection that gets no new message is caught here
         self._deadline = None
-        drain_by = self._drain_by
-        if drain_by is None or self._dead:
+        left = self._core.deadline_left(self._now())
+        if left is None:
             return
-        left = drain_by - self._now()
         if left > 0:  # the clock says not yet (an injected clock)
             self._deadline = asyncio.get_running_loop().call_later(left, self._check_drained)
             return
-        self._stall(f"its output did not drain for {self._drain_timeout:g}s")
+        self._core.eviction = self._core.drain_reason()
+        self._evict(Outgoing.EVICT_STALLED)
 
-    def _stall(self, reason: str) -> None:
-        depth, size = self.depth, self._pending_bytes
+    def _evict(self, verdict: Outgoing) -> None:
+        depth, size = self.depth, self._core.pending_bytes
+        reason = self._core.eviction
         self.abort()
-        self._owner._outbox_stalled(f"{reason} ({depth} messages, {size} bytes waiting)")
+        listener = self._listener
+        if verdict is _EVICT_FULL:
+            if listener.overflow is not None:
+                listener.overflow(depth)
+        elif listener.stalled is not None:
+            listener.stalled(f"{reason} ({depth} messages, {size} bytes waiting)")
 
     # ending --------------------------------------------------------------------
 
     def close(self) -> None:
         """Take no more broadcasts; queued messages and later `put` calls are still written."""
-        self._closed = True
+        self._core.stop_broadcasts()
 
     def abort(self) -> None:
         """Drop what is queued and stop the writer; waiting `put` calls get a disconnect."""
-        self._closed = True
-        self._dead = True
-        self._busy = True
-        self._disarm()
+        self._core.abandon()
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None:
+            deadline.cancel()
         writer, self._writer = self._writer, None
         if writer is not None and not writer.done() and writer is not asyncio.current_task():
             writer.cancel()
         queue, self._queue = self._queue, None
-        self._pending_bytes = 0
         if queue:
             for item in queue:
                 if type(item) is _Pending:
                     _fail_pending(item, None)
 
     def _fail(self, error: BaseException) -> None:
-        if self._dead:
+        if self._core.dead:
             return
         logger.debug("write failed, the connection is gone: %r", error)
         self.abort()
-        self._owner._outbox_failed(error)
+        if self._listener.failed is not None:
+            self._listener.failed(error)
 
 
 def _fail_pending(pending: _Pending, error: BaseException | None) -> None:

@@ -27,6 +27,7 @@ from wirehall.events import (
 )
 from wirehall.security.access import access_denied
 from wirehall.types import ASGIApp, Receive, Scope, Send
+from wirehall.websocket._core import ConnectionCore, FramePolicy, Phase, Verdict
 from wirehall.websocket.codes import CloseCode
 from wirehall.websocket.handler import WebSocketHandler, WebSocketState, is_sendable_close_code
 from wirehall.websocket.ratelimit import RateLimit
@@ -36,11 +37,9 @@ __all__ = ["WebSocketController", "build_websocket_endpoint"]
 
 logger = logging.getLogger(__name__)
 
-_OPEN = WebSocketState.OPEN
+_OPEN = Phase.OPEN
 _CONNECTING = WebSocketState.CONNECTING
-_TEXT, _BYTES, _ANY = 0, 1, 2
-_RECEIVES = {"text": _TEXT, "bytes": _BYTES, "any": _ANY}
-_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+_ACCEPT, _INVALID, _REPLY, _CLOSE = Verdict.ACCEPT, Verdict.INVALID, Verdict.REPLY, Verdict.CLOSE
 
 
 class WebSocketController(WebSocketHandler):
@@ -60,7 +59,7 @@ class WebSocketController(WebSocketHandler):
             and a client that keeps sending over it is closed with 1008 (see `RateLimit`).
     """
 
-    __slots__ = ("_accepted", "_events")
+    __slots__ = ("_events",)
 
     receives: ClassVar[Literal["text", "bytes", "any"]] = "text"
     message_type: ClassVar[Any] = None
@@ -69,8 +68,7 @@ class WebSocketController(WebSocketHandler):
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         super().__init__(scope, receive, send)
-        self._events: EventBus | None = None
-        self._accepted = False
+        self._events: EventBus | None = getattr(scope.get("app"), "events", None)
 
     # hooks ------------------------------------------------------------------------
 
@@ -94,7 +92,7 @@ class WebSocketController(WebSocketHandler):
     @property
     def service(self) -> WebSocketService:
         """The app's `WebSocketService` (rooms, presence, broadcast)."""
-        service = self._service
+        service = self._registry
         if not isinstance(service, WebSocketService):
             raise WebSocketStateError(
                 "this connection is not registered with a WebSocketService; "
@@ -130,7 +128,6 @@ class WebSocketController(WebSocketHandler):
     ) -> None:
         """Accept the handshake (see `WebSocketHandler.accept`); publishes `WebSocketConnected`."""
         await super().accept(subprotocol, headers)
-        self._accepted = True
         events = self._events
         if events is not None and events.wants(WebSocketConnected):
             await events.publish(WebSocketConnected(self.id, self.scope.get("path", "")))
@@ -177,8 +174,8 @@ class _Runner:
         app = scope.get("app")
         service: WebSocketService | None = getattr(app, "websockets", None)
         events: EventBus | None = getattr(app, "events", None)
-        ws._events = events
-        task = ws._main_task = asyncio.current_task()
+        task = asyncio.current_task()
+        ws.run_in(task)
         try:
             await ws.receive_connect()
         except WebSocketDisconnectError:
@@ -197,16 +194,16 @@ class _Runner:
                 code = await self._run(ws, resolver, scope.get("path_params") or {})
             except asyncio.CancelledError:
                 # Cancelled by the connection itself because the peer takes nothing: carry on.
-                if not ws._aborting or task is None or task.uncancel() > 0:
+                if not ws.cancelled_by_close or task is None or task.uncancel() > 0:
                     raise
                 code = ws.close_code or CloseCode.ABNORMAL
-            if ws._accepted:
+            if ws.core.accepted:
                 await self._disconnected(ws, resolver, code)
         finally:
             if service is not None:
                 service.unregister(ws)
             await resolver.aclose()
-        if ws._accepted and events is not None and events.wants(WebSocketDisconnected):
+        if ws.core.accepted and events is not None and events.wants(WebSocketDisconnected):
             await events.publish(WebSocketDisconnected(ws.id, scope.get("path", ""), code))
 
     async def _run(
@@ -238,7 +235,7 @@ class _Runner:
             return ws.close_code or code
         path = ws.scope.get("path", "")
         logger.exception("WebSocket handler for %s failed (connection %s)", path, ws.id)
-        events = ws._events
+        events = _events_of(ws)
         if events is not None:
             await events.publish(ErrorRaised(exc, path, "websocket"))
         if ws.websocket_state is _CONNECTING:
@@ -249,46 +246,12 @@ class _Runner:
 
 
 class _ControllerRunner(_Runner):
-    __slots__ = (
-        "connect_plan",
-        "decode",
-        "disconnect_plan",
-        "limit",
-        "max_size",
-        "message_plan",
-        "rate_error",
-        "receives",
-    )
+    __slots__ = ("connect_plan", "disconnect_plan", "message_plan", "policy")
 
     def __init__(self, cls: type[WebSocketController], container: Container, names: tuple[str, ...]) -> None:
         super().__init__(cls, container, (cls, cls.on_connect))
+        self.policy = _frame_policy(cls)
         name = cls.__qualname__
-        receives = _RECEIVES.get(cls.receives)
-        if receives is None:
-            raise ConfigurationError(f"{name}.receives = {cls.receives!r}; use 'text', 'bytes' or 'any'")
-        self.receives = receives
-        if not isinstance(cls.max_message_size, int) or cls.max_message_size < 1:
-            raise ConfigurationError(
-                f"{name}.max_message_size = {cls.max_message_size!r}; use a positive int"
-            )
-        self.max_size = cls.max_message_size
-        limit = cls.rate_limit
-        if limit is not None and not isinstance(limit, RateLimit):
-            raise ConfigurationError(f"{name}.rate_limit = {limit!r}; use RateLimit(per_second, burst)")
-        self.limit = limit
-        self.rate_error = (
-            f"rate limit exceeded: at most {limit.per_second:g} messages per second; this message was dropped"
-            if limit is not None
-            else ""
-        )
-        self.decode: Callable[[str | bytes], Any] | None = None
-        if cls.message_type is not None:
-            try:
-                self.decode = msgspec.json.Decoder(cls.message_type).decode
-            except TypeError as exc:
-                raise ConfigurationError(
-                    f"{name}.message_type = {cls.message_type!r} cannot be decoded from JSON: {exc}"
-                ) from exc
         self.connect_plan = _hook_plan(container, cls.on_connect, names, 1, f"{name}.on_connect")
         self.message_plan = _hook_plan(container, cls.on_message, names, 2, f"{name}.on_message")
         self.disconnect_plan = _hook_plan(container, cls.on_disconnect, names, 2, f"{name}.on_disconnect")
@@ -296,83 +259,72 @@ class _ControllerRunner(_Runner):
     async def _run(
         self, ws: WebSocketController, resolver: ResolutionScope, path_params: Mapping[str, Any]
     ) -> int:
-        plan = self.message_plan
-        context = {WebSocketHandler: ws} if plan is not None or self.connect_plan is not None else {}
-        data: Any
+        uses_context = self.message_plan is not None or self.connect_plan is not None
+        context = {WebSocketHandler: ws} if uses_context else {}
         try:
-            connect_plan = self.connect_plan
-            if connect_plan is None:
-                await ws.on_connect()
-            else:
-                await ws.on_connect(**await _kwargs(connect_plan, resolver, context, path_params))
-            if ws._state is not _OPEN:
-                if ws._state is _CONNECTING:
-                    await ws.refuse(403, "the connection was not accepted")
+            if not await self._connect(ws, resolver, context, path_params):
                 return ws.close_code or CloseCode.POLICY_VIOLATION
-            # The message loop: the per-message path, kept lean.
-            receive = ws._receive
-            on_message = ws.on_message
-            receives = self.receives
-            max_size = self.max_size
-            text_limit = max_size // 4  # a text this long or shorter cannot exceed max_size in UTF-8
-            decode = self.decode
-            bucket = self.limit.bucket() if self.limit is not None else None
-            events = ws._events
-            while ws._state is _OPEN:
-                message = await receive()
-                if message["type"] != "websocket.receive":
-                    ws._unexpected(message)
-                if ws._state is not _OPEN:
-                    break  # closed from elsewhere while this frame was on its way
-                text = message.get("text")
-                if text is not None:
-                    if receives == _BYTES:
-                        await ws.close(CloseCode.UNSUPPORTED_DATA, "text frames are not accepted here")
-                        break
-                    size = len(text)
-                    if size > text_limit and not text.isascii():
-                        size = len(text.encode())
-                    data = text
-                else:
-                    data = message.get("bytes") or b""
-                    if receives == _TEXT:
-                        await ws.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted here")
-                        break
-                    size = len(data)
-                if size > max_size:
-                    await ws.close(
-                        CloseCode.MESSAGE_TOO_BIG, f"message of {size} bytes; the limit is {max_size}"
-                    )
-                    break
-                if bucket is not None and not bucket.take():
-                    if bucket.exhausted:
-                        await ws.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
-                        break
-                    await ws.send_error(self.rate_error)
-                    continue
-                if events is not None and events.wants(WebSocketMessageReceived):
-                    await events.publish(WebSocketMessageReceived(ws.id, ws.scope.get("path", ""), size))
-                if decode is not None:
-                    try:
-                        data = decode(data)
-                    except _DECODE_ERRORS as exc:
-                        await ws.on_invalid_message(str(exc), data)
-                        continue
-                    except RecursionError:
-                        await ws.on_invalid_message("the message is nested too deeply", data)
-                        continue
-                if plan is None:
-                    await on_message(data)
-                else:
-                    kwargs = plan.kwargs(resolver, context, path_params)
-                    if not isinstance(kwargs, dict):
-                        kwargs = await kwargs
-                    await on_message(data, **kwargs)
+            await self._serve(ws, resolver, context, path_params)
             return ws.close_code or CloseCode.NO_STATUS
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001  # the boundary that runs user code; _failed logs it
             return await self._failed(ws, exc)
+
+    async def _connect(
+        self,
+        ws: WebSocketController,
+        resolver: ResolutionScope,
+        context: Mapping[type[Any], Any],
+        path_params: Mapping[str, Any],
+    ) -> bool:
+        """Run `on_connect`; True when it left the connection open."""
+        connect_plan = self.connect_plan
+        if connect_plan is None:
+            await ws.on_connect()
+        else:
+            await ws.on_connect(**await _kwargs(connect_plan, resolver, context, path_params))
+        if ws.is_open:
+            return True
+        if ws.websocket_state is _CONNECTING:
+            await ws.refuse(403, "the connection was not accepted")
+        return False
+
+    async def _serve(
+        self,
+        ws: WebSocketController,
+        resolver: ResolutionScope,
+        context: Mapping[type[Any], Any],
+        path_params: Mapping[str, Any],
+    ) -> None:
+        """The message loop: the core judges each message, this carries the verdict out."""
+        core: ConnectionCore = ws.core
+        core.set_policy(self.policy)
+        receive = ws.receive
+        on_message = ws.on_message
+        plan = self.message_plan
+        events = _events_of(ws)
+        while core.state is _OPEN:
+            incoming = core.receive(await receive())
+            verdict = incoming.verdict
+            if verdict is _ACCEPT or verdict is _INVALID:
+                if events is not None and events.wants(WebSocketMessageReceived):
+                    await events.publish(
+                        WebSocketMessageReceived(ws.id, ws.scope.get("path", ""), incoming.size)
+                    )
+                if verdict is _INVALID:
+                    await ws.on_invalid_message(incoming.text, incoming.value)
+                elif plan is None:
+                    await on_message(incoming.value)
+                else:
+                    kwargs = plan.kwargs(resolver, context, path_params)
+                    if not isinstance(kwargs, dict):
+                        kwargs = await kwargs
+                    await on_message(incoming.value, **kwargs)
+            elif verdict is _REPLY:
+                await ws.send_error(incoming.text)
+            elif verdict is _CLOSE:
+                await ws.finish_close(incoming.text)
 
     async def _disconnected(self, ws: WebSocketController, resolver: ResolutionScope, code: int) -> None:
         try:
@@ -386,8 +338,35 @@ class _ControllerRunner(_Runner):
         except Exception as exc:  # the boundary that runs user code
             path = ws.scope.get("path", "")
             logger.exception("on_disconnect of %s failed (connection %s)", path, ws.id)
-            if ws._events is not None:
-                await ws._events.publish(ErrorRaised(exc, path, "websocket"))
+            events = _events_of(ws)
+            if events is not None:
+                await events.publish(ErrorRaised(exc, path, "websocket"))
+
+
+def _frame_policy(cls: type[WebSocketController]) -> FramePolicy:
+    """What `cls` accepts from its clients, checked now so that a bad option fails at registration."""
+    name = cls.__qualname__
+    if cls.receives not in ("text", "bytes", "any"):
+        raise ConfigurationError(f"{name}.receives = {cls.receives!r}; use 'text', 'bytes' or 'any'")
+    if not isinstance(cls.max_message_size, int) or cls.max_message_size < 1:
+        raise ConfigurationError(f"{name}.max_message_size = {cls.max_message_size!r}; use a positive int")
+    limit = cls.rate_limit
+    if limit is not None and not isinstance(limit, RateLimit):
+        raise ConfigurationError(f"{name}.rate_limit = {limit!r}; use RateLimit(per_second, burst)")
+    decode: Callable[[str | bytes], Any] | None = None
+    if cls.message_type is not None:
+        try:
+            decode = msgspec.json.Decoder(cls.message_type).decode
+        except TypeError as exc:
+            raise ConfigurationError(
+                f"{name}.message_type = {cls.message_type!r} cannot be decoded from JSON: {exc}"
+            ) from exc
+    return FramePolicy(cls.receives, cls.max_message_size, limit, decode)
+
+
+def _events_of(ws: WebSocketHandler) -> EventBus | None:
+    events: EventBus | None = getattr(ws.scope.get("app"), "events", None)
+    return events
 
 
 class _FunctionRunner(_Runner):
@@ -411,7 +390,7 @@ class _FunctionRunner(_Runner):
             return await self._failed(ws, exc)
         if ws.websocket_state is _CONNECTING:
             await ws.refuse(403, "the connection was not accepted")
-        elif ws.websocket_state is _OPEN:
+        elif ws.is_open:
             await ws.close()
         return ws.close_code or CloseCode.NORMAL
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
-import socket
-import struct
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from typing import Any, ClassVar, NoReturn, Protocol
 
@@ -18,10 +15,12 @@ import msgspec
 from wirehall.connection import Connection
 from wirehall.errors import WebSocketDisconnectError, WebSocketError, WebSocketStateError
 from wirehall.types import Message, Receive, Scope, Send
-from wirehall.websocket._outbox import Outbox
+from wirehall.websocket._core import ConnectionCore, OutputLimits, Phase
+from wirehall.websocket._outbox import Outbox, OutboxListener
+from wirehall.websocket._server_seam import transport_aborter
 from wirehall.websocket.codes import CloseCode
 
-__all__ = ["WebSocketHandler", "WebSocketState", "is_sendable_close_code"]
+__all__ = ["Registry", "WebSocketHandler", "WebSocketState", "is_sendable_close_code"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +29,9 @@ _decode_json = msgspec.json.Decoder().decode
 _JSON_HEADERS = ((b"content-type", b"application/json"),)
 
 
-class _Registry(Protocol):
-    """What a handler needs of the `WebSocketService` that registered it (which imports us)."""
+class Registry(Protocol):
+    """What a handler needs of the `WebSocketService` that registered it (which imports us):
+    to be told when the connection closed from within (slow consumer, dead socket)."""
 
     def unregister(self, handler: WebSocketHandler) -> None: ...
 
@@ -44,39 +44,21 @@ class WebSocketState(enum.Enum):
     CLOSED = "closed"
 
 
-_CONNECTING = WebSocketState.CONNECTING
-_OPEN = WebSocketState.OPEN
-_CLOSED = WebSocketState.CLOSED
+_CONNECTING = Phase.CONNECTING
+_OPEN = Phase.OPEN
+_CLOSING = Phase.CLOSING
+_CLOSED = Phase.CLOSED
+_PUBLIC_STATE = {
+    _CONNECTING: WebSocketState.CONNECTING,
+    _OPEN: WebSocketState.OPEN,
+    _CLOSING: WebSocketState.CLOSED,  # closing: as far as the app is concerned, closed
+    _CLOSED: WebSocketState.CLOSED,
+}
 
 
 def is_sendable_close_code(code: int) -> bool:
     """Whether `code` may be sent in a close frame (RFC 6455 section 7.4)."""
     return code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999
-
-
-def _transport_abort(send: Send) -> Callable[[], None] | None:
-    """How to drop the TCP connection behind the server's `send` at once, if it can be reached.
-
-    ASGI has no message for it, and returning from the app only makes the server close
-    the transport gracefully: after its buffered bytes, which a peer that does not read
-    never takes. uvicorn's `send` (all its WebSocket implementations) is a method of the
-    connection's protocol, which holds the asyncio transport: that one is aborted, with
-    SO_LINGER 0 so the kernel drops the unsent bytes and resets the connection. Other
-    servers: None (see docs/websocket-outbox.md).
-    """
-    transport: Any = getattr(getattr(send, "__self__", None), "transport", None)
-    abort = getattr(transport, "abort", None)
-    if transport is None or not callable(abort):
-        return None
-
-    def abort_now() -> None:
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError, AttributeError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        abort()
-
-    return abort_now
 
 
 def _truncate_reason(reason: str) -> str:
@@ -93,21 +75,23 @@ class WebSocketHandler(Connection):
     Out-of-order use (sending before `accept()`, accepting twice, receiving after the
     close was reported) raises `WebSocketStateError`. The peer going away surfaces as
     `WebSocketDisconnectError(code)` from `receive()` and from later sends.
+
+    The state and the decisions live in a `ConnectionCore` (`core`); this class carries
+    them out in ASGI messages, the only place that does.
     """
 
     __slots__ = (
         "_aborting",
-        "_close_code",
         "_closer",
         "_connected",
+        "_core",
         "_id",
         "_main_task",
         "_outbox",
         "_receive",
+        "_registry",
         "_reported",
         "_send",
-        "_service",
-        "_state",
     )
 
     close_timeout: ClassVar[float] = 5.0
@@ -120,11 +104,12 @@ class WebSocketHandler(Connection):
         super().__init__(scope)
         self._receive = receive
         self._send = send
-        self._state = _CONNECTING
-        self._outbox = Outbox(send, self)
+        core = self._core = ConnectionCore()
+        self._outbox = Outbox(
+            send, core, OutboxListener(self._outbox_failed, self._outbox_overflow, self._outbox_stalled)
+        )
         self._id: str | None = None
-        self._service: _Registry | None = None
-        self._close_code: int | None = None
+        self._registry: Registry | None = None
         self._connected = False  # websocket.connect was received
         self._reported = False  # the app was told that the connection is closed
         self._aborting = False  # we cancelled the main task because the peer is stuck
@@ -141,19 +126,24 @@ class WebSocketHandler(Connection):
         return self._id
 
     @property
+    def core(self) -> ConnectionCore:
+        """The connection's plain-logic core: its state machine and what it decides per frame."""
+        return self._core
+
+    @property
     def websocket_state(self) -> WebSocketState:
-        """CONNECTING until accepted, OPEN, then CLOSED."""
-        return self._state
+        """CONNECTING until accepted, OPEN, then CLOSED (from the moment a close starts)."""
+        return _PUBLIC_STATE[self._core.state]
 
     @property
     def is_open(self) -> bool:
         """Whether the connection was accepted and is not closed."""
-        return self._state is _OPEN
+        return self._core.state is _OPEN
 
     @property
     def close_code(self) -> int | None:
         """The close code once closed (by either side), else None."""
-        return self._close_code
+        return self._core.close_code
 
     @property
     def subprotocols(self) -> list[str]:
@@ -165,11 +155,38 @@ class WebSocketHandler(Connection):
         """How many outgoing messages wait for a slow socket."""
         return self._outbox.depth
 
+    # what the service and the endpoint runner use ------------------------------------
+
+    @property
+    def registry(self) -> Registry | None:
+        """The `WebSocketService` this connection is registered with, if any."""
+        return self._registry
+
+    @property
+    def registered_id(self) -> str | None:
+        """The id the registry gave this connection (None before: `id` would make one up)."""
+        return self._id if self._registry is not None else None
+
+    def attach(self, registry: Registry, connection_id: str, limits: OutputLimits) -> None:
+        """Registered with `registry` as `connection_id`; slow consumers by `limits` (the service calls this)."""
+        self._id = connection_id
+        self._registry = registry
+        self._core.set_limits(limits)
+
+    def run_in(self, task: asyncio.Task[Any] | None) -> None:
+        """`task` serves this connection: a close from elsewhere cancels it if the peer is stuck."""
+        self._main_task = task
+
+    @property
+    def cancelled_by_close(self) -> bool:
+        """Whether a close from elsewhere cancelled the serving task (the peer took nothing)."""
+        return self._aborting
+
     # handshake ------------------------------------------------------------------
 
     async def receive_connect(self) -> None:
         """Consume the client's `websocket.connect` (accept() does it when needed)."""
-        if self._state is not _CONNECTING or self._connected:
+        if self._core.state is not _CONNECTING or self._connected:
             raise WebSocketStateError(
                 "receive_connect() was called twice or after the handshake; "
                 "the connect message is consumed once, before accept()"
@@ -181,7 +198,7 @@ class WebSocketHandler(Connection):
             return
         if kind == "websocket.disconnect":
             code = message.get("code", CloseCode.ABNORMAL)
-            self._set_closed(code)
+            self._core.closed(code)
             self._reported = True
             raise WebSocketDisconnectError(code, message.get("reason") or "")
         raise WebSocketStateError(f"expected a websocket.connect message, got {kind!r}")
@@ -192,9 +209,9 @@ class WebSocketHandler(Connection):
         headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
     ) -> None:
         """Accept the handshake, optionally choosing a subprotocol and adding headers."""
-        if self._state is not _CONNECTING:
+        if self._core.state is not _CONNECTING:
             raise WebSocketStateError(
-                f"accept() was called on a connection that is already {self._state.value}; "
+                f"accept() was called on a connection that is already {self.websocket_state.value}; "
                 "accept once, in on_connect"
             )
         if not self._connected:
@@ -208,13 +225,12 @@ class WebSocketHandler(Connection):
         try:
             await self._send(message)
         except Exception as exc:  # the server refused: the client is gone
-            self._set_closed(CloseCode.ABNORMAL)
+            self._core.closed(CloseCode.ABNORMAL)
             self._reported = True
             raise WebSocketDisconnectError(
                 CloseCode.ABNORMAL, "the client left during the handshake"
             ) from exc
-        if self._state is _CONNECTING:
-            self._state = _OPEN
+        if self._core.accept():
             self._outbox.open()
 
     async def refuse(
@@ -229,11 +245,12 @@ class WebSocketHandler(Connection):
         Without the server's `websocket.http.response` extension the refusal is a close
         with `close_code` before accept, which servers answer with 403.
         """
-        if self._state is _OPEN:
+        state = self._core.state
+        if state is _OPEN:
             raise WebSocketStateError(
                 "refuse() is only possible before accept(); close(code) an open connection instead"
             )
-        if self._state is _CLOSED:
+        if state is not _CONNECTING:
             return
         if not self._connected:
             try:
@@ -247,22 +264,11 @@ class WebSocketHandler(Connection):
                 detail = "refused"
         extensions = self.scope.get("extensions") or {}
         denial = "websocket.http.response" in extensions
-        self._set_closed(CloseCode.ABNORMAL if denial else close_code)
+        self._core.start_close(CloseCode.ABNORMAL if denial else close_code)
         self._reported = True
         try:
             if denial:
-                body = _encode_json({"error": detail})
-                await self._send(
-                    {
-                        "type": "websocket.http.response.start",
-                        "status": status,
-                        "headers": [
-                            *_JSON_HEADERS,
-                            (b"content-length", str(len(body)).encode("latin-1")),
-                        ],
-                    }
-                )
-                await self._send({"type": "websocket.http.response.body", "body": body})
+                await self._send_denial(status, detail)
             else:
                 await self._send(
                     {
@@ -274,6 +280,17 @@ class WebSocketHandler(Connection):
         except Exception as exc:  # noqa: BLE001  # the client left meanwhile
             logger.debug("refusing %s failed, the client is gone: %r", self.id, exc)
 
+    async def _send_denial(self, status: int, detail: str) -> None:
+        body = _encode_json({"error": detail})
+        await self._send(
+            {
+                "type": "websocket.http.response.start",
+                "status": status,
+                "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode("latin-1"))],
+            }
+        )
+        await self._send({"type": "websocket.http.response.body", "body": body})
+
     # receiving ------------------------------------------------------------------
 
     async def receive(self) -> str | bytes:
@@ -282,7 +299,7 @@ class WebSocketHandler(Connection):
         Raises:
             WebSocketDisconnectError: the peer closed (or the connection was closed).
         """
-        if self._state is not _OPEN:
+        if self._core.state is not _OPEN:
             self._check_receivable()
         message = await self._receive()
         if message["type"] == "websocket.receive":
@@ -297,18 +314,17 @@ class WebSocketHandler(Connection):
         kind = message["type"]
         if kind == "websocket.disconnect":
             code = message.get("code", CloseCode.NO_STATUS)
-            if self._state is not _CLOSED:
-                self._set_closed(code)
+            self._core.closed(code)
             self._reported = True
-            raise WebSocketDisconnectError(self._close_code or code, message.get("reason") or "")
+            raise WebSocketDisconnectError(self._core.close_code or code, message.get("reason") or "")
         raise WebSocketStateError(f"the server sent an unexpected ASGI message {kind!r}")
 
     def _check_receivable(self) -> None:
-        if self._state is _CONNECTING:
+        if self._core.state is _CONNECTING:
             raise WebSocketStateError(
                 "receive() was called before accept(); accept the connection first (in on_connect)"
             )
-        code = self._close_code or CloseCode.NO_STATUS
+        code = self._core.close_code or CloseCode.NO_STATUS
         if not self._reported:
             self._reported = True
             raise WebSocketDisconnectError(code, "the connection was closed")
@@ -343,7 +359,7 @@ class WebSocketHandler(Connection):
         return self
 
     async def __anext__(self) -> str | bytes:
-        if self._state is _CLOSED and self._reported:
+        if self._core.state is not _OPEN and self._core.state is not _CONNECTING and self._reported:
             raise StopAsyncIteration
         try:
             return await self.receive()
@@ -354,19 +370,19 @@ class WebSocketHandler(Connection):
 
     async def send_text(self, text: str) -> None:
         """Send a text frame; returns once written, after anything queued before it."""
-        if self._state is not _OPEN:
+        if self._core.state is not _OPEN:
             self._check_sendable()
         await self._outbox.put({"type": "websocket.send", "text": text})
 
     async def send_bytes(self, data: bytes) -> None:
         """Send a binary frame; returns once written, after anything queued before it."""
-        if self._state is not _OPEN:
+        if self._core.state is not _OPEN:
             self._check_sendable()
         await self._outbox.put({"type": "websocket.send", "bytes": data})
 
     async def send_json(self, data: Any) -> None:
         """Send `data` encoded as JSON (msgspec: dicts, lists, Structs, dataclasses...) in a text frame."""
-        if self._state is not _OPEN:
+        if self._core.state is not _OPEN:
             self._check_sendable()
         await self._outbox.put({"type": "websocket.send", "text": _encode_json(data).decode()})
 
@@ -386,11 +402,13 @@ class WebSocketHandler(Connection):
         self._outbox.put_nowait({"type": "websocket.send", "text": _encode_json(data).decode()})
 
     def _check_sendable(self) -> None:
-        if self._state is _CONNECTING:
+        if self._core.state is _CONNECTING:
             raise WebSocketStateError(
                 "a message was sent before accept(); accept the connection first (in on_connect)"
             )
-        raise WebSocketDisconnectError(self._close_code or CloseCode.NO_STATUS, "the connection is closed")
+        raise WebSocketDisconnectError(
+            self._core.close_code or CloseCode.NO_STATUS, "the connection is closed"
+        )
 
     # closing --------------------------------------------------------------------
 
@@ -403,13 +421,20 @@ class WebSocketHandler(Connection):
             raise ValueError(
                 f"close code {code} cannot be sent in a close frame; use 1000-1003, 1007-1014 or 3000-4999"
             )
-        if self._state is _CONNECTING:
+        state = self._core.state
+        if state is _CONNECTING:
             await self.refuse(403, reason or None)
             return
-        if self._state is _CLOSED:
+        if state is not _OPEN:
             return
-        self._set_closed(code)
+        self._core.start_close(code)
+        await self.finish_close(reason)
+
+    async def finish_close(self, reason: str = "") -> None:
+        """Send the close frame of a close the core started (`ConnectionCore.start_close`, or a
+        `Verdict.CLOSE` from `ConnectionCore.receive`), after what is queued; bounded in time."""
         self._reported = True
+        code = self._core.close_code or CloseCode.NORMAL
         await self._write_close(code, reason)
 
     async def _write_close(self, code: int, reason: str) -> None:
@@ -430,33 +455,30 @@ class WebSocketHandler(Connection):
         except WebSocketDisconnectError:
             pass  # gone already
         outbox.abort()
-
-    def _set_closed(self, code: int) -> None:
-        self._state = _CLOSED
-        if self._close_code is None:
-            self._close_code = code
+        self._core.closed(code)
 
     def _close_soon(self, code: int, close_timeout: float | None = None) -> None:
         """Close from outside the connection's task without waiting (slow consumer)."""
-        if self._state is _CLOSED:
+        core = self._core
+        was_open = core.state is _OPEN
+        if not core.start_close(code):
             return
-        was_open = self._state is _OPEN
-        self._set_closed(code)
         self._outbox.abort()
-        if self._service is not None:
-            self._service.unregister(self)
+        if self._registry is not None:
+            self._registry.unregister(self)
         self._closer = asyncio.get_running_loop().create_task(
             self._finish_outside_close(code, was_open=was_open, graceful=False, close_timeout=close_timeout)
         )
 
-    async def _close_from_outside(self, code: int) -> None:
-        """Close gracefully from another task (service shutdown), bounded in time."""
-        if self._state is _CLOSED:
+    async def close_from_outside(self, code: int) -> None:
+        """Close gracefully from another task than the connection's own (service shutdown, a
+        room closed), bounded in time; the connection's task sees the close and ends."""
+        core = self._core
+        was_open = core.state is _OPEN
+        if not core.start_close(code):
             return
-        was_open = self._state is _OPEN
-        self._set_closed(code)
-        if self._service is not None:
-            self._service.unregister(self)
+        if self._registry is not None:
+            self._registry.unregister(self)
         await self._finish_outside_close(code, was_open=was_open, graceful=True)
 
     async def _finish_outside_close(
@@ -472,6 +494,7 @@ class WebSocketHandler(Connection):
             if close_timeout is None:
                 close_timeout = self.slow_consumer_close_timeout
             sent = await self._send_close_now(code, close_timeout)
+            self._core.closed(code)
         task = self._main_task
         if task is None or task is asyncio.current_task() or task.done():
             return
@@ -496,8 +519,8 @@ class WebSocketHandler(Connection):
         return True
 
     def _abort_transport(self) -> None:
-        abort = _transport_abort(self._send)
-        if abort is None:
+        abort = transport_aborter(self._send)
+        if abort is None:  # the plain ASGI fallback: returning from the app closes it
             logger.debug("the server of %s offers no transport to abort; returning from the app", self.id)
             return
         try:
@@ -508,13 +531,12 @@ class WebSocketHandler(Connection):
     # outbox callbacks -------------------------------------------------------------
 
     def _outbox_failed(self, error: BaseException) -> None:
-        if self._state is not _CLOSED:
-            self._set_closed(CloseCode.ABNORMAL)
-        if self._service is not None:
-            self._service.unregister(self)
+        self._core.closed(CloseCode.ABNORMAL)
+        if self._registry is not None:
+            self._registry.unregister(self)
 
     def _outbox_overflow(self, depth: int) -> None:
-        if self._state is _CLOSED:
+        if self._core.state is not _OPEN and self._core.state is not _CONNECTING:
             return
         logger.warning(
             "closing slow consumer %s with %d (%d messages queued, the limit)",
@@ -525,7 +547,8 @@ class WebSocketHandler(Connection):
         self._close_soon(CloseCode.TRY_AGAIN_LATER)
 
     def _outbox_stalled(self, reason: str) -> None:
-        if self._state is _CLOSED:  # its close frame waits behind what will never drain
+        if self._core.state is not _OPEN and self._core.state is not _CONNECTING:
+            # its close frame waits behind what will never drain
             self._abort_transport()
             return
         logger.warning(
@@ -534,4 +557,4 @@ class WebSocketHandler(Connection):
         self._close_soon(CloseCode.TRY_AGAIN_LATER, self.close_timeout)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.id} {self._state.value} {self.scope.get('path', '')!r}>"
+        return f"<{type(self).__name__} {self.id} {self._core.state.value} {self.scope.get('path', '')!r}>"

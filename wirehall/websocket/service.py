@@ -17,6 +17,12 @@ from wirehall.backplane.base import Backplane
 from wirehall.errors import BackplaneError, WebSocketStateError
 from wirehall.events import DeliveryInterrupted, EventBus, PresenceChanged, PresenceDiff
 from wirehall.types import Message
+from wirehall.websocket._core import (
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_MAX_PENDING_BYTES,
+    OutputLimits,
+    SlowConsumerPolicy,
+)
 from wirehall.websocket._envelope import (
     Envelope,
     Kind,
@@ -25,7 +31,6 @@ from wirehall.websocket._envelope import (
     encode_envelope,
 )
 from wirehall.websocket._ordering import RoomOrder
-from wirehall.websocket._outbox import DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_PENDING_BYTES, SlowConsumerPolicy
 from wirehall.websocket._presence import PresenceBook, PresenceNotice, decode_notice, encode_notice
 from wirehall.websocket.codes import CloseCode
 from wirehall.websocket.handler import WebSocketHandler
@@ -108,6 +113,7 @@ class WebSocketService:
             raise ValueError(f"drain_timeout must be positive seconds (or None), got {drain_timeout!r}")
         self.max_pending_bytes = max_pending_bytes
         self.drain_timeout = drain_timeout
+        self._limits = OutputLimits(max_queue, slow_consumer, max_pending_bytes, drain_timeout)
         if heartbeat_interval is None:
             # renew well within the backplane's expiry (a third of it for Redis), else every 5 s
             heartbeat_interval = float(getattr(backplane, "heartbeat_interval", 5.0))
@@ -189,24 +195,18 @@ class WebSocketService:
 
     def register(self, handler: WebSocketHandler) -> None:
         """Give `handler` an id `"{node_id}.{n}"` and serve it (the endpoint runner does this)."""
-        if handler._service is self and handler._id in self._connections:
+        registry = handler.registry
+        if registry is self and handler.registered_id in self._connections:
             return
-        if handler._service is not None and handler._service is not self:
+        if registry is not None and registry is not self:
             raise WebSocketStateError(f"{handler!r} is registered with another WebSocketService")
         connection_id = f"{self.node_id}.{next(self._counter)}"
-        handler._id = connection_id
-        handler._service = self
-        handler._outbox.configure(
-            self.max_queue,
-            self.slow_consumer,
-            max_pending_bytes=self.max_pending_bytes,
-            drain_timeout=self.drain_timeout,
-        )
+        handler.attach(self, connection_id, self._limits)
         self._connections[connection_id] = handler
 
     def unregister(self, handler: WebSocketHandler) -> None:
         """Forget `handler` and take it out of its rooms (presence is updated in the background)."""
-        connection_id = handler._id
+        connection_id = handler.registered_id
         if connection_id is None or self._connections.get(connection_id) is not handler:
             return
         del self._connections[connection_id]
@@ -273,7 +273,8 @@ class WebSocketService:
     def _handler(self, handler_or_id: WebSocketHandler | str) -> WebSocketHandler | None:
         if isinstance(handler_or_id, str):
             return self._connections.get(handler_or_id)
-        if handler_or_id._id is not None and self._connections.get(handler_or_id._id) is handler_or_id:
+        connection_id = handler_or_id.registered_id
+        if connection_id is not None and self._connections.get(connection_id) is handler_or_id:
             return handler_or_id
         return None
 
@@ -340,7 +341,7 @@ class WebSocketService:
         not sent again, and those after it follow in order. Without `after`, everything kept
         is sent. No effect when the connection is not held in `room`.
         """
-        connection_id = handler_or_id if isinstance(handler_or_id, str) else handler_or_id._id
+        connection_id = handler_or_id if isinstance(handler_or_id, str) else handler_or_id.registered_id
         holds = self._holding.get(room)
         hold = holds.pop(connection_id, None) if holds is not None and connection_id else None
         if hold is None or connection_id is None:
@@ -378,20 +379,19 @@ class WebSocketService:
                         del self._rooms[room]
                     if not self._has_local(room):
                         self._forget_order(room)
-                    self._spawn_background(handler._close_from_outside(CloseCode.SERVICE_RESTART))
+                    self._spawn_background(handler.close_from_outside(CloseCode.SERVICE_RESTART))
                     return
             if after >= first:
                 self._ahead.setdefault(room, {})[connection_id] = after
-        outbox = handler._outbox
         for position, message in hold.items:
             if not position or after is None or position > after:
-                outbox.put_nowait(message)
+                handler.send_nowait(message)
         for position, (message, exclude) in ready:
             self._fan_out(room, message, exclude, position)
 
     async def leave(self, handler_or_id: WebSocketHandler | str, room: str) -> None:
         """Take a connection out of `room` (no error when it is not there)."""
-        connection_id = handler_or_id if isinstance(handler_or_id, str) else handler_or_id._id
+        connection_id = handler_or_id if isinstance(handler_or_id, str) else handler_or_id.registered_id
         if connection_id is None or not self._leave_locally(connection_id, room):
             return
         try:
@@ -538,11 +538,7 @@ class WebSocketService:
         which every node receives.
         """
         text, data = _encode(message)
-        frame: Message
-        if text is not None:
-            frame = {"type": "websocket.send", "text": text}
-        else:
-            frame = {"type": "websocket.send", "bytes": data or b""}
+        frame = _frame(text, data)
         holds = self._holding.get(room)
         if holds:
             for hold in holds.values():
@@ -550,7 +546,7 @@ class WebSocketService:
         members = self._rooms.get(room)
         if members:
             for handler in tuple(members.values()):
-                handler._outbox.put_nowait(frame)
+                handler.send_nowait(frame)
 
     # sending ------------------------------------------------------------------------------
 
@@ -706,46 +702,29 @@ class WebSocketService:
             seen = self._seen[envelope.origin] = SeenWindow()
         if not seen.accept(envelope.seq):
             return
-        if envelope.kind is Kind.PRESENCE:
-            self._presence_notice(envelope.target, envelope.data or b"")
-            return
-        if envelope.position:
-            self._deliver_positioned(envelope)
-            return
-        message: Message
-        if envelope.text is not None:
-            message = {"type": "websocket.send", "text": envelope.text}
-        else:
-            message = {"type": "websocket.send", "bytes": envelope.data or b""}
         kind = envelope.kind
-        if kind is Kind.ROOM:
-            holds = self._holding.get(envelope.target)
-            if holds:
-                for hold in holds.values():
-                    if hold.handler._id not in envelope.exclude:
-                        hold.items.append((0, message))
-            members = self._rooms.get(envelope.target)
-            if not members:
-                return
-            # A copy of the values (no per-member tuples): a slow or dead consumer leaves
-            # the room during the loop.
-            targets = tuple(members.values())
+        if kind is Kind.PRESENCE:
+            self._presence_notice(envelope.target, envelope.data or b"")
+        elif envelope.position:
+            self._deliver_positioned(envelope)
+        elif kind is Kind.ROOM:
+            self._deliver_room(envelope.target, _frame(envelope.text, envelope.data), envelope.exclude)
         elif kind is Kind.DIRECT:
             handler = self._connections.get(envelope.target)
             if handler is not None:
-                handler._outbox.put_nowait(message)
-            return
+                handler.send_nowait(_frame(envelope.text, envelope.data))
         else:
-            targets = tuple(self._connections.values())
-        exclude = envelope.exclude
-        if exclude:
-            excluded = frozenset(exclude)
-            for handler in targets:
-                if handler._id not in excluded:
-                    handler._outbox.put_nowait(message)
-        else:
-            for handler in targets:
-                handler._outbox.put_nowait(message)
+            _send_all(self._connections, _frame(envelope.text, envelope.data), envelope.exclude)
+
+    def _deliver_room(self, room: str, message: Message, exclude: tuple[str, ...]) -> None:
+        holds = self._holding.get(room)
+        if holds:
+            for connection_id, hold in holds.items():
+                if connection_id not in exclude:
+                    hold.items.append((0, message))
+        members = self._rooms.get(room)
+        if members:
+            _send_all(members, message, exclude)
 
     def _order(self, room: str) -> RoomOrder[_Positioned]:
         order = self._orders.get(room)
@@ -757,11 +736,7 @@ class WebSocketService:
         room = envelope.target
         if envelope.kind is not Kind.ROOM or not self._has_local(room):
             return
-        message: Message
-        if envelope.text is not None:
-            message = {"type": "websocket.send", "text": envelope.text}
-        else:
-            message = {"type": "websocket.send", "bytes": envelope.data or b""}
+        message = _frame(envelope.text, envelope.data)
         self._offer(room, envelope.position, message, envelope.exclude)
 
     def _offer(self, room: str, position: int, message: Message, exclude: tuple[str, ...]) -> None:
@@ -777,8 +752,8 @@ class WebSocketService:
     def _fan_out(self, room: str, message: Message, exclude: tuple[str, ...], position: int) -> None:
         holds = self._holding.get(room)
         if holds:
-            for hold in holds.values():
-                if hold.handler._id not in exclude:
+            for connection_id, hold in holds.items():
+                if connection_id not in exclude:
                     hold.items.append((position, message))
         members = self._rooms.get(room)
         if not members:
@@ -795,7 +770,7 @@ class WebSocketService:
                 del self._ahead[room]
         for connection_id, handler in tuple(members.items()):
             if connection_id not in skip:
-                handler._outbox.put_nowait(message)
+                handler.send_nowait(message)
 
     def _gap_timer_fired(self, room: str) -> None:
         self._gap_timers.pop(room, None)
@@ -844,13 +819,7 @@ class WebSocketService:
                 logger.warning("could not replay room %r after %d: %r", room, after, exc)
                 return False
             for position, item in items:
-                text, data = _encode(item)
-                frame: Message
-                if text is not None:
-                    frame = {"type": "websocket.send", "text": text}
-                else:
-                    frame = {"type": "websocket.send", "bytes": data or b""}
-                self._offer(room, position, frame, ())
+                self._offer(room, position, _frame(*_encode(item)), ())
             order = self._orders.get(room)
             if len(items) < _REPLAY_PAGE or order is None or order.next is None or order.next - 1 <= after:
                 return True
@@ -863,10 +832,11 @@ class WebSocketService:
         handlers = [*self._rooms.get(room, {}).values()]
         handlers += [hold.handler for hold in self._holding.get(room, {}).values()]
         for handler in handlers:
-            if handler._id is not None:
-                self._remove_member(room, handler._id)
+            connection_id = handler.registered_id
+            if connection_id is not None:
+                self._remove_member(room, connection_id)
         await asyncio.gather(
-            *(handler._close_from_outside(code) for handler in handlers), return_exceptions=True
+            *(handler.close_from_outside(code) for handler in handlers), return_exceptions=True
         )
 
     def _backplane_reconnected(self) -> None:
@@ -971,7 +941,7 @@ class WebSocketService:
         if handlers:
             logger.info("closing %d WebSocket connections (code %d)", len(handlers), self.shutdown_code)
             await asyncio.gather(
-                *(handler._close_from_outside(self.shutdown_code) for handler in handlers),
+                *(handler.close_from_outside(self.shutdown_code) for handler in handlers),
                 return_exceptions=True,
             )
         if self._background:
@@ -1005,6 +975,26 @@ class WebSocketService:
             f"<WebSocketService node={self._node_id} connections={len(self._connections)} "
             f"rooms={len(self._rooms)}>"
         )
+
+
+def _frame(text: str | None, data: bytes | None) -> Message:
+    """The ASGI message of a text (when not None) or binary frame."""
+    if text is not None:
+        return {"type": "websocket.send", "text": text}
+    return {"type": "websocket.send", "bytes": data or b""}
+
+
+def _send_all(members: dict[str, WebSocketHandler], message: Message, exclude: tuple[str, ...]) -> None:
+    """Queue `message` for `members` (id -> connection) but `exclude`; never waits."""
+    # Copies (no per-member tuples): a slow or dead consumer leaves the room during the loop.
+    if exclude:
+        excluded = frozenset(exclude)
+        for connection_id, handler in zip(tuple(members), tuple(members.values()), strict=True):
+            if connection_id not in excluded:
+                handler.send_nowait(message)
+    else:
+        for handler in tuple(members.values()):
+            handler.send_nowait(message)
 
 
 def _encode(message: Any) -> tuple[str | None, bytes | None]:
