@@ -35,7 +35,7 @@ async def test_backplanes_without_a_shared_hub_are_separate_clusters() -> None:
     for backplane in (first, second):
         await backplane.start()
         await backplane.subscribe("room:x")
-    await first.add_presence("room", "a.1", "ann")
+    await first.add_presence("room", f"{first.node_id}.1", "ann")
     await first.publish("room:x", b"only mine")
     assert await second.presence("room") == {}
     messages = second.messages()

@@ -23,6 +23,14 @@ class Backplane(Protocol):
         """This process's unique id on the backplane (stable for the backplane's life)."""
         ...
 
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between two calls of `heartbeat()` that keep this node alive.
+
+        The `WebSocketService` calls `heartbeat()` this often unless told otherwise.
+        """
+        ...
+
     async def start(self) -> None:
         """Connect. Raises `BackplaneError` with a clear message when that is impossible."""
         ...
@@ -35,7 +43,11 @@ class Backplane(Protocol):
         ...
 
     async def unsubscribe(self, channel: str) -> None:
-        """Stop receiving `channel` (no error when not subscribed)."""
+        """Stop receiving `channel` (no error when not subscribed).
+
+        Once this returns, `messages()` yields nothing more of `channel`, not even what
+        arrived before and was not yet taken.
+        """
         ...
 
     async def publish(self, channel: str, payload: bytes) -> None:
@@ -84,8 +96,7 @@ class Backplane(Protocol):
 
         Returns the rooms whose presence changed: by the purge (each reported by one node
         only), or by restoring this node's own members after the backplane lost them.
-        Called by the service every `heartbeat_interval` seconds (a backplane may offer that
-        attribute; the service then uses it).
+        Called by the service every `heartbeat_interval` seconds.
         """
         ...
 
