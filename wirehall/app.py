@@ -38,6 +38,8 @@ from wirehall.http.request import DEFAULT_MAX_BODY_SIZE, Request
 from wirehall.http.response import Response, error_response
 from wirehall.http.staticfiles import StaticFiles
 from wirehall.http.templates import Templates
+from wirehall.logcontext import enter as enter_log_context
+from wirehall.logcontext import is_enabled as log_context_enabled
 from wirehall.registrar import Registrar, RouteGroup
 from wirehall.routing import Mount, Route, Router, WebSocketRoute, compile_path
 from wirehall.security.connection_limit import ConnectionLimitMiddleware
@@ -133,6 +135,9 @@ class Wirehall(Registrar):
         self.allowed_origins = tuple(allowed_origins)
         self.allowed_hosts = None if allowed_hosts is None else tuple(allowed_hosts)
         self._websocket_message_sizes: list[int] = []
+        # route handler -> its path template, for the log context (when logs want it)
+        self._route_templates: dict[object, str] = {}
+        self._log_context = False
         self._mounted_apps: list[ASGIApp] = []
         self.max_connections_per_address = max_connections_per_address
         self._origin_check: WebSocketOriginMiddleware | None = None
@@ -190,12 +195,14 @@ class Wirehall(Registrar):
                 endpoint, method, self.container, converters, self._finish, self._same_site, self._http_error
             )
             self.router.add_http(path, [method], handler, name=None, endpoint=endpoint)
+            self._route_templates[handler] = path
         self.router.name_path(path, self._auto_name(endpoint, name))
 
     def _register_websocket(self, path: str, endpoint: Any, name: str | None) -> None:
         _, _, converters = compile_path(path)
         handler = build_websocket_endpoint(endpoint, self.container, converters)
         self.router.add_websocket(path, handler, name=None, endpoint=endpoint)
+        self._route_templates[handler] = path
         size = getattr(endpoint, "max_message_size", None) if inspect.isclass(endpoint) else None
         self._websocket_message_sizes.append(
             size if isinstance(size, int) else DEFAULT_WEBSOCKET_MESSAGE_SIZE
@@ -316,6 +323,7 @@ class Wirehall(Registrar):
             if not self._stack_built:
                 self._asgi = self._build_stack()
                 self._stack_built = True
+            self._log_context = log_context_enabled()  # logging is set up before the app starts
             try:
                 await self.container.start()
                 await self.websockets.start()
@@ -405,6 +413,8 @@ class Wirehall(Registrar):
             if handler is None:
                 handler = self._unmatched_http
             scope["path_params"] = params
+            if self._log_context:
+                enter_log_context(scope, self._route_templates.get(handler))
             if self._events_version != self.events.version:
                 self._events_version = self.events.version
                 self._observed_requests = self.events.wants(RequestStarted) or self.events.wants(
@@ -421,6 +431,8 @@ class Wirehall(Registrar):
 
     def _dispatch_websocket(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         match = self.router.match("websocket", "", scope["path"])
+        if self._log_context:
+            enter_log_context(scope, self._route_templates.get(match.handler))
         if match.handler is not None:
             scope["path_params"] = match.path_params
             return match.handler(scope, receive, send)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import importlib
 import os
 import sys
@@ -20,6 +19,7 @@ from wirehall.security.hosts import (
     allowed_hosts_from_env,
     is_loopback_address,
 )
+from wirehall.server.logs import LOG_FORMATS, LogFormat, log_config
 from wirehall.server.protocols import (
     DEFAULT_HEAD_TIMEOUT,
     DEFAULT_MAX_HEAD_SIZE,
@@ -66,31 +66,6 @@ def load_app(path: str) -> Any:
     if not callable(target):
         raise click.BadParameter(f"{path!r} is not an ASGI app (it is not callable)", param_hint="APP")
     return target
-
-
-def _log_config(level: str, redacted_params: Iterable[str] = DEFAULT_REDACTED_PARAMS) -> dict[str, Any]:
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    # on the handlers, so that it sees every record they write, propagated ones included
-    config.setdefault("filters", {})["redact_query"] = {
-        "()": "wirehall.server.redaction.QueryRedactionFilter",
-        "names": sorted(set(redacted_params)),
-    }
-    for handler in config["handlers"].values():
-        handler.setdefault("filters", []).append("redact_query")
-    config["root"] = {"handlers": ["default"], "level": "WARNING"}  # other loggers: redacted too
-    config["loggers"]["wirehall"] = {
-        "handlers": ["default"],
-        "level": level.upper(),
-        "propagate": False,
-    }
-    config["loggers"]["examples"] = {
-        "handlers": ["default"],
-        "level": level.upper(),
-        "propagate": False,
-    }
-    return config
 
 
 def websocket_max_size(app: Any) -> int:
@@ -201,15 +176,32 @@ def main() -> None:
     multiple=True,
     metavar="NAME",
     help="Query parameter whose value logs show as REDACTED (repeat), besides "
-    f"{', '.join(DEFAULT_REDACTED_PARAMS)} (also as words of longer names: api_key).",
+    f"{', '.join(DEFAULT_REDACTED_PARAMS)} (also as words of longer names: api_key); "
+    "Cookie, Authorization and headers named like these are redacted too.",
 )
 @click.option(
     "--log-level",
     default="info",
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    help="Level of every logger: the app's own (logging.getLogger(...)), wirehall's and uvicorn's.",
 )
-@click.option("--access-log/--no-access-log", default=True, show_default=True)
+@click.option(
+    "--log-format",
+    default="text",
+    show_default=True,
+    type=click.Choice(LOG_FORMATS),
+    help="text: uvicorn's lines, with the logger's name on the app's. json: one JSON object a "
+    "line (time, level, logger, message; request_id, method, route, connection_id where known; "
+    "client, path, status on access lines; exception).",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="One line per HTTP request (logger uvicorn.access, on stdout). WebSocket handshakes "
+    "are logged by uvicorn.error at info either way. Query credentials are redacted.",
+)
 @click.option(
     "--proxy-headers/--no-proxy-headers",
     default=False,
@@ -232,6 +224,7 @@ def run(
     allowed_hosts: tuple[str, ...],
     redacted_params: tuple[str, ...],
     log_level: str,
+    log_format: LogFormat,
     access_log: bool,
     proxy_headers: bool,
 ) -> None:
@@ -281,7 +274,7 @@ def run(
         ws_ping_interval=ws_ping_interval or None,
         ws_ping_timeout=ws_ping_timeout or None,
         log_level=log_level,
-        log_config=_log_config(log_level, [*DEFAULT_REDACTED_PARAMS, *redacted_params]),
+        log_config=log_config(log_level, log_format, [*DEFAULT_REDACTED_PARAMS, *redacted_params]),
         access_log=access_log,
         proxy_headers=proxy_headers,
         lifespan="on",

@@ -25,6 +25,7 @@ from wirehall.events import (
     WebSocketDisconnected,
     WebSocketMessageReceived,
 )
+from wirehall.logcontext import attach_connection
 from wirehall.security.access import access_denied
 from wirehall.types import ASGIApp, Receive, Scope, Send
 from wirehall.websocket._core import ConnectionCore, FramePolicy, Phase, Verdict
@@ -187,6 +188,7 @@ class _Runner:
                 return
         if service is not None:
             service.register(ws)
+            attach_connection(ws.id)  # log lines from here on name the connection
         code: int = CloseCode.NO_STATUS
         resolver = self.container.scope()
         try:
