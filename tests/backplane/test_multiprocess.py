@@ -222,12 +222,15 @@ async def test_every_member_gets_every_message_once_in_one_order_and_presence_is
     total = per_sender * len(members)
     for member in members:
         await member.wait_for(lambda c: len(c.texts()) >= total, timeout=20)
-    await asyncio.sleep(0.3)  # nothing more may come
+    await members[0].connection.send("the end")  # in the room's one order, after any copy
+    for member in members:
+        await member.wait_for(lambda c: "the end" in c.texts())
     order = members[0].texts()
+    assert order.pop() == "the end"
     assert len(order) == total
     assert len(set(order)) == total  # once each
     for member in members:
-        assert member.texts() == order  # one order, on both processes
+        assert member.texts() == [*order, "the end"]  # one order, on both processes
     for sender in members:
         sent = [text for text in order if text.startswith(f"{sender.name}:")]
         assert sent == [f"{sender.name}:{i}" for i in range(per_sender)]
@@ -322,7 +325,11 @@ async def test_a_redis_outage_is_survived_and_delivery_and_presence_come_back(
         # this process's members still get it; the other process cannot
         await ann.wait_for(lambda c: "only here" in c.texts())
         assert "only here" not in cyd.texts()
-        await asyncio.sleep(HEARTBEAT_TTL)  # heartbeats fail meanwhile
+        async with asyncio.timeout(10):  # both survive failing heartbeats
+            while True:
+                if all("backplane heartbeat failed" in server.log for server in servers):
+                    break
+                await asyncio.sleep(0.05)
         _assert_healthy(servers)
 
         await asyncio.to_thread(private_redis.start)  # same port, empty
