@@ -19,9 +19,12 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import msgspec
+
 from wirehall.backplane import backplane_from_url
 from wirehall.backplane.base import Backplane
 from wirehall.config import Settings
+from wirehall.connection import Connection
 from wirehall.di import Container
 from wirehall.errors import ConfigurationError, HTTPError
 from wirehall.events import (
@@ -32,16 +35,17 @@ from wirehall.events import (
     RequestCompleted,
     RequestStarted,
 )
-from wirehall.http._fast import DefaultHeaders, Finisher
+from wirehall.http._fast import DefaultHeaders, Encode, Finisher
 from wirehall.http.controller import HTTPController, build_http_endpoint, controller_methods
 from wirehall.http.request import DEFAULT_MAX_BODY_SIZE, Request
-from wirehall.http.response import Response, error_response
+from wirehall.http.response import JSONResponse, Response, error_response
 from wirehall.http.staticfiles import StaticFiles
 from wirehall.http.templates import Templates
 from wirehall.logcontext import enter as enter_log_context
 from wirehall.logcontext import is_enabled as log_context_enabled
+from wirehall.params import RequestValidationError
 from wirehall.registrar import Registrar, RouteGroup
-from wirehall.routing import Mount, Route, Router, WebSocketRoute, compile_path
+from wirehall.routing import Handler, Mount, Route, RouteInfo, Router, WebSocketRoute, compile_path
 from wirehall.security.connection_limit import ConnectionLimitMiddleware
 from wirehall.security.headers import SecurityHeadersMiddleware
 from wirehall.security.hosts import HostAllowlist, TrustedHostMiddleware, allowed_hosts_from_env
@@ -99,6 +103,10 @@ class Wirehall(Registrar):
         max_connections_per_address: at most this many WebSocket connections open at once
             from one client address (`scope["client"]`); the next handshake gets HTTP 429.
             0 (the default) is no cap: clients behind one proxy or NAT share an address.
+        json_enc_hook: called by msgspec for each value it cannot encode itself in what an
+            endpoint returns (a Pydantic model, your own class): return something it can
+            (`lambda obj: obj.model_dump()`). Without it such a return is a 500, logged
+            with the type at fault.
     """
 
     def __init__(
@@ -115,6 +123,7 @@ class Wirehall(Registrar):
         security_headers: bool = True,
         websockets: WebSocketService | None = None,
         max_connections_per_address: int = 0,
+        json_enc_hook: Callable[[Any], Any] | None = None,
     ) -> None:
         if (
             isinstance(max_connections_per_address, bool)
@@ -128,15 +137,16 @@ class Wirehall(Registrar):
         settings = Settings.from_env()
         self.debug = settings.debug if debug is None else debug
         self.max_body_size = max_body_size
-        self.container = Container()
+        self.container = Container(connection_types=(Connection,))
+        self._encode: Encode | None = (
+            msgspec.json.Encoder(enc_hook=json_enc_hook).encode if json_enc_hook is not None else None
+        )
         self.events = EventBus()
         self.router = Router()
         self.templates = Templates(templates) if templates is not None else None
         self.allowed_origins = tuple(allowed_origins)
         self.allowed_hosts = None if allowed_hosts is None else tuple(allowed_hosts)
         self._websocket_message_sizes: list[int] = []
-        # route handler -> its path template, for the log context (when logs want it)
-        self._route_templates: dict[object, str] = {}
         self._log_context = False
         self._mounted_apps: list[ASGIApp] = []
         self.max_connections_per_address = max_connections_per_address
@@ -181,7 +191,12 @@ class Wirehall(Registrar):
     # registration -------------------------------------------------------
 
     def _register_http(
-        self, path: str, endpoint: Any, methods: Sequence[str] | None, name: str | None
+        self,
+        path: str,
+        endpoint: Any,
+        methods: Sequence[str] | None,
+        name: str | None,
+        status_code: int | None = None,
     ) -> None:
         _, _, converters = compile_path(path)
         if inspect.isclass(endpoint) and issubclass(endpoint, HTTPController):
@@ -191,18 +206,24 @@ class Wirehall(Registrar):
         for method in chosen:
             if method == "HEAD" and "GET" in chosen:
                 continue
-            handler = build_http_endpoint(
-                endpoint, method, self.container, converters, self._finish, self._same_site, self._http_error
+            handler, spec = build_http_endpoint(
+                endpoint,
+                method,
+                self.container,
+                converters,
+                self._finish,
+                self._same_site,
+                self._http_error,
+                status_code=status_code,
+                encode=self._encode,
             )
-            self.router.add_http(path, [method], handler, name=None, endpoint=endpoint)
-            self._route_templates[handler] = path
+            self.router.add_http(path, [method], handler, name=None, endpoint=endpoint, spec=spec)
         self.router.name_path(path, self._auto_name(endpoint, name))
 
     def _register_websocket(self, path: str, endpoint: Any, name: str | None) -> None:
         _, _, converters = compile_path(path)
         handler = build_websocket_endpoint(endpoint, self.container, converters)
         self.router.add_websocket(path, handler, name=None, endpoint=endpoint)
-        self._route_templates[handler] = path
         size = getattr(endpoint, "max_message_size", None) if inspect.isclass(endpoint) else None
         self._websocket_message_sizes.append(
             size if isinstance(size, int) else DEFAULT_WEBSOCKET_MESSAGE_SIZE
@@ -233,7 +254,7 @@ class Wirehall(Registrar):
         """Register a table of routes."""
         for entry in routes:
             if isinstance(entry, Route):
-                self._register_http(entry.path, entry.endpoint, entry.methods, entry.name)
+                self._register_http(entry.path, entry.endpoint, entry.methods, entry.name, entry.status_code)
             elif isinstance(entry, WebSocketRoute):
                 self._register_websocket(entry.path, entry.endpoint, entry.name)
             elif isinstance(entry, Mount):
@@ -409,12 +430,16 @@ class Wirehall(Registrar):
         """
         kind = scope["type"]
         if kind == "http":
-            handler, params = self.router.match_http(scope["method"], scope["path"])
-            if handler is None:
+            route, params = self.router.match_http(scope["method"], scope["path"])
+            handler: Handler
+            if route is None:
                 handler = self._unmatched_http
+            else:
+                scope["route"] = route  # what tracing reads for `http.route`
+                handler = route.handler
             scope["path_params"] = params
             if self._log_context:
-                enter_log_context(scope, self._route_templates.get(handler))
+                enter_log_context(scope, route.path if route is not None else None)
             if self._events_version != self.events.version:
                 self._events_version = self.events.version
                 self._observed_requests = self.events.wants(RequestStarted) or self.events.wants(
@@ -432,8 +457,9 @@ class Wirehall(Registrar):
     def _dispatch_websocket(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         match = self.router.match("websocket", "", scope["path"])
         if self._log_context:
-            enter_log_context(scope, self._route_templates.get(match.handler))
+            enter_log_context(scope, match.route.path if match.route is not None else None)
         if match.handler is not None:
+            scope["route"] = match.route
             scope["path_params"] = match.path_params
             return match.handler(scope, receive, send)
         if match.mount is not None:
@@ -482,7 +508,11 @@ class Wirehall(Registrar):
         except Exception as exc:  # noqa: BLE001 - the boundary that runs user code
             status = await self._http_error(exc, scope, receive, watching_send)
         finally:
-            await self.events.publish(RequestCompleted(method, path, status, time.perf_counter() - started))
+            route = scope.get("route")
+            template = route.path if isinstance(route, RouteInfo) else None
+            await self.events.publish(
+                RequestCompleted(method, path, status, time.perf_counter() - started, template)
+            )
 
     async def _http_error(self, exc: Exception, scope: Scope, receive: Receive, send: Send) -> int:
         """Answer an exception raised by user code; returns the status sent."""
@@ -495,6 +525,11 @@ class Wirehall(Registrar):
                 exc = inner
             else:
                 return await self._send_error_response(response, scope, receive, send)
+        if isinstance(exc, RequestValidationError):
+            body = {"error": exc.detail, "detail": exc.errors}
+            return await self._send_error_response(
+                JSONResponse(body, exc.status, exc.headers or None), scope, receive, send
+            )
         if isinstance(exc, HTTPError):
             return await self._send_error_response(
                 error_response(exc.status, exc.detail, exc.headers), scope, receive, send

@@ -67,6 +67,8 @@ class RequestCompleted(Event):
     path: str
     status: int
     duration: float
+    route: str | None = None
+    """The matched route's path template (`/items/{id}`); None when no route matched."""
 
 
 @dataclass(frozen=True, slots=True)

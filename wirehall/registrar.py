@@ -20,7 +20,12 @@ class Registrar:
     """Route decorators shared by the app and its groups."""
 
     def _register_http(
-        self, path: str, endpoint: Any, methods: Sequence[str] | None, name: str | None
+        self,
+        path: str,
+        endpoint: Any,
+        methods: Sequence[str] | None,
+        name: str | None,
+        status_code: int | None = None,
     ) -> None:
         raise NotImplementedError
 
@@ -28,39 +33,58 @@ class Registrar:
         raise NotImplementedError
 
     def route(
-        self, path: str, *, methods: Sequence[str] | None = None, name: str | None = None
+        self,
+        path: str,
+        *,
+        methods: Sequence[str] | None = None,
+        name: str | None = None,
+        status_code: int | None = None,
     ) -> Callable[[F], F]:
-        """Register a function (GET unless `methods` says otherwise) or an HTTPController class."""
+        """Register a function (GET unless `methods` says otherwise) or an HTTPController class.
+
+        `status_code` is the status of what the endpoint returns (default 200, 204 for None);
+        a returned Response or `(value, status)` keeps its own.
+        """
+        if status_code is not None and not (isinstance(status_code, int) and 100 <= status_code <= 599):
+            raise ConfigurationError(
+                f"status_code={status_code!r} for {path}; use an HTTP status from 100 to 599"
+            )
 
         def decorator(endpoint: F) -> F:
-            self._register_http(path, endpoint, methods, name)
+            self._register_http(path, endpoint, methods, name, status_code)
             return endpoint
 
         return decorator
 
-    def get(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
+    def get(self, path: str, *, name: str | None = None, status_code: int | None = None) -> Callable[[F], F]:
         """Register a GET endpoint (HEAD is served with it)."""
-        return self.route(path, methods=["GET"], name=name)
+        return self.route(path, methods=["GET"], name=name, status_code=status_code)
 
-    def post(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
+    def post(self, path: str, *, name: str | None = None, status_code: int | None = None) -> Callable[[F], F]:
         """Register a POST endpoint."""
-        return self.route(path, methods=["POST"], name=name)
+        return self.route(path, methods=["POST"], name=name, status_code=status_code)
 
-    def put(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
+    def put(self, path: str, *, name: str | None = None, status_code: int | None = None) -> Callable[[F], F]:
         """Register a PUT endpoint."""
-        return self.route(path, methods=["PUT"], name=name)
+        return self.route(path, methods=["PUT"], name=name, status_code=status_code)
 
-    def patch(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
+    def patch(
+        self, path: str, *, name: str | None = None, status_code: int | None = None
+    ) -> Callable[[F], F]:
         """Register a PATCH endpoint."""
-        return self.route(path, methods=["PATCH"], name=name)
+        return self.route(path, methods=["PATCH"], name=name, status_code=status_code)
 
-    def delete(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
+    def delete(
+        self, path: str, *, name: str | None = None, status_code: int | None = None
+    ) -> Callable[[F], F]:
         """Register a DELETE endpoint."""
-        return self.route(path, methods=["DELETE"], name=name)
+        return self.route(path, methods=["DELETE"], name=name, status_code=status_code)
 
-    def options(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
+    def options(
+        self, path: str, *, name: str | None = None, status_code: int | None = None
+    ) -> Callable[[F], F]:
         """Register an OPTIONS endpoint."""
-        return self.route(path, methods=["OPTIONS"], name=name)
+        return self.route(path, methods=["OPTIONS"], name=name, status_code=status_code)
 
     def websocket(self, path: str, *, name: str | None = None) -> Callable[[F], F]:
         """Register a WebSocketController class or a function endpoint for WebSocket connections."""
@@ -78,9 +102,10 @@ class Registrar:
         *,
         methods: Sequence[str] | None = None,
         name: str | None = None,
+        status_code: int | None = None,
     ) -> None:
         """Register an HTTP endpoint without a decorator."""
-        self._register_http(path, endpoint, methods, name)
+        self.route(path, methods=methods, name=name, status_code=status_code)(endpoint)
 
     def add_websocket_route(self, path: str, endpoint: Any, *, name: str | None = None) -> None:
         """Register a WebSocket endpoint without a decorator."""
@@ -101,9 +126,14 @@ class RouteGroup(Registrar):
         return f"{self.name_prefix}{name}" if name and self.name_prefix else name
 
     def _register_http(
-        self, path: str, endpoint: Any, methods: Sequence[str] | None, name: str | None
+        self,
+        path: str,
+        endpoint: Any,
+        methods: Sequence[str] | None,
+        name: str | None,
+        status_code: int | None = None,
     ) -> None:
-        self.parent._register_http(self.prefix + path, endpoint, methods, self._name(name))
+        self.parent._register_http(self.prefix + path, endpoint, methods, self._name(name), status_code)
 
     def _register_websocket(self, path: str, endpoint: Any, name: str | None) -> None:
         self.parent._register_websocket(self.prefix + path, endpoint, self._name(name))

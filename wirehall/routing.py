@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wirehall.errors import ConfigurationError
+from wirehall.params import EndpointSpec
 from wirehall.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "Match",
     "Mount",
     "Route",
+    "RouteInfo",
     "Router",
     "WebSocketRoute",
     "compile_path",
@@ -136,6 +138,29 @@ class Route:
     endpoint: Any
     methods: Sequence[str] | None = None
     name: str | None = None
+    status_code: int | None = None
+
+
+@dataclass(slots=True, eq=False)
+class RouteInfo:
+    """One registered route and method, as served: what `scope["route"]` holds once matched.
+
+    `path` is the template (`/items/{id:int}`), which tracing reports as `http.route`.
+    """
+
+    path: str
+    method: str
+    """The HTTP method, or "WEBSOCKET"."""
+    endpoint: Any
+    handler: Handler = field(repr=False)
+    spec: EndpointSpec | None = None
+    """What the endpoint takes and answers (None for a WebSocket route)."""
+    name: str | None = None
+
+    @property
+    def path_format(self) -> str:
+        """The path template (the name OpenTelemetry's ASGI instrumentation reads)."""
+        return self.path
 
 
 @dataclass(slots=True)
@@ -161,9 +186,8 @@ class _Entry:
     """One path: its pattern, its HTTP handlers by method, its WebSocket handler."""
 
     pattern: _Pattern
-    http: dict[str, Handler] = field(default_factory=dict)
-    websocket: Handler | None = None
-    endpoints: dict[str, Any] = field(default_factory=dict)
+    http: dict[str, RouteInfo] = field(default_factory=dict)
+    websocket: RouteInfo | None = None
 
 
 @dataclass(slots=True)
@@ -192,6 +216,7 @@ class Match:
 
     handler: Handler | None
     path_params: dict[str, Any]
+    route: RouteInfo | None = None
     allow: str = ""  # set (with handler None) when the path exists but not for this method
     mount: _MountEntry | None = None
     upgrade: bool = False  # the path serves WebSocket handshakes (HTTP GET there needs Upgrade)
@@ -239,6 +264,7 @@ class Router:
         *,
         name: str | None,
         endpoint: Any,
+        spec: EndpointSpec | None = None,
     ) -> None:
         """Serve `methods` on `path` with `handler` (HEAD comes with GET)."""
         entry = self._entry(path)
@@ -246,11 +272,9 @@ class Router:
             method = method.upper()
             if method in entry.http:
                 raise ConfigurationError(f"{method} {path} is registered twice")
-            entry.http[method] = handler
-            entry.endpoints[method] = endpoint
+            entry.http[method] = RouteInfo(path, method, endpoint, handler, spec)
         if "GET" in entry.http and "HEAD" not in entry.http:
             entry.http["HEAD"] = entry.http["GET"]
-            entry.endpoints["HEAD"] = entry.endpoints["GET"]
         self._name(name, entry.pattern)
 
     def add_websocket(self, path: str, handler: Handler, *, name: str | None, endpoint: Any) -> None:
@@ -258,8 +282,7 @@ class Router:
         entry = self._entry(path)
         if entry.websocket is not None:
             raise ConfigurationError(f"WebSocket route {path} is registered twice")
-        entry.websocket = handler
-        entry.endpoints["WEBSOCKET"] = endpoint
+        entry.websocket = RouteInfo(path, "WEBSOCKET", endpoint, handler)
         self._name(name, entry.pattern)
 
     def mount(self, prefix: str, app: ASGIApp, *, name: str | None = None) -> None:
@@ -273,7 +296,12 @@ class Router:
 
     def name_path(self, path: str, name: str | None) -> None:
         """Name the route registered at `path` (for `url_path_for`); None leaves it unnamed."""
-        self._name(name, self._by_path[path].pattern)
+        entry = self._by_path[path]
+        self._name(name, entry.pattern)
+        if name is not None:
+            for route in (*entry.http.values(), entry.websocket):
+                if route is not None and route.name is None:
+                    route.name = name
 
     def is_named(self, name: str) -> bool:
         """Whether a route or mount is called `name` already."""
@@ -294,17 +322,17 @@ class Router:
                 if params is not None:
                     yield entry, params
 
-    def match_http(self, method: str, path: str) -> tuple[Handler | None, dict[str, Any]]:
-        """The handler and path parameters for a request, or (None, {}) to fall back on `match`."""
+    def match_http(self, method: str, path: str) -> tuple[RouteInfo | None, dict[str, Any]]:
+        """The route and path parameters for a request, or (None, {}) to fall back on `match`."""
         entry = self._static.get(path)
         if entry is not None:  # the commonest case, without a generator
-            handler = entry.http.get(method)
-            if handler is not None:
-                return handler, {}
+            route = entry.http.get(method)
+            if route is not None:
+                return route, {}
         for entry, params in self._candidates(path):
-            handler = entry.http.get(method)
-            if handler is not None:
-                return handler, params
+            route = entry.http.get(method)
+            if route is not None:
+                return route, params
         return None, {}
 
     def match(self, scope_type: str, method: str, path: str) -> Match:
@@ -317,15 +345,15 @@ class Router:
         upgrade = False
         for entry, params in self._candidates(path):
             if scope_type == "http":
-                handler = entry.http.get(method)
-                if handler is not None:
-                    return Match(handler, params)
+                route = entry.http.get(method)
+                if route is not None:
+                    return Match(route.handler, params, route)
                 allowed.update(entry.http)
                 if entry.websocket is not None:
                     upgrade = True
                     allowed.update(("GET", "HEAD"))
             elif entry.websocket is not None:
-                return Match(entry.websocket, params)
+                return Match(entry.websocket.handler, params, entry.websocket)
         for mount in self._mounts:
             if path == mount.prefix or path.startswith(mount.prefix + "/"):
                 return Match(None, {}, mount=mount)
@@ -349,16 +377,28 @@ class Router:
             return f"{prefix}/{rest}"
         return pattern.build(params)
 
+    def routes(self) -> list[RouteInfo]:
+        """Every route and method as served (HEAD only where it has its own endpoint), in
+        registration order: the paths, endpoints and `EndpointSpec`s documents are made from."""
+        found: list[RouteInfo] = []
+        for entry in self._by_path.values():
+            found.extend(
+                route for method, route in entry.http.items() if method != "HEAD" or route.method == "HEAD"
+            )
+            if entry.websocket is not None:
+                found.append(entry.websocket)
+        return found
+
     def table(self) -> list[tuple[str, str, str]]:
         """Every route as (methods, path, endpoint), in registration order, mounts last."""
         rows = []
         for path, entry in self._by_path.items():
             methods = [m for m in entry.http if m != "HEAD" or "GET" not in entry.http]
             if methods:
-                endpoint = entry.endpoints[methods[0]]
+                endpoint = entry.http[methods[0]].endpoint
                 rows.append((",".join(sorted(methods)), path, _describe(endpoint)))
             if entry.websocket is not None:
-                rows.append(("WEBSOCKET", path, _describe(entry.endpoints["WEBSOCKET"])))
+                rows.append(("WEBSOCKET", path, _describe(entry.websocket.endpoint)))
         for mount in self._mounts:
             rows.append(("MOUNT", mount.prefix + "/*", _describe(mount.app)))
         return rows

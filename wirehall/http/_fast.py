@@ -27,6 +27,7 @@ from wirehall.types import Receive, Scope, Send
 
 __all__ = [
     "DefaultHeaders",
+    "Encode",
     "ErrorAnswer",
     "Finisher",
     "Guard",
@@ -62,30 +63,37 @@ def _quick(cls: type[Response], body: bytes, content_type: tuple[bytes, bytes]) 
     return response
 
 
-def to_response(value: Any, kept: Response | None = None) -> Response:
+Encode = Callable[[Any], bytes]
+"""Encodes a returned value as JSON (the app's encoder, with its `json_enc_hook`)."""
+
+
+def to_response(value: Any, kept: Response | None = None, encode: Encode | None = None) -> Response:
     """Turn what an endpoint returned into a Response.
 
     `kept` is what a `send_*` helper of the controller built: the answer when it returned None.
+    `encode` encodes JSON (default: msgspec's, without an `enc_hook`).
     """
     if isinstance(value, Response):
         return value
     if isinstance(value, str):
         return _quick(PlainTextResponse, value.encode(), _TEXT)
-    if isinstance(value, dict | list):
-        try:
-            return _quick(JSONResponse, _encode(value), _JSON)
-        except (TypeError, msgspec.EncodeError):
-            return JSONResponse(value)  # raises with a clear message
     if value is None:
         return kept if kept is not None else Response(_NO_CONTENT, 204)
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
-        response = to_response(value[0], kept)
+        response = to_response(value[0], kept, encode)
         response.status = value[1]
         return response
     if isinstance(value, bytes):
         return Response(value, media_type="application/octet-stream")
-    # Structs, dataclasses, numbers, booleans; for anything else msgspec says what it cannot encode
-    return JSONResponse(value)
+    # dicts, lists, Structs, dataclasses, numbers, booleans
+    try:
+        return _quick(JSONResponse, (encode or _encode)(value), _JSON)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise TypeError(
+            f"cannot encode the {type(value).__qualname__} the endpoint returned as JSON ({exc}); "
+            "return dicts, lists, msgspec Structs, dataclasses or a Response, or teach the encoder "
+            "the type at fault with Wirehall(json_enc_hook=...)"
+        ) from exc
 
 
 class HeaderSource(Protocol):
@@ -137,8 +145,13 @@ def plain_endpoint(
     finish: Finisher | None,
     guard: Guard | None,
     on_error: ErrorAnswer | None,
+    answer: Callable[[Any], Response] = to_response,
 ) -> Handler:
-    """The handler of a function endpoint that takes no parameters."""
+    """The handler of a function endpoint that takes no parameters.
+
+    `answer` turns the returned value into the Response (`to_response` unless the route sets a
+    status code or the app an encoder).
+    """
     targets = (endpoint,)
 
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
@@ -153,7 +166,7 @@ def plain_endpoint(
                 if refusal is not None:
                     await refuse(refusal[0], scope, receive, send, finish, refusal[1])
                     return
-            response = to_response(await endpoint())
+            response = answer(await endpoint())
             if finish is not None:
                 finish(response, scope)
             if type(response).__call__ is not _send_whole:

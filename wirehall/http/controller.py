@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import typing
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -12,6 +13,7 @@ from wirehall.datastructures import URL, Address, Headers, QueryParams, State
 from wirehall.di import CallPlan, Container, ResolutionScope
 from wirehall.errors import ConfigurationError
 from wirehall.http._fast import (
+    Encode,
     ErrorAnswer,
     Finisher,
     Guard,
@@ -31,6 +33,7 @@ from wirehall.http.response import (
     error_response,
 )
 from wirehall.http.templates import Templates
+from wirehall.params import MISSING, EndpointSpec, RequestValidationError
 from wirehall.security.access import access_denied
 from wirehall.types import Receive, Scope, Send
 
@@ -139,6 +142,13 @@ class HTTPController:
         """Answer with a JSON error body `{"error": detail}`."""
         return self._keep(error_response(status, detail))
 
+    async def on_invalid_input(self, error: RequestValidationError) -> Any:
+        """A value of the request (query, header, cookie, body) did not fit the method's
+        parameters; what this returns is the answer. The default raises `error` (a 422 with
+        `{"error": ..., "detail": [{"loc": [...], "msg": ...}]}`); override it to answer
+        differently, as `WebSocketController.on_invalid_message` does for messages."""
+        raise error
+
     def render(self, template: str, status: int = 200, **context: Any) -> Response:
         """Render a Jinja2 template of the app's `templates` (autoescaped) as HTML."""
         templates = getattr(self.request.app, "templates", None)
@@ -171,27 +181,60 @@ def build_http_endpoint(
     finish: Finisher | None = None,
     guard: Guard | None = None,
     on_error: ErrorAnswer | None = None,
-) -> Handler:
+    *,
+    status_code: int | None = None,
+    encode: Encode | None = None,
+) -> tuple[Handler, EndpointSpec]:
     """Compile `endpoint` (a function or an HTTPController class) for one HTTP method.
 
-    `finish`, when given, may change every response before it is sent (default headers);
-    `guard`, when given, may refuse a request before the endpoint runs; `on_error`, when
-    given, answers what the endpoint raises (without it, the exception propagates).
+    Returns the ASGI handler and what the endpoint takes and answers. `finish`, when given,
+    may change every response before it is sent (default headers); `guard`, when given, may
+    refuse a request before the endpoint runs; `on_error`, when given, answers what the
+    endpoint raises (without it, the exception propagates). `status_code` is the status of a
+    returned value; `encode` the app's JSON encoder.
     """
+    answer = _answerer(status_code, encode)
     if _is_controller(endpoint):
         func = getattr(endpoint, method.lower())
-        plan = container.plan(func, path_params=path_params, context=(Request,), skip=1)
-        return _controller_handler(endpoint, func, plan, finish, guard, on_error)
+        plan = container.plan(func, path_params=path_params, context=(Request,), skip=1, bodies=True)
+        spec = _spec(plan, func, status_code)
+        return _controller_handler(endpoint, func, plan, finish, guard, on_error, answer), spec
     if not callable(endpoint):
         raise ConfigurationError(f"endpoint {endpoint!r} is neither a function nor an HTTPController")
     if not inspect.iscoroutinefunction(endpoint):
         raise ConfigurationError(
             f"endpoint {getattr(endpoint, '__qualname__', endpoint)!r} must be an async function (async def)"
         )
-    plan = container.plan(endpoint, path_params=path_params, context=(Request,))
-    if not plan.params:
-        return plain_endpoint(endpoint, finish, guard, on_error)
-    return _function_handler(endpoint, plan, finish, guard, on_error)
+    plan = container.plan(endpoint, path_params=path_params, context=(Request,), bodies=True)
+    spec = _spec(plan, endpoint, status_code)
+    if not plan.params and not plan.request_params:
+        return plain_endpoint(endpoint, finish, guard, on_error, answer), spec
+    return _function_handler(endpoint, plan, finish, guard, on_error, answer), spec
+
+
+def _spec(plan: CallPlan, func: Callable[..., Any], status_code: int | None) -> EndpointSpec:
+    try:
+        returns = typing.get_type_hints(func, include_extras=True).get("return", MISSING)
+    except Exception:  # noqa: BLE001 - the plan has resolved the parameters; a bad return hint is only not described
+        returns = MISSING
+    return EndpointSpec(tuple(plan.request_params), returns, status_code)
+
+
+def _answerer(status_code: int | None, encode: Encode | None) -> Callable[..., Response]:
+    """`to_response`, or one that encodes with the app's encoder and answers `status_code`."""
+    if status_code is None and encode is None:
+        return to_response
+
+    def answer(value: Any, kept: Response | None = None) -> Response:
+        response = to_response(value, kept, encode)
+        if status_code is None or isinstance(value, Response | tuple) or response is kept:
+            return response
+        if value is None:
+            return Response(b"", status_code)
+        response.status = status_code
+        return response
+
+    return answer
 
 
 def _function_handler(
@@ -200,9 +243,9 @@ def _function_handler(
     finish: Finisher | None,
     guard: Guard | None,
     on_error: ErrorAnswer | None,
+    answer: Callable[..., Response],
 ) -> Handler:
     targets = (endpoint,)
-    needs_request = plan.takes_context
     needs_path = plan.takes_path_params
 
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
@@ -212,21 +255,21 @@ def _function_handler(
             if refusal is not None:
                 await refuse(refusal[0], scope, receive, send, finish, refusal[1])
                 return
-            request = Request(scope, receive) if needs_request else None
-            resolver = ResolutionScope(scope["app"].container)
+            request = Request(scope, receive)
+            resolver = ResolutionScope(scope["app"].container, connection=request)
             try:
                 path = scope["path_params"] if needs_path else None
                 kwargs = plan.kwargs(resolver, {Request: request}, path)
                 if not isinstance(kwargs, dict):
                     kwargs = await kwargs
-                response = to_response(await endpoint(**kwargs))
+                response = answer(await endpoint(**kwargs))
                 if finish is not None:
                     finish(response, scope)
                 await response(scope, receive, send)
             finally:
-                await resolver.aclose()
-                if request is not None:
-                    await request.close()
+                if resolver.holds_values:
+                    await resolver.aclose()
+                await request.close()
         except Exception as exc:  # the boundary that runs user code: answered after teardown
             if on_error is None:
                 raise
@@ -242,6 +285,7 @@ def _controller_handler(
     finish: Finisher | None,
     guard: Guard | None,
     on_error: ErrorAnswer | None,
+    answer: Callable[..., Response],
 ) -> Handler:
     targets = (cls, func)
 
@@ -253,18 +297,23 @@ def _controller_handler(
                 return
             request = Request(scope, receive)
             controller = cls(request)
-            resolver = ResolutionScope(scope["app"].container)
+            resolver = ResolutionScope(scope["app"].container, connection=request)
             try:
-                kwargs = plan.kwargs(resolver, {Request: request}, scope["path_params"])
-                if not isinstance(kwargs, dict):
-                    kwargs = await kwargs
-                result = await func(controller, **kwargs)
-                response = to_response(result, controller._response)
+                try:
+                    kwargs = plan.kwargs(resolver, {Request: request}, scope["path_params"])
+                    if not isinstance(kwargs, dict):
+                        kwargs = await kwargs
+                except RequestValidationError as exc:
+                    result = await controller.on_invalid_input(exc)
+                else:
+                    result = await func(controller, **kwargs)
+                response = answer(result, controller._response)
                 if finish is not None:
                     finish(response, scope)
                 await response(scope, receive, send)
             finally:
-                await resolver.aclose()
+                if resolver.holds_values:
+                    await resolver.aclose()
                 await request.close()
         except Exception as exc:  # the boundary that runs user code: answered after teardown
             if on_error is None:

@@ -1,4 +1,8 @@
-"""`WebSocketController`, what users subclass, and the runner that serves it per connection."""
+"""`WebSocketController`, what users subclass, and the runner that serves it per connection.
+
+A little over 400 lines: the controller and the runners that call its hooks belong
+together (the runner checks the hooks' signatures at registration).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,7 @@ import typing
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any, ClassVar, Literal
 
-import msgspec
-
+from wirehall._decoding import json_decoder
 from wirehall.di import CallPlan, Container, ResolutionScope
 from wirehall.errors import (
     ConfigurationError,
@@ -26,6 +29,7 @@ from wirehall.events import (
     WebSocketMessageReceived,
 )
 from wirehall.logcontext import attach_connection
+from wirehall.params import RequestValidationError
 from wirehall.security.access import access_denied
 from wirehall.types import ASGIApp, Receive, Scope, Send
 from wirehall.websocket._core import ConnectionCore, FramePolicy, Phase, Verdict
@@ -190,7 +194,9 @@ class _Runner:
             service.register(ws)
             attach_connection(ws.id)  # log lines from here on name the connection
         code: int = CloseCode.NO_STATUS
-        resolver = self.container.scope()
+        # hook arguments and request-scoped dependencies see this connection; a query value
+        # that does not fit them refuses the handshake (or closes with 1008 once accepted)
+        resolver = self.container.scope(ws, invalid_input=_invalid_input)
         try:
             try:
                 code = await self._run(ws, resolver, scope.get("path_params") or {})
@@ -356,13 +362,8 @@ def _frame_policy(cls: type[WebSocketController]) -> FramePolicy:
     if limit is not None and not isinstance(limit, RateLimit):
         raise ConfigurationError(f"{name}.rate_limit = {limit!r}; use RateLimit(per_second, burst)")
     decode: Callable[[str | bytes], Any] | None = None
-    if cls.message_type is not None:
-        try:
-            decode = msgspec.json.Decoder(cls.message_type).decode
-        except TypeError as exc:
-            raise ConfigurationError(
-                f"{name}.message_type = {cls.message_type!r} cannot be decoded from JSON: {exc}"
-            ) from exc
+    if cls.message_type is not None:  # the decoder HTTP bodies use too
+        decode = json_decoder(cls.message_type, f"{name}.message_type")
     return FramePolicy(cls.receives, cls.max_message_size, limit, decode)
 
 
@@ -414,6 +415,11 @@ async def _kwargs(
     if isinstance(kwargs, dict):
         return kwargs
     return await kwargs
+
+
+def _invalid_input(error: RequestValidationError) -> WebSocketError:
+    """A handshake value that does not fit a hook's (or a dependency's) parameter: refused (403)."""
+    return WebSocketError(CloseCode.POLICY_VIOLATION, error.detail[:120])
 
 
 def _connection_class(func: Callable[..., Any]) -> type[WebSocketController]:
