@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 
 import msgspec
 
+from wirehall._tasks import Backoff, Supervisor
 from wirehall.backplane.base import Backplane
 from wirehall.errors import BackplaneError, WebSocketStateError
 from wirehall.events import DeliveryInterrupted, EventBus, PresenceChanged, PresenceDiff
@@ -41,7 +42,6 @@ logger = logging.getLogger(__name__)
 
 _encode_json = msgspec.json.Encoder().encode
 _ALL_CHANNEL = "all"
-_RESTART_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0)
 _REPLAY_PAGE = 500  # positioned messages asked of the replay source at a time
 _MAX_UNPUBLISHED = 10_000  # positioned broadcasts kept for republishing after an outage
 
@@ -115,8 +115,8 @@ class WebSocketService:
         self.drain_timeout = drain_timeout
         self._limits = OutputLimits(max_queue, slow_consumer, max_pending_bytes, drain_timeout)
         if heartbeat_interval is None:
-            # renew well within the backplane's expiry (a third of it for Redis), else every 5 s
-            heartbeat_interval = float(getattr(backplane, "heartbeat_interval", 5.0))
+            # renew well within the backplane's expiry (a third of it for Redis)
+            heartbeat_interval = backplane.heartbeat_interval
         self.heartbeat_interval = heartbeat_interval
         self.shutdown_code = shutdown_code
         if gap_timeout <= 0:
@@ -139,7 +139,10 @@ class WebSocketService:
         self._counter = itertools.count(1)
         self._seq = 0
         self._seen: dict[str, SeenWindow] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        # the pump and the heartbeat: restarted (after a backoff) should they stop
+        self._loops = Supervisor(
+            "the WebSocket service", logger=logger, is_running=lambda: not self._stopping
+        )
         self._background: set[asyncio.Task[None]] = set()
         self._started = False
         self._stopping = False
@@ -859,11 +862,12 @@ class WebSocketService:
             await self.events.publish(DeliveryInterrupted(tuple(rooms)))
 
     async def _pump(self) -> None:
-        failures = 0
+        backoff = Backoff(0.05, 2.0)
         while not self._stopping:
+            received = False
             try:
                 async for channel, payload in self.backplane.messages():
-                    failures = 0
+                    received = True
                     try:
                         self._deliver(channel, payload)
                     except Exception:
@@ -871,14 +875,17 @@ class WebSocketService:
             except Exception as exc:  # noqa: BLE001  # the pump must survive; logged and retried
                 if self._stopping:
                     return
-                delay = _RESTART_DELAYS[min(failures, len(_RESTART_DELAYS) - 1)]
+                if received:
+                    backoff.reset()
+                delay = backoff.next()
                 logger.warning("reading the backplane failed (%r); retrying in %.2fs", exc, delay)
             else:
                 if self._stopping:
                     return
-                delay = _RESTART_DELAYS[min(failures, len(_RESTART_DELAYS) - 1)]
+                if received:
+                    backoff.reset()
+                delay = backoff.next()
                 logger.warning("the backplane's message stream ended; reading it again in %.2fs", delay)
-            failures += 1
             await asyncio.sleep(delay)
 
     async def _heartbeat(self) -> None:
@@ -898,22 +905,6 @@ class WebSocketService:
             if self._unpublished:
                 await self._republish()
 
-    def _supervise(self, name: str, factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        task = asyncio.get_running_loop().create_task(factory(), name=f"wirehall-{name}")
-        self._tasks[name] = task
-
-        def done(task: asyncio.Task[None]) -> None:
-            if self._stopping or task.cancelled():
-                return
-            error = task.exception()
-            if error is not None:
-                logger.error("the %s task failed; restarting it", name, exc_info=error)
-            else:
-                logger.error("the %s task ended unexpectedly; restarting it", name)
-            self._supervise(name, factory)
-
-        task.add_done_callback(done)
-
     # lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -927,9 +918,9 @@ class WebSocketService:
         self.backplane.on_reconnect(self._backplane_reconnected)
         self._started = True
         self._stopping = False
-        self._supervise("backplane-pump", self._pump)
+        self._loops.supervise("backplane-pump", self._pump)
         if self.heartbeat_interval > 0:
-            self._supervise("backplane-heartbeat", self._heartbeat)
+            self._loops.supervise("backplane-heartbeat", self._heartbeat)
         logger.info("WebSocket service started on node %s", self._node_id)
 
     async def stop(self) -> None:
@@ -956,12 +947,7 @@ class WebSocketService:
         self._presence_timers.clear()
         if self._notice_sender is not None and not self._notice_sender.done():
             await asyncio.wait({self._notice_sender}, timeout=WebSocketHandler.close_timeout)
-        tasks = list(self._tasks.values())
-        self._tasks.clear()
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        await self._loops.cancel_loops()
         if self._started:
             try:
                 await self.backplane.close()
