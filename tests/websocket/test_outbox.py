@@ -174,7 +174,7 @@ async def test_full_queue_closes_the_slow_consumer_and_fails_waiting_puts(
             await waiting
     outbox.put_nowait(frame("after"))
     socket.writable.set()
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # a bounded wait for "nothing more": a live writer would write now
     assert socket.written == []  # the backlog was dropped, nothing more is written
     with pytest.raises(WebSocketDisconnectError):
         await outbox.put(frame("later"))
@@ -266,7 +266,7 @@ async def test_abort_while_backed_up_cancels_the_writer(loop_errors: list[dict[s
     outbox.abort()
     assert not outbox.is_backed_up
     socket.writable.set()
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # a bounded wait for "nothing more": a live writer would write now
     assert socket.written == []
     assert owner.failed == []
     assert loop_errors == []
@@ -363,7 +363,7 @@ async def test_output_not_drained_within_the_drain_timeout_closes_the_connection
         async with asyncio.timeout(2):
             await waiting
     socket.writable.set()
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # a bounded wait for "nothing more": a live writer would write now
     assert socket.written == []  # the backlog was dropped with the connection
     outbox.put_nowait(frame("after"))
     assert len(owner.stalls) == 1  # told once
@@ -434,7 +434,7 @@ async def test_queued_bytes_over_the_budget_close_the_connection_whatever_the_po
     assert "more than 100 bytes" in owner.stalls[0]
     assert "2 messages, 100 bytes" in owner.stalls[0]
     socket.writable.set()
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # a bounded wait for "nothing more": a live writer would write now
     assert socket.written == []
 
 
