@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests._servers import stop_process, wait_until_serving
+from tests.conftest import free_port
 from wirehall.cli import load_app, main
 from wirehall.server.protocols import LimitedH11Protocol, LimitedHttpToolsProtocol
 
@@ -311,3 +314,97 @@ def test_run_log_config_redacts_on_every_handler(runner: CliRunner, uvicorn_run:
     assert "token" in redact["names"]
     assert all("redact_query" in handler["filters"] for handler in config["handlers"].values())
     assert config["root"]["handlers"] == ["default"]
+
+
+@pytest.mark.parametrize(
+    ("options", "formatter", "level", "access_log"),
+    [
+        ([], "wirehall.server.logs.TextFormatter", "INFO", True),
+        (
+            ["--log-format", "json", "--log-level", "warning", "--no-access-log"],
+            "wirehall.server.logs.JsonFormatter",
+            "WARNING",
+            False,
+        ),
+    ],
+)
+def test_run_log_options_reach_uvicorn(
+    runner: CliRunner,
+    uvicorn_run: dict[str, Any],
+    options: list[str],
+    formatter: str,
+    level: str,
+    access_log: bool,
+) -> None:
+    result = runner.invoke(main, ["run", "tests._apps.hello:app", *options])
+    assert result.exit_code == 0, result.output
+    config = uvicorn_run["log_config"]
+    assert config["root"]["level"] == level  # the app's own loggers, and wirehall's
+    assert config["formatters"][config["handlers"]["default"]["formatter"]]["()"] == formatter
+    assert uvicorn_run["log_level"] == level.lower()
+    assert uvicorn_run["access_log"] is access_log
+
+
+def test_run_refuses_an_unknown_log_format(runner: CliRunner, uvicorn_run: dict[str, Any]) -> None:
+    result = runner.invoke(main, ["run", "tests._apps.hello:app", "--log-format", "xml"])
+    assert result.exit_code == 2
+    assert "'xml' is not one of 'text', 'json'" in result.output
+    assert uvicorn_run == {}
+
+
+def test_run_help_documents_the_log_options(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["run", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    for option in ("--log-level", "--log-format [text|json]", "--access-log / --no-access-log"):
+        assert option in result.output
+    assert "request_id" in result.output
+
+
+# what `wirehall run` logs: a real server ------------------------------------------------------
+
+
+def _log_lines(log: str, log_format: str) -> list[dict[str, Any]]:
+    """Each log line as a dict: parsed JSON, or {"line": text} (the CLI's own notes are left out)."""
+    lines = [line for line in log.splitlines() if line and not line.startswith("serving Host")]
+    if log_format == "json":
+        return [json.loads(line) for line in lines]
+    return [{"line": line} for line in lines]
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_an_app_s_own_log_lines_appear_in_wirehall_run_output(tmp_path: Path, log_format: str) -> None:
+    from tests.hostile._server import wirehall_run
+
+    options = ("--log-format", log_format)
+    with wirehall_run(
+        free_port(), tmp_path / "server.log", *options, app="tests.server._logging_app:app"
+    ) as server:
+        response = httpx.get(f"{server.http_url}/orders/12", headers={"X-Request-ID": "req-12"}, timeout=5)
+        assert response.json() == {"id": 12}
+        deadline = time.monotonic() + 10
+        while "order 12 looked up" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    lines = _log_lines(server.log(), log_format)
+    if log_format == "text":
+        texts = [entry["line"] for entry in lines]
+        assert "INFO:     myapp.orders: order 12 looked up" in texts
+        assert "INFO:     wirehall.app: wirehall app started (4 routes)" in texts
+        assert not any("debug detail" in text for text in texts)  # below --log-level info
+        return
+    (app_line,) = [entry for entry in lines if entry["logger"] == "myapp.orders"]
+    assert app_line["message"] == "order 12 looked up"
+    assert app_line["level"] == "INFO"
+    assert (app_line["request_id"], app_line["route"], app_line["method"]) == (
+        "req-12",
+        "/orders/{order_id:int}",
+        "GET",
+    )
+    (access,) = [
+        entry for entry in lines if entry["logger"] == "uvicorn.access" and entry["path"] == "/orders/12"
+    ]
+    assert (access["request_id"], access["status"], access["route"]) == (
+        "req-12",
+        200,
+        "/orders/{order_id:int}",
+    )
+    assert any(entry["logger"] == "wirehall.app" for entry in lines)

@@ -48,7 +48,7 @@ class LogContext:
 
     __slots__ = ("_request_id", "connection_id", "route", "scope")
 
-    def __init__(self, scope: Scope, route: str | None) -> None:
+    def __init__(self, scope: Scope, route: str | None = None) -> None:
         self.scope = scope
         self.route = route
         self.connection_id: str | None = None
@@ -91,7 +91,7 @@ def is_enabled() -> bool:
     return _wanted[0]
 
 
-def enter(scope: Scope, route: str | None) -> None:
+def enter(scope: Scope, route: str | None = None) -> None:
     """Make a new `LogContext` current for the rest of this task (a request, a connection)."""
     _current.set(LogContext(scope, route))
 

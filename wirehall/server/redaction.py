@@ -46,7 +46,7 @@ _WORD = re.compile(r"[_.\-]+")
 _HEADER_LINE = re.compile(r"(?P<name>\b[A-Za-z][\w\-]*)(?P<sep>[ \t]*:[ \t]*)(?P<value>[^\r\n]+)")
 _HEADER_REPR = re.compile(
     r"(?P<name>b?['\"](?P<bare>[A-Za-z][\w\-]*)['\"])(?P<sep>\s*[:,]\s*)"
-    r"(?P<value>b?(?P<quote>['\"]).*?(?<!\\)(?P=quote))"
+    r"(?P<value>(?P<bytes>b?)(?P<quote>['\"]).*?(?<!\\)(?P=quote))"
 )
 
 
@@ -71,7 +71,8 @@ def redact_headers(text: str, names: frozenset[str]) -> str:
 
     def quoted(match: re.Match[str]) -> str:
         if is_credential_header(match["bare"], names):
-            return f"{match['name']}{match['sep']}{match['quote']}{REDACTED}{match['quote']}"
+            quote = match["quote"]
+            return f"{match['name']}{match['sep']}{match['bytes']}{quote}{REDACTED}{quote}"
         return match[0]
 
     return _HEADER_LINE.sub(line, _HEADER_REPR.sub(quoted, text))
