@@ -397,10 +397,10 @@ def compile_binder(params: Sequence[ParamInfo]) -> Callable[[ValueSource], dict[
             p.name,
             p.source,
             p.alias,
-            p.annotation,
+            _present(p.annotation),
             p.default,
             p.many,
-            p.annotation is str,
+            _present(p.annotation) is str,
             p.path_first,
         )
         for p in params
@@ -447,6 +447,19 @@ def compile_binder(params: Sequence[ParamInfo]) -> Callable[[ValueSource], dict[
         return values
 
     return bind
+
+
+def _present(annotation: Any) -> Any:
+    """What a value that is there converts into: `T | None` is T (None stands for absent,
+    and the text "null" is not None)."""
+    bare = _bare(annotation)
+    origin = typing.get_origin(bare)
+    if origin is typing.Union or origin is _UNION_TYPE:
+        members = [arg for arg in typing.get_args(bare) if arg is not _NONE]
+        if len(members) == 1:
+            return members[0]
+        return typing.Union[tuple(members)]  # noqa: UP007 - built from a tuple at run time
+    return annotation
 
 
 def _shown(raw: str) -> str:

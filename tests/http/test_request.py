@@ -183,11 +183,16 @@ async def test_bad_json_is_a_400(body: bytes, message: str) -> None:
     "body", [b"[" * 100_000, b'{"room": ' + b"[" * 100_000, b"[" * 100_000 + b"]" * 100_000]
 )
 async def test_deeply_nested_json_is_a_400_not_a_crash(body: bytes) -> None:
-    for read in (Request.json, lambda request: request.json_as(ChatMessage)):
-        request = Request(http_scope(method="POST"), body_stream(body))
-        with pytest.raises(HTTPError) as info:
-            await read(request)
-        assert info.value.status == 400
+    request = Request(http_scope(method="POST"), body_stream(body))
+    with pytest.raises(HTTPError) as info:
+        await request.json()
+    assert info.value.status == 400
+    # json_as decodes once, straight into the type: the first value of the wrong shape is
+    # reported (422) before the syntax error further on would be
+    request = Request(http_scope(method="POST"), body_stream(body))
+    with pytest.raises(HTTPError) as info:
+        await request.json_as(ChatMessage)
+    assert info.value.status in (400, 422)
 
 
 async def test_json_as_decodes_and_validates() -> None:
@@ -319,7 +324,9 @@ async def test_deeply_nested_json_through_the_app_is_a_400(caplog: pytest.LogCap
     async with TestClient(new_app()) as client:
         untyped = await client.post("/echo", content=b"[" * 100_000)
         typed = await client.post("/typed", content=b'{"room": ' + b"[" * 100_000)
-    assert (untyped.status_code, typed.status_code) == (400, 400)
+        nested = await client.post("/typed", content=b'{"room": "r", "text": "t", "extra": ' + b"[" * 100_000)
+    # one pass into the type: "room" is an array where a str belongs (422) before the syntax error
+    assert (untyped.status_code, typed.status_code, nested.status_code) == (400, 422, 400)
     assert "error" in untyped.json()
     assert "error" in typed.json()
 

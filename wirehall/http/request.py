@@ -9,9 +9,11 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from wirehall._decoding import DECODE_ERRORS, failure
 from wirehall.connection import Connection
 from wirehall.errors import HTTPError
 from wirehall.http.forms import FormData, parse_form
+from wirehall.params import RequestValidationError
 from wirehall.types import Receive, Scope
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "Request"]
@@ -95,8 +97,34 @@ class Request(Connection):
 
     async def body(self) -> bytes:
         """The whole body (at most `max_body_size` bytes, else HTTPError 413)."""
-        if self._body is None:
-            self._body = b"".join([chunk async for chunk in self.stream()])
+        if self._body is not None:
+            return self._body
+        if self._consumed:
+            raise HTTPError(500, "the request body was already streamed")
+        # what stream() does, without an async generator: a body is usually one message
+        self._consumed = True
+        limit = self.max_body_size
+        for name, value in self.scope.get("headers", ()):
+            if name == b"content-length":
+                if value.isdigit() and int(value) > limit:
+                    raise HTTPError(413, f"request body is larger than {limit} bytes")
+                break
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            kind = message["type"]
+            if kind == "http.request":
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPError(413, f"request body is larger than {limit} bytes")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            elif kind == "http.disconnect":
+                raise ClientDisconnectedError()
+        self._body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return self._body
 
     async def json(self) -> Any:
@@ -118,15 +146,12 @@ class Request(Connection):
         if not body.strip():
             raise HTTPError(400, "the request body is empty; send a JSON document")
         try:
-            msgspec.json.decode(body)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise HTTPError(400, f"the request body is not valid JSON: {exc}") from exc
-        try:
-            return msgspec.json.decode(body, type=type_)
-        except msgspec.ValidationError as exc:
-            raise HTTPError(422, str(exc)) from exc
-        except RecursionError as exc:
-            raise HTTPError(400, "the request body is nested too deeply") from exc
+            return msgspec.json.decode(body, type=type_)  # one pass, straight into the type
+        except DECODE_ERRORS as exc:
+            found = failure(exc)
+            if found.malformed:
+                raise HTTPError(400, f"the request body is not valid JSON: {found.message}") from exc
+            raise RequestValidationError([{"loc": ["body", *found.loc], "msg": found.message}]) from exc
 
     async def form(self, *, max_files: int = 100, max_fields: int = 1000) -> FormData:
         """The urlencoded or multipart form, uploads spooled to temporary files."""
