@@ -6,26 +6,32 @@ import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import pytest
 
 from wirehall import (
     AppStarted,
     AppStopping,
+    Connection,
     Container,
     ErrorRaised,
     Event,
     EventBus,
+    Header,
+    HTTPController,
     HTTPError,
     Middleware,
     Request,
+    RequestCompleted,
     Response,
+    WebSocketController,
     Wirehall,
 )
 from wirehall.errors import ConfigurationError
 from wirehall.http.response import JSONResponse, PlainTextResponse, StreamingResponse
 from wirehall.testing.client import LifespanError, TestClient
+from wirehall.testing.websocket import HandshakeRejectedError
 from wirehall.types import ASGIApp, Message, Receive, Scope, Send
 
 from .http._scopes import http_scope
@@ -662,3 +668,209 @@ async def test_custom_events_can_be_published_from_endpoints() -> None:
         response = await client.post("/items/pen")
     assert response.status_code == 201
     assert seen == [ItemAdded("pen")]
+
+
+# --- request-aware dependencies, typed answers, the matched route -----------------------------
+
+
+class CurrentUser:
+    """Who is asking: built from the request's Authorization header, once per request."""
+
+    built: ClassVar[list[str]] = []
+    closed: ClassVar[list[str]] = []
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+async def current_user(
+    connection: Connection, token: Annotated[str, Header("authorization")]
+) -> AsyncIterator[CurrentUser]:
+    if not token.startswith("user "):
+        raise HTTPError(401, "send Authorization: user NAME")
+    user = CurrentUser(token.removeprefix("user "))
+    CurrentUser.built.append(f"{user.name}@{connection.url.path}")
+    yield user
+    CurrentUser.closed.append(user.name)
+
+
+class Greeting:
+    def __init__(self, user: CurrentUser, room: str, shout: bool = False) -> None:
+        self.text = f"hello {user.name} in {room}" + ("!" if shout else "")
+
+
+@pytest.fixture
+def users() -> None:
+    CurrentUser.built.clear()
+    CurrentUser.closed.clear()
+
+
+def user_app() -> Wirehall:
+    app = new_app()
+    app.container.scoped(CurrentUser, current_user)
+    app.container.scoped(Greeting)
+
+    @app.get("/rooms/{room}")
+    async def greet(greeting: Greeting, user: CurrentUser) -> dict[str, str]:
+        return {"text": greeting.text, "user": user.name}
+
+    @app.route("/me")
+    class Me(HTTPController):
+        async def get(self, user: CurrentUser) -> dict[str, str]:
+            return {"user": user.name}
+
+    @app.websocket("/ws/{room}")
+    class Chat(WebSocketController):
+        async def on_connect(self, user: CurrentUser, greeting: Greeting) -> None:
+            await self.accept()
+            await self.send_json({"text": greeting.text})
+
+        async def on_message(self, message: str, user: CurrentUser) -> None:
+            await self.send_json({"from": user.name, "text": message})
+
+    return app
+
+
+async def test_a_dependency_takes_the_request_a_header_and_a_path_value_once_per_request(users: None) -> None:
+    async with TestClient(user_app()) as client:
+        response = await client.get("/rooms/lobby?shout=true", headers={"authorization": "user ann"})
+        assert response.json() == {"text": "hello ann in lobby!", "user": "ann"}
+        assert CurrentUser.built == ["ann@/rooms/lobby"]  # Greeting and the endpoint share one
+        assert CurrentUser.closed == ["ann"]  # the async generator's cleanup ran after the response
+        assert (await client.get("/me", headers={"authorization": "user bob"})).json() == {"user": "bob"}
+        refused = await client.get("/me", headers={"authorization": "nobody"})
+        missing = await client.get("/me")
+    assert refused.status_code == 401
+    assert missing.status_code == 422
+    assert missing.json()["detail"] == [{"loc": ["header", "authorization"], "msg": "field required"}]
+
+
+async def test_the_same_dependency_serves_a_websocket_once_per_connection(users: None) -> None:
+    async with TestClient(user_app()) as client:
+        async with client.websocket_connect("/ws/lobby", headers={"authorization": "user cy"}) as ws:
+            assert await ws.receive_json() == {"text": "hello cy in lobby"}
+            for text in ("a", "b"):
+                await ws.send_text(text)
+                assert await ws.receive_json() == {"from": "cy", "text": text}
+            assert CurrentUser.built == ["cy@/ws/lobby"]
+        with pytest.raises(HandshakeRejectedError) as refused:
+            async with client.websocket_connect("/ws/lobby"):
+                pass
+    assert refused.value.status == 403
+    assert CurrentUser.closed == ["cy"]
+
+
+async def test_overrides_replace_a_request_aware_dependency(users: None) -> None:
+    app = user_app()
+    with app.container.override(CurrentUser, CurrentUser("tester")):
+        async with TestClient(app) as client:
+            assert (await client.get("/me")).json() == {"user": "tester"}
+    assert CurrentUser.built == []
+
+
+async def test_a_factory_taking_request_is_refused_for_a_websocket_route_at_startup() -> None:
+    app = new_app()
+
+    def from_request(request: Request) -> CurrentUser:
+        return CurrentUser(request.headers.get("x-user", ""))
+
+    app.container.scoped(CurrentUser, from_request)
+
+    @app.websocket("/ws")
+    class Chat(WebSocketController):
+        async def on_connect(self, user: CurrentUser) -> None:
+            await self.accept()
+
+    with pytest.raises(ConfigurationError, match="take Connection"):
+        await app.startup()
+
+
+async def test_a_singleton_taking_the_request_is_refused_at_startup() -> None:
+    app2 = new_app()
+
+    def from_request(request: Request) -> CurrentUser:
+        return CurrentUser("x")
+
+    app2.container.singleton(CurrentUser, from_request)
+    with pytest.raises(ConfigurationError, match="scoped"):
+        await app2.startup()
+
+
+class Money:
+    def __init__(self, cents: int) -> None:
+        self.cents = cents
+
+
+async def test_json_enc_hook_encodes_what_msgspec_cannot() -> None:
+    app = new_app(json_enc_hook=lambda obj: f"{obj.cents / 100:.2f}" if isinstance(obj, Money) else obj)
+
+    @app.get("/price", status_code=202)
+    async def price() -> dict[str, Money]:
+        return {"price": Money(150)}
+
+    async with TestClient(app) as client:
+        response = await client.get("/price")
+    assert (response.status_code, response.json()) == (202, {"price": "1.50"})
+
+
+async def test_an_unencodable_return_is_a_logged_500_naming_the_fix(caplog: pytest.LogCaptureFixture) -> None:
+    app = new_app()
+
+    @app.get("/price")
+    async def price() -> Money:
+        return Money(150)
+
+    async with TestClient(app) as client:
+        response = await client.get("/price")
+    assert response.status_code == 500
+    assert "cannot encode the Money the endpoint returned" in caplog.text
+    assert "json_enc_hook" in caplog.text
+
+
+async def test_status_code_applies_to_returned_values_only() -> None:
+    app = new_app()
+
+    @app.post("/made", status_code=201)
+    async def made(kind: str = "dict") -> Any:
+        if kind == "none":
+            return None
+        if kind == "response":
+            return PlainTextResponse("as is", 200)
+        return {"ok": True}
+
+    async with TestClient(app) as client:
+        assert (await client.post("/made")).status_code == 201
+        assert (await client.post("/made?kind=none")).status_code == 201
+        assert (await client.post("/made?kind=response")).status_code == 200
+
+
+def test_a_status_code_outside_http_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="status_code"):
+        new_app().get("/x", status_code=42)
+
+
+async def test_the_matched_route_is_in_the_scope_and_in_request_completed() -> None:
+    app = new_app()
+    seen: list[Any] = []
+    completed: list[RequestCompleted] = []
+    app.events.subscribe(RequestCompleted, completed.append)
+
+    @app.get("/items/{item_id:int}")
+    async def item(request: Request, item_id: int) -> dict[str, int]:
+        seen.append(request.scope["route"])
+        return {"id": item_id}
+
+    async with TestClient(app) as client:
+        await client.get("/items/3")
+        await client.get("/nowhere")
+    (route,) = seen
+    assert (route.path, route.path_format, route.method, route.name) == (
+        "/items/{item_id:int}",
+        "/items/{item_id:int}",
+        "GET",
+        "item",
+    )
+    assert [(event.path, event.route) for event in completed] == [
+        ("/items/3", "/items/{item_id:int}"),
+        ("/nowhere", None),
+    ]
