@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from bench.apps import APPS, HTTP_ONLY_APPS
 from bench.chat_bench import ChatBenchSettings, run_chat
-from bench.http_bench import run_http
+from bench.http_bench import run_http, run_typed
 from bench.presence_bench import PresenceSettings, run_presence
 from bench.procfs import raise_fd_limit
 from bench.report import evaluate_targets, render
@@ -164,6 +164,8 @@ def _main(argv: list[str] | None) -> None:
             results["http"] = run_http(
                 http_apps, where, log_dir, http_rounds, http_seconds, progress=_progress
             )
+            print("HTTP typed route ...", flush=True)
+            results["http_typed"] = run_typed(where, log_dir, http_rounds, http_seconds, progress=_progress)
         if "ws" in sections:
             print("WebSocket ...", flush=True)
             results["ws"] = run_ws(apps, where, log_dir, ws_settings, _progress)

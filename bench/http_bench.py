@@ -1,6 +1,8 @@
-"""HTTP hello world under `wrk`: requests per second and p99 latency per framework.
+"""HTTP under `wrk`: hello world, and a typed route, per framework.
 
-All servers run at once (idle ones cost nothing); each round loads every one in turn for
+Hello world: `GET /`. The typed route (`run_typed`): `POST /items/42?limit=10&verbose=true`
+with a small JSON body, decoded, validated and echoed back, beside a raw ASGI app that
+decodes with msgspec itself (the floor). All servers run at once (idle ones cost nothing); each round loads every one in turn for
 the same duration, the order rotated between rounds, so that a burst of noise on the
 shared machine does not land on one framework only. Per framework: the median over rounds.
 """
@@ -8,6 +10,8 @@ shared machine does not land on one framework only. Per framework: the median ov
 from __future__ import annotations
 
 import contextlib
+import importlib
+import json
 import re
 import shutil
 import statistics
@@ -15,10 +19,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from bench.apps import TYPED_APPS
+from bench.apps.typed_common import BODY, PATH
 from bench.procfs import cpu_seconds
 from bench.servers import Placement, Server, serve
 
-__all__ = ["parse_wrk", "run_http"]
+__all__ = ["parse_wrk", "run_http", "run_typed"]
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
@@ -51,7 +57,14 @@ def parse_wrk(output: str) -> dict[str, Any]:
     return result
 
 
-def _wrk(server: Server, where: Placement, seconds: float, connections: int) -> dict[str, Any]:
+def _wrk(
+    server: Server,
+    where: Placement,
+    seconds: float,
+    connections: int,
+    path: str = "/",
+    script: Path | None = None,
+) -> dict[str, Any]:
     command = [
         *where.client_prefix(),
         "wrk",
@@ -59,7 +72,8 @@ def _wrk(server: Server, where: Placement, seconds: float, connections: int) -> 
         f"-c{connections}",
         f"-d{max(1, round(seconds))}s",
         "--latency",
-        f"http://127.0.0.1:{server.port}/",
+        *(["-s", str(script)] if script is not None else []),
+        f"http://127.0.0.1:{server.port}{path}",
     ]
     cpu = cpu_seconds(server.pid)
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=False)
@@ -82,6 +96,10 @@ def run_http(
     seconds: float,
     connections: int = 64,
     progress: Any = print,
+    *,
+    path: str = "/",
+    script: Path | None = None,
+    label: str = "http",
 ) -> dict[str, Any]:
     """Load every app `rounds` times for `seconds` each; medians per framework."""
     if shutil.which("wrk") is None:
@@ -89,20 +107,20 @@ def run_http(
     samples: dict[str, list[dict[str, Any]]] = {name: [] for name in apps}
     with contextlib.ExitStack() as stack:
         servers = {
-            name: stack.enter_context(serve(f"http-{name}", app, where, log_dir))
+            name: stack.enter_context(serve(f"{label}-{name}", app, where, log_dir))
             for name, app in apps.items()
         }
         names = list(apps)
         for name in names:  # warm-up: imports, caches, the allocator
-            _wrk(servers[name], where, 1, connections)
+            _wrk(servers[name], where, 1, connections, path, script)
         for round_index in range(rounds):
             shift = round_index % len(names)
             order = names[shift:] + names[:shift]
             for name in order:
-                sample = _wrk(servers[name], where, seconds, connections)
+                sample = _wrk(servers[name], where, seconds, connections, path, script)
                 samples[name].append(sample)
                 progress(
-                    f"  http round {round_index + 1}/{rounds} {name:>10}: "
+                    f"  {label} round {round_index + 1}/{rounds} {name:>11}: "
                     f"{sample['rps']:>9.0f} req/s  p99 {sample['p99_ms']:>6.2f} ms  "
                     f"server CPU {sample['server_cpu_us_per_request']:.1f} us/req "
                     f"(busy {sample['server_cpu_share']:.0%} of the time)"
@@ -123,4 +141,55 @@ def run_http(
             "server_cpu_share": statistics.median(r["server_cpu_share"] for r in runs),
             "runs": runs,
         }
+    return result
+
+
+_POST_SCRIPT = """wrk.method = "POST"
+wrk.body = {body}
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def run_typed(
+    where: Placement,
+    log_dir: Path,
+    rounds: int,
+    seconds: float,
+    connections: int = 64,
+    progress: Any = print,
+) -> dict[str, Any]:
+    """The typed route on each framework of `TYPED_APPS` that imports (medians, as `run_http`).
+
+    A framework that is not installed is left out and named under "unavailable".
+    """
+    available: dict[str, str] = {}
+    unavailable: dict[str, str] = {}
+    for name, target in TYPED_APPS.items():
+        try:
+            importlib.import_module(target.split(":")[0])
+        except ImportError as exc:
+            unavailable[name] = f"{type(exc).__name__}: {exc}"
+            progress(f"  typed: {name} is not benchmarked: {exc}")
+        else:
+            available[name] = target
+    script = log_dir / "typed_post.lua"
+    script.write_text(_POST_SCRIPT.format(body=json.dumps(BODY)))
+    result = run_http(
+        available,
+        where,
+        log_dir,
+        rounds,
+        seconds,
+        connections,
+        progress,
+        path=PATH,
+        script=script,
+        label="typed",
+    )
+    if "skipped" in result:
+        return result
+    result["unavailable"] = unavailable
+    result["request"] = {"path": PATH, "body": BODY}
+    result["baseline"] = "raw-msgspec"
+    result["title"] = f"HTTP typed route (POST {PATH}, JSON body decoded, validated, echoed)"
     return result

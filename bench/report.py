@@ -38,8 +38,9 @@ def render_http(http: dict[str, Any]) -> str:
     if "skipped" in http:
         return f"HTTP: skipped: {http['skipped']}"
     fws = http["frameworks"]
-    base = fws.get(BASELINE, {}).get("rps")
-    base_cpu = fws.get(BASELINE, {}).get("server_cpu_us_per_request")
+    baseline = http.get("baseline", BASELINE)  # the typed route's floor is raw-msgspec
+    base = fws.get(baseline, {}).get("rps")
+    base_cpu = fws.get(baseline, {}).get("server_cpu_us_per_request")
     rows = []
     for name, r in fws.items():
         if "error" in r:
@@ -60,7 +61,7 @@ def render_http(http: dict[str, Any]) -> str:
             ]
         )
     title = (
-        f"HTTP hello world: wrk -t1 -c{http['connections']}, {http['rounds']} rounds x "
+        f"{http.get('title', 'HTTP hello world')}: wrk -t1 -c{http['connections']}, {http['rounds']} rounds x "
         f"{http['seconds']:g} s, median per framework"
     )
     header = ["framework", "req/s", "vs raw", "p50 ms", "p99 ms", "CPU us/req", "vs raw", "busy", "errors"]
@@ -280,6 +281,19 @@ def evaluate_targets(results: dict[str, Any]) -> list[Target]:
                 _cpu_ratio(wh["server_cpu_us_per_request"], raw["server_cpu_us_per_request"], True),
             )
         )
+    typed = results.get("http_typed", {}).get("frameworks", {})
+    wh, raw = typed.get("wirehall"), typed.get("raw-msgspec")
+    if wh and raw and "error" not in wh and "error" not in raw:
+        ratio = wh["rps"] / raw["rps"]
+        targets.append(
+            Target(
+                "typed route req/s",
+                ">= 0.75x raw msgspec",
+                f"{ratio:.2f}x",
+                ratio >= 0.75,
+                _cpu_ratio(wh["server_cpu_us_per_request"], raw["server_cpu_us_per_request"], True),
+            )
+        )
     ws = results.get("ws", {}).get("frameworks", {})
     wh, raw = ws.get("wirehall"), ws.get(BASELINE)
     if wh and raw and "error" not in wh and "error" not in raw:
@@ -406,6 +420,7 @@ def render(results: dict[str, Any]) -> str:
     )
     for key, fn in (
         ("http", render_http),
+        ("http_typed", render_http),
         ("ws", render_ws),
         ("redis", render_redis),
         ("chat", render_chat),
