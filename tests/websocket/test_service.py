@@ -14,8 +14,8 @@ from wirehall.backplane.memory import MemoryBackplane, MemoryHub
 from wirehall.errors import BackplaneError, WebSocketDisconnectError
 from wirehall.events import DeliveryInterrupted, EventBus, PresenceChanged
 from wirehall.testing.websocket import WebSocketTestSession
-from wirehall.types import ASGIApp
-from wirehall.websocket import CloseCode, SlowConsumerPolicy, WebSocketService
+from wirehall.types import ASGIApp, Message
+from wirehall.websocket import CloseCode, SlowConsumerPolicy, WebSocketHandler, WebSocketService
 from wirehall.websocket._envelope import Envelope, Kind, encode_envelope
 
 
@@ -730,3 +730,23 @@ async def test_without_a_replay_source_a_node_back_from_an_outage_closes_its_mem
     await one.service.broadcast("room", "m2", position=2)  # must not be its "last seen": 1 is missing
     assert await receive_or_close(receiver) is None
     assert receiver.close_code == CloseCode.SERVICE_RESTART
+
+
+async def test_limits_set_on_the_service_after_it_was_built_apply_to_later_connections() -> None:
+    service = WebSocketService()
+    service.drain_timeout = 7.0
+    service.max_pending_bytes = 1234
+    handler = WebSocketHandler({"type": "websocket", "path": "/"}, _never_receive, _never_send)
+    service.register(handler)
+    assert handler.core.limits.drain_timeout == 7.0
+    assert handler.core.limits.max_pending_bytes == 1234
+    assert handler.registry is service
+    assert handler.registered_id == handler.id
+
+
+async def _never_receive() -> Message:
+    raise AssertionError("not received from in this test")
+
+
+async def _never_send(message: Message) -> None:
+    raise AssertionError("not sent to in this test")

@@ -18,6 +18,9 @@ It owns:
 - the verdict on each outgoing one (`offer`): write it now, queue it behind a write in
   flight, drop it (`SlowConsumerPolicy`) or evict the connection (1013) because its
   queue, its byte budget or its drain deadline was exceeded. Time is passed in.
+
+A little over 400 lines: one object owns all of a connection's decisions (that is the
+point of it), and much of the length is docstrings; see docs/websocket-core.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""`WebSocketHandler`: one WebSocket connection, the one place that speaks ASGI WebSocket."""
+"""`WebSocketHandler`: one WebSocket connection, the one place that speaks ASGI WebSocket.
+
+Longer than 400 lines on purpose: it is the whole public surface of a connection (accept,
+refuse, receive, send, close, each with the error that says how it was misused) and its
+closing paths (from the app, from the core's verdict, from the service, from the outbox);
+the decisions themselves are in `_core.py`.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from wirehall.websocket._outbox import Outbox, OutboxListener
 from wirehall.websocket._server_seam import transport_aborter
 from wirehall.websocket.codes import CloseCode
 
-__all__ = ["Registry", "WebSocketHandler", "WebSocketState", "is_sendable_close_code"]
+__all__ = ["Registry", "WebSocketHandler", "WebSocketState", "is_sendable_close_code", "send_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +65,16 @@ _PUBLIC_STATE = {
 def is_sendable_close_code(code: int) -> bool:
     """Whether `code` may be sent in a close frame (RFC 6455 section 7.4)."""
     return code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+def send_message(text: str | None, data: bytes | None) -> Message:
+    """The ASGI message that sends a text frame (`text` not None) or a binary one.
+
+    Built once per broadcast and shared by every member's `send_nowait`.
+    """
+    if text is not None:
+        return {"type": "websocket.send", "text": text}
+    return {"type": "websocket.send", "bytes": data or b""}
 
 
 def _truncate_reason(reason: str) -> str:
