@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import FastAPI, Query
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
 __all__ = ["app"]
@@ -25,6 +26,11 @@ class Echo(BaseModel):
 
 
 app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+
+
+@app.get("/", response_class=PlainTextResponse)
+async def hello() -> str:  # the benchmark's readiness probe
+    return "Hello, world!"
 
 
 @app.post("/items/{item_id}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Litestar, post
+from litestar import Litestar, get, post
 from litestar.params import Parameter
 
 from bench.apps.typed_common import Echo, Item
@@ -19,4 +19,9 @@ async def create(
     return Echo(item_id, limit, verbose, data)
 
 
-app = Litestar([create], openapi_config=None)
+@get("/", media_type="text/plain")
+async def hello() -> str:  # the benchmark's readiness probe
+    return "Hello, world!"
+
+
+app = Litestar([create, hello], openapi_config=None)

@@ -42,6 +42,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     path = scope["path"]
+    if path == "/":  # the benchmark's readiness probe
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"13")]})
+        await send({"type": "http.response.body", "body": b"Hello, world!"})
+        return
     if scope["type"] != "http" or scope["method"] != "POST" or not path.startswith("/items/"):
         await _answer(send, 404, b'{"error": "Not Found"}')
         return

@@ -14,6 +14,11 @@ __all__ = ["app"]
 app = Wirehall()
 
 
+@app.get("/")
+async def hello() -> str:  # the benchmark's readiness probe
+    return "Hello, world!"
+
+
 @app.post("/items/{item_id:int}")
 async def create(
     item_id: int, item: Item, limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 10, verbose: bool = False
