@@ -146,6 +146,31 @@ def test_wrong_method_gives_allow_and_head_comes_with_get() -> None:
     assert miss.allow == "GET, HEAD, POST"
 
 
+def test_a_match_names_its_route_with_the_path_template() -> None:
+    router = Router()
+    router.add_http("/things/{id:int}", ["GET"], handler_a, name=None, endpoint=handler_a)
+    router.add_websocket("/things/{id:int}", handler_b, name=None, endpoint=handler_b)
+    router.name_path("/things/{id:int}", "thing")
+    route, params = router.match_http("HEAD", "/things/7")
+    assert route is not None
+    assert (route.path, route.path_format, route.method, route.name, params) == (
+        "/things/{id:int}",
+        "/things/{id:int}",
+        "GET",
+        "thing",
+        {"id": 7},
+    )
+    assert route.handler is handler_a
+    socket = router.match("websocket", "", "/things/7").route
+    assert socket is not None
+    assert (socket.method, socket.handler) == ("WEBSOCKET", handler_b)
+    assert [(r.method, r.path) for r in router.routes()] == [
+        ("GET", "/things/{id:int}"),
+        ("WEBSOCKET", "/things/{id:int}"),
+    ]
+    assert router.match_http("GET", "/nothing") == (None, {})
+
+
 def test_a_later_route_accepting_the_method_wins_over_a_partial_match() -> None:
     router = Router()
     router.add_http("/items/{id:int}", ["GET"], handler_a, name=None, endpoint=handler_a)
