@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol, TypedDict
+from urllib.parse import unquote
 
 import msgspec
 
@@ -354,11 +355,10 @@ _FORM_TYPES = "application/x-www-form-urlencoded, multipart/form-data"
 class ValueSource(Protocol):
     """What values are read from: a `Request` or a WebSocket connection (a `Connection`)."""
 
-    @property
-    def path_params(self) -> dict[str, Any]: ...
+    scope: Mapping[str, Any]
 
     @property
-    def query(self) -> Any: ...
+    def path_params(self) -> dict[str, Any]: ...
 
     @property
     def headers(self) -> Any: ...
@@ -383,7 +383,6 @@ class _Binding:
     type_: Any
     default: Any
     many: bool
-    as_is: bool  # a plain str: no conversion
     path_first: bool
 
 
@@ -400,7 +399,6 @@ def compile_binder(params: Sequence[ParamInfo]) -> Callable[[ValueSource], dict[
             _present(p.annotation),
             p.default,
             p.many,
-            _present(p.annotation) is str,
             p.path_first,
         )
         for p in params
@@ -410,14 +408,15 @@ def compile_binder(params: Sequence[ParamInfo]) -> Callable[[ValueSource], dict[
     def bind(source: ValueSource) -> dict[str, Any]:
         values: dict[str, Any] = {}
         errors: list[ErrorDetail] | None = None
-        query = source.query if query_used else None
+        query = _query_values(source.scope.get("query_string", b"")) if query_used else _NO_QUERY
         for b in bindings:
             kind = b.source
             raw: Any
             if b.path_first and b.name in source.path_params:
                 kind = "path"
             if kind == "query":
-                raw = query.getlist(b.alias) if b.many else query.get(b.alias)  # type: ignore[union-attr]
+                found = query.get(b.alias)
+                raw = found if b.many or found is None else found[-1]
             elif kind == "path":
                 raw = source.path_params.get(b.alias)
             elif kind == "header":
@@ -431,7 +430,7 @@ def compile_binder(params: Sequence[ParamInfo]) -> Callable[[ValueSource], dict[
                 else:
                     values[b.name] = b.default
                 continue
-            if b.as_is and type(raw) is str:
+            if type(raw) is b.type_:  # a plain str, or a path value its converter made already
                 values[b.name] = raw
                 continue
             try:
@@ -447,6 +446,30 @@ def compile_binder(params: Sequence[ParamInfo]) -> Callable[[ValueSource], dict[
         return values
 
     return bind
+
+
+_NO_QUERY: dict[str, list[str]] = {}
+
+
+def _query_values(raw: bytes) -> dict[str, list[str]]:
+    """The query string's values by name: what `QueryParams.from_string` reads (parse_qsl with
+    blank values kept), without unquoting the parts that need none."""
+    found: dict[str, list[str]] = {}
+    if not raw:
+        return found
+    for part in raw.decode("latin-1").split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        if "%" in part or "+" in part:
+            name = unquote(name.replace("+", " "))
+            value = unquote(value.replace("+", " "))
+        values = found.get(name)
+        if values is None:
+            found[name] = [value]
+        else:
+            values.append(value)
+    return found
 
 
 def _present(annotation: Any) -> Any:

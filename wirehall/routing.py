@@ -329,10 +329,17 @@ class Router:
             route = entry.http.get(method)
             if route is not None:
                 return route, {}
-        for entry, params in self._candidates(path):
-            route = entry.http.get(method)
-            if route is not None:
-                return route, params
+        # what `_candidates` yields after the static entry, without a generator, and without
+        # matching the paths of entries that do not serve the method
+        slash = path.find("/", 1)
+        first = path[1:] if slash == -1 else path[1:slash]
+        for group in (self._buckets.get(first, ()), self._wild):
+            for entry in group:
+                route = entry.http.get(method)
+                if route is not None:
+                    params = entry.pattern.match(path)
+                    if params is not None:
+                        return route, params
         return None, {}
 
     def match(self, scope_type: str, method: str, path: str) -> Match:
