@@ -128,7 +128,12 @@ def test_the_context_keeps_no_reference_to_the_scope() -> None:
     # uvicorn keeps a finished request's context until the connection's next request: a
     # scope held that long made the garbage collector run ten times as often under load
     served = scope([(b"x-request-id", b"r-1")])
-    context = contextvars.copy_context().run(lambda: (enter(served, "/r"), current_log_context())[1])
+
+    def serve() -> LogContext | None:
+        enter(served, "/r")
+        return current_log_context()
+
+    context = contextvars.copy_context().run(serve)
     assert context is not None
     assert not any(referent is served for referent in gc.get_referents(context))
     assert context.request_id == "r-1"
