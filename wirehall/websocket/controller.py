@@ -59,6 +59,8 @@ class WebSocketController(WebSocketHandler):
         message_type: None gives `on_message` the raw str/bytes; a type (a msgspec
             Struct, a tagged Union, `typing.Any`...) decodes each message as JSON into it,
             and a message that does not fit goes to `on_invalid_message` instead.
+        sends: what the controller sends (a Struct, a tagged Union of them...), for the
+            app's AsyncAPI document; None says nothing. Not checked when sending.
         max_message_size: bytes (UTF-8 for text); a bigger message closes with 1009.
         rate_limit: a `RateLimit`; messages over it get an error frame and are dropped,
             and a client that keeps sending over it is closed with 1008 (see `RateLimit`).
@@ -68,6 +70,7 @@ class WebSocketController(WebSocketHandler):
 
     receives: ClassVar[Literal["text", "bytes", "any"]] = "text"
     message_type: ClassVar[Any] = None
+    sends: ClassVar[Any] = None
     max_message_size: ClassVar[int] = 65536
     rate_limit: ClassVar[RateLimit | None] = None
 
