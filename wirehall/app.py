@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from wirehall.apidocs import ApiDocs
 from wirehall.backplane import backplane_from_url
 from wirehall.backplane.base import Backplane
 from wirehall.config import Settings
@@ -107,6 +108,12 @@ class Wirehall(Registrar):
             endpoint returns (a Pydantic model, your own class): return something it can
             (`lambda obj: obj.model_dump()`). Without it such a return is a 500, logged
             with the type at fault.
+        openapi_url, asyncapi_url, docs_url: where the OpenAPI 3.1 document of the HTTP
+            routes, the AsyncAPI 3.0 document of the WebSocket routes and the docs page
+            rendering both are served (defaults `/openapi.json`, `/asyncapi.json`, `/docs`;
+            None turns one off). Added at startup; a route of the app's own at the same
+            path and method wins.
+        title, version: the `info` of both documents.
     """
 
     def __init__(
@@ -124,6 +131,11 @@ class Wirehall(Registrar):
         websockets: WebSocketService | None = None,
         max_connections_per_address: int = 0,
         json_enc_hook: Callable[[Any], Any] | None = None,
+        openapi_url: str | None = "/openapi.json",
+        asyncapi_url: str | None = "/asyncapi.json",
+        docs_url: str | None = "/docs",
+        title: str = "wirehall app",
+        version: str = "0.1.0",
     ) -> None:
         if (
             isinstance(max_connections_per_address, bool)
@@ -143,6 +155,15 @@ class Wirehall(Registrar):
         )
         self.events = EventBus()
         self.router = Router()
+        self.api_docs = ApiDocs(
+            self.router.routes,
+            title=title,
+            version=version,
+            openapi_url=openapi_url,
+            asyncapi_url=asyncapi_url,
+            docs_url=docs_url,
+        )
+        self._api_docs_added = False
         self.templates = Templates(templates) if templates is not None else None
         self.allowed_origins = tuple(allowed_origins)
         self.allowed_hosts = None if allowed_hosts is None else tuple(allowed_hosts)
@@ -229,6 +250,19 @@ class Wirehall(Registrar):
             size if isinstance(size, int) else DEFAULT_WEBSOCKET_MESSAGE_SIZE
         )
         self.router.name_path(path, self._auto_name(endpoint, name))
+
+    def add_document_routes(self) -> None:
+        """Add the routes of the API documents and the docs page (startup does it; call it
+        to list them or `url_path_for` them before). Once only; the app's own routes win."""
+        if self._api_docs_added:
+            return
+        self._api_docs_added = True
+        taken = {route.path for route in self.router.routes() if route.method == "GET"}
+        for path, endpoint, name in self.api_docs.endpoints:
+            if path in taken:
+                logger.warning("GET %s is the app's own route, not the API document served there", path)
+                continue
+            self._register_http(path, endpoint, ["GET"], None if self.router.is_named(name) else name)
 
     def _auto_name(self, endpoint: Any, name: str | None) -> str | None:
         if name is not None:
@@ -341,6 +375,7 @@ class Wirehall(Registrar):
         async with self._start_lock:
             if self._started:
                 return
+            self.add_document_routes()
             if not self._stack_built:
                 self._asgi = self._build_stack()
                 self._stack_built = True

@@ -7,7 +7,7 @@ import logging
 from sqlalchemy.exc import SQLAlchemyError
 
 from examples.chat.config import RESUME_LIMIT, WELCOME_HISTORY, ChatSettings
-from examples.chat.frames import FRAME_HELP, ClientFrame, Ping, Pong, SendText, Welcome
+from examples.chat.frames import FRAME_HELP, ClientFrame, ErrorFrame, Ping, Pong, Presence, SendText, Welcome
 from examples.chat.names import (
     InvalidInputError,
     check_query,
@@ -17,7 +17,7 @@ from examples.chat.names import (
     check_user,
 )
 from examples.chat.rooms import ChatRooms, PostError
-from examples.chat.store import Store
+from examples.chat.store import Message, Store
 from wirehall import BackplaneError, CloseCode, WebSocketController
 
 __all__ = ["ChatRoom"]
@@ -34,6 +34,7 @@ class ChatRoom(WebSocketController):
 
     receives = "text"
     message_type = ClientFrame
+    sends = Welcome | Presence | Message | Pong | ErrorFrame  # for the AsyncAPI document
     max_message_size = 65536
     # CHAT_RATE_LIMIT's default; create_app gives each app the rate of its settings
     rate_limit = ChatSettings().message_rate_limit
