@@ -26,6 +26,7 @@ point of it), and much of the length is docstrings; see docs/websocket-core.md.
 from __future__ import annotations
 
 import enum
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -151,6 +152,7 @@ class Incoming:
 
 
 _IGNORED = Incoming(Verdict.IGNORE)
+_ACCEPT, _INVALID, _REPLY = Verdict.ACCEPT, Verdict.INVALID, Verdict.REPLY
 
 
 # outgoing ------------------------------------------------------------------------------
@@ -190,8 +192,12 @@ class ConnectionCore:
     __slots__ = (
         "_bucket",
         "_clock",
+        "_decode",
+        "_kind",
         "_limits",
+        "_max_size",
         "_policy",
+        "_text_limit",
         "accepted",
         "broadcasts",
         "close_code",
@@ -217,10 +223,13 @@ class ConnectionCore:
         self.accepted = False
         """Whether the handshake was accepted (it stays True once closed)."""
         self._clock = clock
-        self._policy = policy or FramePolicy()
         self._bucket: TokenBucket | None = None
-        if self._policy.rate_limit is not None:
-            self._bucket = self._policy.rate_limit.bucket(clock)
+        self._kind = _ANY
+        self._max_size = self._text_limit = sys.maxsize
+        self._decode: Callable[[str | bytes], Any] | None = None
+        self._policy = FramePolicy()
+        if policy is not None:
+            self.set_policy(policy)
         self._limits = limits or OutputLimits()
         # output: `idle` is the hot path's one check (no write in flight, taking broadcasts,
         # alive); the rest says when a connection is a slow consumer
@@ -278,6 +287,11 @@ class ConnectionCore:
         self._policy = policy
         limit = policy.rate_limit
         self._bucket = limit.bucket(self._clock) if limit is not None else None
+        # the policy's fields, ready for the per-message path
+        self._kind = _RECEIVES[policy.receives]
+        self._max_size = policy.max_size if policy.max_size is not None else sys.maxsize
+        self._text_limit = self._max_size // 4
+        self._decode = policy.decode
 
     # incoming ------------------------------------------------------------------------------
 
@@ -285,37 +299,35 @@ class ConnectionCore:
         """The verdict on one message from the peer (`str`: a text frame, `bytes`: binary)."""
         if self.state is not _OPEN:
             return _IGNORED  # closed while this message was on its way
-        policy = self._policy
-        receives = _RECEIVES[policy.receives]
         if type(message) is str:
-            if receives == _BYTES:
+            if self._kind == _BYTES:
                 return self._fail(CloseCode.UNSUPPORTED_DATA, "text frames are not accepted here")
             size = len(message)
-            max_size = policy.max_size
             # a text of at most max_size // 4 characters cannot exceed max_size in UTF-8
-            if max_size is not None and size > max_size // 4 and not message.isascii():
+            if size > self._text_limit and not message.isascii():
                 size = len(message.encode())
         else:
-            if receives == _TEXT:
+            if self._kind == _TEXT:
                 return self._fail(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted here")
             size = len(message)
-        max_size = policy.max_size
-        if max_size is not None and size > max_size:
-            return self._fail(CloseCode.MESSAGE_TOO_BIG, f"message of {size} bytes; the limit is {max_size}")
+        if size > self._max_size:
+            return self._fail(
+                CloseCode.MESSAGE_TOO_BIG, f"message of {size} bytes; the limit is {self._max_size}"
+            )
         bucket = self._bucket
         if bucket is not None and not bucket.take():
             if bucket.exhausted:
                 return self._fail(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
-            return Incoming(Verdict.REPLY, message, size, policy.rate_error)
-        decode = policy.decode
+            return Incoming(_REPLY, message, size, self._policy.rate_error)
+        decode = self._decode
         if decode is None:
-            return Incoming(Verdict.ACCEPT, message, size)
+            return Incoming(_ACCEPT, message, size)
         try:
-            return Incoming(Verdict.ACCEPT, decode(message), size)
+            return Incoming(_ACCEPT, decode(message), size)
         except _DECODE_ERRORS as exc:
-            return Incoming(Verdict.INVALID, message, size, str(exc))
+            return Incoming(_INVALID, message, size, str(exc))
         except RecursionError:
-            return Incoming(Verdict.INVALID, message, size, "the message is nested too deeply")
+            return Incoming(_INVALID, message, size, "the message is nested too deeply")
 
     def _fail(self, code: int, reason: str) -> Incoming:
         self.start_close(code)

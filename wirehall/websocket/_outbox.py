@@ -155,7 +155,13 @@ class Outbox:
         """Write `message` now if the socket takes it, else queue it. Never waits."""
         core = self._core
         if core.idle:  # the hot path: nothing in flight, nothing queued
-            self._write_eagerly(message, None)
+            try:
+                in_flight = start_send(self._send, message)
+            except Exception as exc:  # noqa: BLE001  # any error from the server's send means the socket is gone
+                self._fail(exc)
+                return
+            if in_flight is not None:
+                self._hand_over(in_flight, None)
             return
         verdict = core.offer(_size(message), self._now())
         if verdict is _QUEUE:
@@ -210,7 +216,8 @@ class Outbox:
             WebSocketDisconnectError: the connection closed before the message was written.
         """
         core = self._core
-        verdict = core.offer(_size(message), self._now(), awaited=True)
+        # the hot path (a reply on a connection that keeps up) asks the core nothing more
+        verdict = _WRITE if core.idle else core.offer(_size(message), self._now(), awaited=True)
         if verdict is _DROP:
             raise WebSocketDisconnectError(CloseCode.ABNORMAL, "the connection is closed")
         if verdict is _QUEUE:
@@ -309,8 +316,9 @@ class Outbox:
 
     def _drained(self) -> None:
         self._core.drained()
-        deadline, self._deadline = self._deadline, None
+        deadline = self._deadline
         if deadline is not None:
+            self._deadline = None
             deadline.cancel()
 
     def _check_drained(self) -> None:

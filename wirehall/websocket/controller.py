@@ -202,7 +202,7 @@ class _Runner:
         resolver = self.container.scope(ws, invalid_input=_invalid_input)
         try:
             try:
-                code = await self._run(ws, resolver, scope.get("path_params") or {})
+                code = await self._run(ws, receive, resolver, scope.get("path_params") or {})
             except asyncio.CancelledError:
                 # Cancelled by the connection itself because the peer takes nothing: carry on.
                 if not ws.cancelled_by_close or task is None or task.uncancel() > 0:
@@ -218,7 +218,11 @@ class _Runner:
             await events.publish(WebSocketDisconnected(ws.id, scope.get("path", ""), code))
 
     async def _run(
-        self, ws: WebSocketController, resolver: ResolutionScope, path_params: Mapping[str, Any]
+        self,
+        ws: WebSocketController,
+        receive: Receive,
+        resolver: ResolutionScope,
+        path_params: Mapping[str, Any],
     ) -> int:
         raise NotImplementedError
 
@@ -268,14 +272,18 @@ class _ControllerRunner(_Runner):
         self.disconnect_plan = _hook_plan(container, cls.on_disconnect, names, 2, f"{name}.on_disconnect")
 
     async def _run(
-        self, ws: WebSocketController, resolver: ResolutionScope, path_params: Mapping[str, Any]
+        self,
+        ws: WebSocketController,
+        receive: Receive,
+        resolver: ResolutionScope,
+        path_params: Mapping[str, Any],
     ) -> int:
         uses_context = self.message_plan is not None or self.connect_plan is not None
         context = {WebSocketHandler: ws} if uses_context else {}
         try:
             if not await self._connect(ws, resolver, context, path_params):
                 return ws.close_code or CloseCode.POLICY_VIOLATION
-            await self._serve(ws, resolver, context, path_params)
+            await self._serve(ws, receive, resolver, context, path_params)
             return ws.close_code or CloseCode.NO_STATUS
         except asyncio.CancelledError:
             raise
@@ -304,6 +312,7 @@ class _ControllerRunner(_Runner):
     async def _serve(
         self,
         ws: WebSocketController,
+        receive: Receive,
         resolver: ResolutionScope,
         context: Mapping[type[Any], Any],
         path_params: Mapping[str, Any],
@@ -311,12 +320,12 @@ class _ControllerRunner(_Runner):
         """The message loop: the core judges each message, this carries the verdict out."""
         core: ConnectionCore = ws.core
         core.set_policy(self.policy)
-        receive = ws.receive
+        judge = ws.judge
         on_message = ws.on_message
         plan = self.message_plan
         events = _events_of(ws)
         while core.state is _OPEN:
-            incoming = core.receive(await receive())
+            incoming = judge(await receive())
             verdict = incoming.verdict
             if verdict is _ACCEPT or verdict is _INVALID:
                 if events is not None and events.wants(WebSocketMessageReceived):
@@ -386,7 +395,11 @@ class _FunctionRunner(_Runner):
         self.plan = container.plan(func, path_params=names, context=(WebSocketHandler,))
 
     async def _run(
-        self, ws: WebSocketController, resolver: ResolutionScope, path_params: Mapping[str, Any]
+        self,
+        ws: WebSocketController,
+        receive: Receive,
+        resolver: ResolutionScope,
+        path_params: Mapping[str, Any],
     ) -> int:
         try:
             await self.func(**await _kwargs(self.plan, resolver, {WebSocketHandler: ws}, path_params))

@@ -21,7 +21,7 @@ import msgspec
 from wirehall.connection import Connection
 from wirehall.errors import WebSocketDisconnectError, WebSocketError, WebSocketStateError
 from wirehall.types import Message, Receive, Scope, Send
-from wirehall.websocket._core import ConnectionCore, OutputLimits, Phase
+from wirehall.websocket._core import ConnectionCore, Incoming, OutputLimits, Phase
 from wirehall.websocket._outbox import Outbox, OutboxListener
 from wirehall.websocket._server_seam import transport_aborter
 from wirehall.websocket.codes import CloseCode
@@ -324,6 +324,22 @@ class WebSocketHandler(Connection):
                 return text
             data: bytes | None = message.get("bytes")
             return data if data is not None else b""
+        self._unexpected(message)
+
+    def judge(self, message: Message) -> Incoming:
+        """The core's verdict on one ASGI message from the server's `receive`.
+
+        For the endpoint runner, which awaits the server's `receive` itself (one coroutine
+        less per message than `receive()`); the ASGI message is read here, nowhere else.
+
+        Raises:
+            WebSocketDisconnectError: the message is the peer's disconnect.
+        """
+        if message["type"] == "websocket.receive":
+            text: str | None = message.get("text")
+            if text is not None:
+                return self._core.receive(text)
+            return self._core.receive(message.get("bytes") or b"")
         self._unexpected(message)
 
     def _unexpected(self, message: Message) -> NoReturn:
