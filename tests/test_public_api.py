@@ -53,3 +53,12 @@ def test_the_names_an_app_author_needs_are_there() -> None:
         "WirehallError",
     }
     assert needed <= set(wirehall.__all__)
+
+
+def test_the_testing_helpers_are_exported_by_their_package() -> None:
+    testing = importlib.import_module("wirehall.testing")
+    public = {name for name, value in vars(testing).items() if not name.startswith("_")}
+    public = {name for name in public if not isinstance(getattr(testing, name), types.ModuleType)}
+    assert set(testing.__all__) == public
+    # the async client for `async def` tests, the synchronous one for plain `def` tests
+    assert {"SyncTestClient", "SyncWebSocketSession", "TestClient", "WebSocketTestSession"} <= public
