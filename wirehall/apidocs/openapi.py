@@ -176,7 +176,12 @@ def _parameters(
             continue  # a path value the template does not have: the route never supplies it
         entry = _parameter(param, source, name, schema)
         if source == "path":
-            by_place["path", name] = entry  # the endpoint's type says more than the converter's
+            # the endpoint's type says more than the converter's, but only what the
+            # converter matches gets there (`{id:int}` takes no "-1")
+            converted = by_place["path", name]["schema"]
+            if converted.get("type") == entry["schema"].get("type"):
+                entry["schema"] = {**converted, **entry["schema"]}
+            by_place["path", name] = entry
         else:
             by_place.setdefault((source, name), entry)
     return list(by_place.values())
@@ -221,6 +226,8 @@ def _request_body(param: ParamInfo, schema: dict[str, Any] | None) -> dict[str, 
 
 def _responses(spec: EndpointSpec, schema: dict[str, Any] | None, *, own_answer: bool) -> dict[str, Any]:
     returned = spec.response_type
+    if returned is type(None):
+        returned = None
     status = spec.status_code
     if status is None:
         status = 204 if returned is None else 200
