@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from tests._servers import stop_process, wait_until_serving
 from tests.conftest import free_port
+from wirehall import Route, Wirehall
 from wirehall.cli import load_app, main
 from wirehall.server.protocols import LimitedH11Protocol, LimitedHttpToolsProtocol
 
@@ -39,13 +40,39 @@ def test_routes_prints_the_table(runner: CliRunner) -> None:
     result = runner.invoke(main, ["routes", "tests._apps.hello:app"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["METHODS", "PATH", "ENDPOINT"]
+    assert lines[0].split() == ["METHODS", "PATH", "NAME", "ENDPOINT"]
     rows = [line.split() for line in lines[1:]]
-    assert ["GET", "/healthz", "tests._apps.hello.health"] in rows
-    assert ["DELETE,GET", "/api/items/{id:int}", "tests._apps.hello.Items"] in rows
-    assert len(rows) == 2
+    assert ["GET", "/healthz", "health", "tests._apps.hello.health"] in rows
+    assert ["DELETE,GET", "/api/items/{id:int}", "item", "tests._apps.hello.Items"] in rows
+    # the API documents startup adds, by their names
+    assert ["GET", "/openapi.json", "openapi", "wirehall.apidocs.pages.ApiDocs.openapi"] in rows
+    assert {row[1] for row in rows} == {
+        "/healthz",
+        "/api/items/{id:int}",
+        "/openapi.json",
+        "/asyncapi.json",
+        "/docs",
+        "/docs/docs.js",
+        "/docs/docs.css",
+    }
     # columns line up
     assert len({line.index("/") for line in lines[1:]}) == 1
+    assert len({line.index("tests._apps") for line in lines[1:3]} | {lines[3].index("wirehall.")}) == 1
+
+
+def test_routes_shows_a_dash_for_an_unnamed_route(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests._apps import hello
+
+    app = Wirehall(backplane="memory://", openapi_url=None, asyncapi_url=None, docs_url=None)
+    app.add_routes([Route("/x", hello.health), Route("/y", hello.health)])  # the second name is taken
+    monkeypatch.setattr(hello, "unnamed", app, raising=False)
+    result = runner.invoke(main, ["routes", "tests._apps.hello:unnamed"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines()[1:]]
+    assert rows == [
+        ["GET", "/x", "health", "tests._apps.hello.health"],
+        ["GET", "/y", "-", "tests._apps.hello.health"],
+    ]
 
 
 def test_routes_of_something_that_is_not_a_wirehall_app(runner: CliRunner) -> None:
@@ -388,7 +415,8 @@ def test_an_app_s_own_log_lines_appear_in_wirehall_run_output(tmp_path: Path, lo
     if log_format == "text":
         texts = [entry["line"] for entry in lines]
         assert "INFO:     myapp.orders: order 12 looked up" in texts
-        assert "INFO:     wirehall.app: wirehall app started (4 routes)" in texts
+        # its 4 routes and the 5 of the API documents (openapi, asyncapi, docs and its 2 assets)
+        assert "INFO:     wirehall.app: wirehall app started (9 routes)" in texts
         assert not any("debug detail" in text for text in texts)  # below --log-level info
         return
     (app_line,) = [entry for entry in lines if entry["logger"] == "myapp.orders"]

@@ -290,12 +290,25 @@ def routes(app: str) -> None:
     router = getattr(target, "router", None)
     if router is None or not hasattr(router, "table"):
         raise click.ClickException(f"{app!r} is not a wirehall app (it has no route table)")
-    rows = router.table()
-    width_methods = max((len(r[0]) for r in rows), default=7)
-    width_path = max((len(r[1]) for r in rows), default=4)
-    click.echo(f"{'METHODS':<{width_methods}}  {'PATH':<{width_path}}  ENDPOINT")
-    for methods, path, endpoint in rows:
-        click.echo(f"{methods:<{width_methods}}  {path:<{width_path}}  {endpoint}")
+    if isinstance(target, Wirehall):
+        target.add_document_routes()  # what startup adds: /openapi.json, /docs...
+    # a route's name (for url_path_for, and the operationId of the OpenAPI document)
+    names = (
+        {(r.path, r.method == "WEBSOCKET"): r.name for r in router.routes()}
+        if hasattr(router, "routes")
+        else {}
+    )
+    rows = [
+        (methods, path, names.get((path, methods == "WEBSOCKET")) or "-", endpoint)
+        for methods, path, endpoint in router.table()
+    ]
+    widths = [max((len(row[i]) for row in rows), default=0) for i in range(3)]
+    widths = [
+        max(width, len(title)) for width, title in zip(widths, ("METHODS", "PATH", "NAME"), strict=True)
+    ]
+    click.echo(f"{'METHODS':<{widths[0]}}  {'PATH':<{widths[1]}}  {'NAME':<{widths[2]}}  ENDPOINT")
+    for methods, path, name, endpoint in rows:
+        click.echo(f"{methods:<{widths[0]}}  {path:<{widths[1]}}  {name:<{widths[2]}}  {endpoint}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -111,6 +111,7 @@ class ApiDocs:
             return Response(body, media_type="application/json")
 
         document.__name__ = kind
+        document.__qualname__ = f"ApiDocs.{kind}"
         return document
 
     def _page_endpoint(self) -> Endpoint:
@@ -130,6 +131,7 @@ class ApiDocs:
             )
             return HTMLResponse(page)
 
+        docs.__qualname__ = "ApiDocs.docs"
         return docs
 
 
@@ -140,4 +142,5 @@ def _asset_endpoint(name: str, media_type: str) -> Endpoint:
         return Response(body, media_type=media_type, headers={"cache-control": "no-cache"})
 
     asset.__name__ = name.replace(".", "_")
+    asset.__qualname__ = f"ApiDocs.{asset.__name__}"
     return asset
