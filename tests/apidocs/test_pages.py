@@ -111,8 +111,16 @@ async def test_the_chat_docs_page_renders_offline_without_csp_violations(
                     await route.abort()
 
             await page.route("**/*", only_the_app)
-            page.on("console", lambda message: message.type == "error" and problems.append(message.text))
-            page.on("pageerror", lambda error: problems.append(str(error)))
+
+            def on_console(message: Any) -> None:
+                if message.type == "error":
+                    problems.append(message.text)
+
+            def on_error(error: Any) -> None:
+                problems.append(str(error))
+
+            page.on("console", on_console)
+            page.on("pageerror", on_error)
             await page.goto(server.http_url + "/docs")
             await expect(page.locator("body[data-ready=yes]")).to_have_count(1, timeout=15_000)
             operations = page.get_by_test_id("operation")
