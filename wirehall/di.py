@@ -40,6 +40,7 @@ from wirehall.params import (
     RequestValidationError,
     compile_binder,
     compile_body,
+    compile_json_body,
     is_body_type,
     is_value_type,
     param_info,
@@ -103,6 +104,44 @@ class CallPlan:
     _bind: Callable[[Any], dict[str, Any]] | None = None
     _read_body: Callable[[Any], typing.Awaitable[Any]] | None = None
     _body_name: str = ""
+    _decode_json: Callable[[bytes], Any] | None = None
+
+    @property
+    def needs_container(self) -> bool:
+        """Whether the call takes anything from the container; when not, `direct_kwargs`
+        gives its arguments without a `ResolutionScope`."""
+        return any(p.kind is _Kind.PROVIDED for p in self.params)
+
+    @property
+    def body_name(self) -> str:
+        """The parameter the body is read into ("" when the call takes no body)."""
+        return self._body_name
+
+    @property
+    def json_body(self) -> Callable[[bytes], Any] | None:
+        """Turns the body's bytes into the body parameter's value, when it is JSON (else None:
+        a form, read with `read_body`, or no body)."""
+        return self._decode_json
+
+    @property
+    def read_body(self) -> Callable[[Any], typing.Awaitable[Any]] | None:
+        """Reads the body parameter's value from the request (None: the call takes no body)."""
+        return self._read_body
+
+    def direct_kwargs(self, connection: Any, path_params: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The keyword arguments but the body, for a call that takes nothing from the container
+        (`needs_container` is False): what `kwargs` gives, without a resolution scope."""
+        values: dict[str, Any] = {}
+        for param in self.params:
+            if param.kind is _Kind.PATH:
+                values[param.name] = path_params[param.name]  # type: ignore[index]
+            elif isinstance(connection, param.key):  # _Kind.CONTEXT: the request or a base of it
+                values[param.name] = connection
+            else:
+                raise _wrong_connection(param.key, connection, self.where)
+        if self._bind is not None:
+            values.update(self._bind(connection))
+        return values
 
     @property
     def provided_types(self) -> list[type[Any]]:
@@ -214,10 +253,7 @@ class ResolutionScope:
             )
         if isinstance(connection, cls):
             return connection
-        raise ConfigurationError(
-            f"{where} takes a {_name(cls)}, but it was called for a {type(connection).__qualname__}; "
-            "take Connection to serve HTTP requests and WebSocket connections alike"
-        )
+        raise _wrong_connection(cls, connection, where)
 
     def refusal(self, error: RequestValidationError) -> Exception:
         """The exception to raise for a request value that does not fit."""
@@ -470,6 +506,8 @@ class Container:
         if bodies:
             plan._read_body = compile_body(bodies[0], plan.where)
             plan._body_name = bodies[0].name
+            if bodies[0].media_type == "application/json":
+                plan._decode_json = compile_json_body(bodies[0], plan.where)
 
     def _connection_problems(self, plan: CallPlan, connection: type[Any]) -> list[str]:
         problems: list[str] = []
@@ -666,6 +704,13 @@ def _close_later(stack: contextlib.AsyncExitStack, value: Any) -> None:
             stack.push_async_callback(close)
         else:
             stack.callback(close)
+
+
+def _wrong_connection(cls: type[Any], connection: object, where: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"{where} takes a {_name(cls)}, but it was called for a {type(connection).__qualname__}; "
+        "take Connection to serve HTTP requests and WebSocket connections alike"
+    )
 
 
 def _name(key: Any) -> str:

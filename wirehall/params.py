@@ -49,6 +49,7 @@ __all__ = [
     "RequestValidationError",
     "compile_binder",
     "compile_body",
+    "compile_json_body",
     "is_body_type",
     "is_value_type",
     "split_annotation",
@@ -384,6 +385,65 @@ class _Binding:
     default: Any
     many: bool
     path_first: bool
+    quick: Callable[[Any], Any] | None = None
+    """Converts the commonest spellings of an int or bool without msgspec (`_SLOW`: ask it)."""
+
+
+_SLOW = object()
+_BOOLS = {"true": True, "false": False, "1": True, "0": False}
+_BOUNDS = ("gt", "ge", "lt", "le")
+
+
+def _quick_converter(annotation: Any) -> Callable[[Any], Any] | None:
+    """A converter of a query/header/cookie string into an int or a bool giving what
+    `convert` gives for the spellings it accepts (`_SLOW` for any other, or a value outside
+    the bounds: msgspec then converts it, or words the error); None for other types."""
+    base: Any = annotation
+    metas: tuple[msgspec.Meta, ...] = ()
+    if typing.get_origin(annotation) is Annotated:
+        base, *extras = typing.get_args(annotation)
+        if not all(isinstance(extra, msgspec.Meta) for extra in extras):
+            return None
+        metas = tuple(extras)
+    if base is bool and not metas:
+        lookup = _BOOLS.get
+
+        def to_bool(raw: Any) -> Any:
+            return lookup(raw, _SLOW) if type(raw) is str else _SLOW
+
+        return to_bool
+    if base is not int:
+        return None
+    bounds: dict[str, Any] = {}
+    for meta in metas:
+        for name in ("multiple_of", "pattern", "min_length", "max_length", "tz"):
+            if getattr(meta, name, None) is not None:
+                return None
+        for name in _BOUNDS:
+            value = getattr(meta, name, None)
+            if value is not None:
+                if name in bounds:
+                    return None  # two Metas bounding the same side: left to msgspec
+                bounds[name] = value
+    gt, ge, lt, le = (bounds.get(name) for name in _BOUNDS)
+
+    def to_int(raw: Any) -> Any:
+        # msgspec takes "5", "-5", "5.0", "1e3" but not "007": only plain digits are quick
+        if type(raw) is not str or not (raw.isdigit() and raw.isascii()) or len(raw) > 18:
+            return _SLOW
+        if raw[0] == "0" and len(raw) > 1:
+            return _SLOW
+        value = int(raw)
+        if (
+            (gt is not None and not value > gt)
+            or (ge is not None and not value >= ge)
+            or (lt is not None and not value < lt)
+            or (le is not None and not value <= le)
+        ):
+            return _SLOW
+        return value
+
+    return to_int
 
 
 def compile_binder(params: Sequence[ParamInfo]) -> Callable[[ValueSource], dict[str, Any]]:
@@ -400,25 +460,28 @@ def compile_binder(params: Sequence[ParamInfo]) -> Callable[[ValueSource], dict[
             p.default,
             p.many,
             p.path_first,
+            None if p.many else _quick_converter(_present(p.annotation)),
         )
         for p in params
     )
     query_used = any(b.source == "query" for b in bindings)
+    path_used = any(b.source == "path" or b.path_first for b in bindings)
 
     def bind(source: ValueSource) -> dict[str, Any]:
         values: dict[str, Any] = {}
         errors: list[ErrorDetail] | None = None
         query = _query_values(source.scope.get("query_string", b"")) if query_used else _NO_QUERY
+        path = source.path_params if path_used else _NO_PATH
         for b in bindings:
             kind = b.source
             raw: Any
-            if b.path_first and b.name in source.path_params:
+            if b.path_first and b.name in path:
                 kind = "path"
             if kind == "query":
                 found = query.get(b.alias)
                 raw = found if b.many or found is None else found[-1]
             elif kind == "path":
-                raw = source.path_params.get(b.alias)
+                raw = path.get(b.alias)
             elif kind == "header":
                 raw = source.headers.getlist(b.alias) if b.many else source.headers.get(b.alias)
             else:
@@ -433,6 +496,11 @@ def compile_binder(params: Sequence[ParamInfo]) -> Callable[[ValueSource], dict[
             if type(raw) is b.type_:  # a plain str, or a path value its converter made already
                 values[b.name] = raw
                 continue
+            if b.quick is not None:
+                value = b.quick(raw)
+                if value is not _SLOW:
+                    values[b.name] = value
+                    continue
             try:
                 values[b.name] = convert(raw, b.type_)
             except msgspec.ValidationError as exc:
@@ -449,6 +517,7 @@ def compile_binder(params: Sequence[ParamInfo]) -> Callable[[ValueSource], dict[
 
 
 _NO_QUERY: dict[str, list[str]] = {}
+_NO_PATH: dict[str, Any] = {}
 
 
 def _query_values(raw: bytes) -> dict[str, list[str]]:
@@ -493,25 +562,35 @@ def compile_body(param: ParamInfo, where: str) -> Callable[[BodySource], Awaitab
     """A coroutine function reading `param` from the body: JSON decoded straight into its type
     (one pass), or a form's fields converted into it. Not JSON -> 400, wrong shape -> 422."""
     if param.media_type == "application/json":
-        decode = json_decoder(param.annotation, where)
-        default = param.default
+        decode = compile_json_body(param, where)
 
         async def read_json(source: BodySource) -> Any:
-            body = await source.body()
-            if not body or body.isspace():
-                if default is not MISSING:
-                    return default
-                raise HTTPError(400, "the request body is empty; send a JSON document")
-            try:
-                return decode(body)
-            except DECODE_ERRORS as exc:
-                found = failure(exc)
-                if found.malformed:
-                    raise HTTPError(400, f"the request body is not valid JSON: {found.message}") from None
-                raise RequestValidationError([{"loc": ["body", *found.loc], "msg": found.message}]) from None
+            return decode(await source.body())
 
         return read_json
     return _form_reader(param, where)
+
+
+def compile_json_body(param: ParamInfo, where: str) -> Callable[[bytes], Any]:
+    """What `compile_body` reads a JSON body with, from the body's bytes: the value of its
+    type, or its default when the body is empty. Not JSON -> 400, wrong shape -> 422."""
+    decode = json_decoder(param.annotation, where)
+    default = param.default
+
+    def decode_json(body: bytes) -> Any:
+        if not body or body.isspace():
+            if default is not MISSING:
+                return default
+            raise HTTPError(400, "the request body is empty; send a JSON document")
+        try:
+            return decode(body)
+        except DECODE_ERRORS as exc:
+            found = failure(exc)
+            if found.malformed:
+                raise HTTPError(400, f"the request body is not valid JSON: {found.message}") from None
+            raise RequestValidationError([{"loc": ["body", *found.loc], "msg": found.message}]) from None
+
+    return decode_json
 
 
 def _form_reader(param: ParamInfo, where: str) -> Callable[[BodySource], Awaitable[Any]]:

@@ -109,10 +109,16 @@ class Request(Connection):
                 if value.isdigit() and int(value) > limit:
                     raise HTTPError(413, f"request body is larger than {limit} bytes")
                 break
+        message = await self.receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            body: bytes = message.get("body", b"")  # the whole body in one message: the usual case
+            if len(body) > limit:
+                raise HTTPError(413, f"request body is larger than {limit} bytes")
+            self._body = body
+            return body
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await self.receive()
             kind = message["type"]
             if kind == "http.request":
                 chunk = message.get("body", b"")
@@ -124,6 +130,7 @@ class Request(Connection):
                     break
             elif kind == "http.disconnect":
                 raise ClientDisconnectedError()
+            message = await self.receive()
         self._body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return self._body
 
@@ -161,6 +168,11 @@ class Request(Connection):
                 content_type, self.stream(), max_files=max_files, max_fields=max_fields
             )
         return self._form
+
+    @property
+    def holds_files(self) -> bool:
+        """Whether `close` has something to do (a form was read: its uploads to close)."""
+        return self._form is not None
 
     async def close(self) -> None:
         """Close uploaded files of the form, if one was read."""
