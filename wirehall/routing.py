@@ -98,11 +98,13 @@ def _first_segment(path: str) -> str | None:
 class _Pattern:
     """A compiled path shared by the HTTP methods of one route."""
 
-    __slots__ = ("converters", "format", "path", "regex")
+    __slots__ = ("_steps", "converters", "format", "path", "regex")
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.regex, self.format, self.converters = compile_path(path)
+        # (name, convert) of each parameter, for `match`
+        self._steps = tuple((name, converter.convert) for name, converter in self.converters.items())
 
     def match(self, path: str) -> dict[str, Any] | None:
         if self.regex is None:
@@ -111,7 +113,7 @@ class _Pattern:
         if found is None:
             return None
         try:
-            return {name: self.converters[name].convert(value) for name, value in found.groupdict().items()}
+            return {name: convert(found[name]) for name, convert in self._steps}
         except (ValueError, OverflowError):
             return None
 
