@@ -12,6 +12,7 @@ import datetime
 import enum
 import json
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypedDict
 from urllib.parse import quote
 
@@ -32,7 +33,7 @@ from wirehall import (
     Wirehall,
 )
 from wirehall._decoding import location
-from wirehall.params import MISSING, is_body_type, is_value_type
+from wirehall.params import MISSING, ParamInfo, compile_binder, is_body_type, is_value_type
 from wirehall.testing import TestClient
 
 
@@ -504,3 +505,33 @@ async def test_no_generated_body_gives_a_500(client: TestClient, path: str, body
     response = await client.post(path, content=body, headers={"content-type": content_type})
     assert response.status_code in (200, 201, 400, 415, 422), response.text
     assert isinstance(response.json(), dict)
+
+
+class _QueryOnly:
+    """A ValueSource with only a query string, for binding values without a request."""
+
+    def __init__(self, query: bytes) -> None:
+        self.scope: Mapping[str, Any] = {"query_string": query}
+        self.path_params: dict[str, Any] = {}
+        self.headers: Any = None
+        self.cookies: dict[str, str] = {}
+
+
+_BOUNDED = Annotated[int, msgspec.Meta(ge=1, le=500)]
+_SPELLINGS = ["5", "0", "1", "500", "501", "007", "-5", "+5", "5.0", "1e3", "", " 5", "٣", "9" * 30, "true",
+              "True", "TRUE", "false", "yes", "nan"]  # fmt: skip
+
+
+@pytest.mark.parametrize("annotation", [int, bool, _BOUNDED, Annotated[int, msgspec.Meta(gt=0, lt=10)]])
+@pytest.mark.parametrize("raw", _SPELLINGS)
+def test_ints_and_bools_bind_as_msgspec_converts_them(annotation: Any, raw: str) -> None:
+    bind = compile_binder([ParamInfo("v", "query", annotation, alias="v")])
+    try:
+        expected = msgspec.convert(raw, annotation, strict=False)
+    except msgspec.ValidationError:
+        with pytest.raises(RequestValidationError):
+            bind(_QueryOnly(b"v=" + quote(raw).encode()))
+    else:
+        value = bind(_QueryOnly(b"v=" + quote(raw).encode()))["v"]
+        assert value == expected
+        assert type(value) is type(expected)
