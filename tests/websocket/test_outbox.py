@@ -13,8 +13,8 @@ import pytest
 from tests.websocket._support import eventually
 from wirehall.errors import WebSocketDisconnectError
 from wirehall.types import Message
-from wirehall.websocket._core import ConnectionCore, OutputLimits
-from wirehall.websocket._outbox import Outbox, OutboxListener, SlowConsumerPolicy
+from wirehall.websocket._core import ConnectionCore, Outgoing, OutputLimits
+from wirehall.websocket._outbox import Outbox, SlowConsumerPolicy
 
 
 class Owner:
@@ -25,7 +25,15 @@ class Owner:
         self.failed: list[BaseException] = []
         self.overflows: list[int] = []
         self.stalls: list[str] = []
-        self.listener = OutboxListener(self.failed.append, self.overflows.append, self.stalls.append)
+
+    def report(self, verdict: Outgoing | None, reason: str, error: BaseException | None) -> None:
+        if verdict is None:
+            assert error is not None
+            self.failed.append(error)
+        elif verdict is Outgoing.EVICT_FULL:
+            self.overflows.append(int(reason.split()[0]))  # "N messages queued, the limit"
+        else:
+            self.stalls.append(reason)
 
 
 def new_outbox(
@@ -39,7 +47,7 @@ def new_outbox(
     clock: Any = None,
 ) -> Outbox:
     owner.core.set_limits(OutputLimits(max_queue, policy, max_pending_bytes, drain_timeout))
-    return Outbox(send, owner.core, owner.listener, clock=clock)
+    return Outbox(send, owner.core, owner.report, clock=clock)
 
 
 def open_outbox(outbox: Outbox, owner: Owner) -> None:

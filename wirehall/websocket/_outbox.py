@@ -38,7 +38,7 @@ __all__ = [
     "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_MAX_PENDING_BYTES",
     "Outbox",
-    "OutboxListener",
+    "OutboxReport",
     "SlowConsumerPolicy",
 ]
 
@@ -53,23 +53,12 @@ _WRITE, _QUEUE, _DROP, _DROP_OLDEST, _EVICT_FULL = (
 )
 
 
-class OutboxListener:
-    """What the outbox tells the connection it belongs to (callbacks, all optional)."""
-
-    __slots__ = ("failed", "overflow", "stalled")
-
-    def __init__(
-        self,
-        failed: Callable[[BaseException], None] | None = None,
-        overflow: Callable[[int], None] | None = None,
-        stalled: Callable[[str], None] | None = None,
-    ) -> None:
-        self.failed = failed
-        """The socket failed under a write (the outbox is dead already)."""
-        self.overflow = overflow
-        """More than `max_queue` messages waited (policy CLOSE): the depth; the backlog is dropped."""
-        self.stalled = stalled
-        """Over the byte budget or past the drain deadline: why; the backlog is dropped."""
+OutboxReport = Callable[[Outgoing | None, str, BaseException | None], None]
+"""How the outbox tells its connection that it stopped writing (the backlog is dropped):
+`(Outgoing.EVICT_FULL, why, None)` more than `max_queue` messages waited (policy CLOSE);
+`(Outgoing.EVICT_STALLED, why, None)` over the byte budget or past the drain deadline;
+`(None, "", error)` the socket failed under a write. One callable, not an object of
+callbacks: it is kept per connection, and idle connections are many."""
 
 
 class _Pending:
@@ -97,22 +86,22 @@ class Outbox:
     `put_nowait` (broadcasts) never waits; `put` waits until its message was written,
     keeping order with what was queued before it. The connection core decides what
     happens to each message (`ConnectionCore.offer`); a slow consumer's backlog is
-    dropped and the listener told.
+    dropped and the connection told (`OutboxReport`).
     """
 
-    __slots__ = ("_clock", "_core", "_deadline", "_listener", "_queue", "_send", "_writer")
+    __slots__ = ("_clock", "_core", "_deadline", "_queue", "_report", "_send", "_writer")
 
     def __init__(
         self,
         send: Send,
         core: ConnectionCore,
-        listener: OutboxListener | None = None,
+        report: OutboxReport | None = None,
         *,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._send = send
         self._core = core
-        self._listener = listener or OutboxListener()
+        self._report = report
         self._clock = clock  # None: the event loop's clock
         self._queue: deque[Message | _Pending] | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -337,12 +326,13 @@ class Outbox:
         depth, size = self.depth, self._core.pending_bytes
         reason = self._core.eviction
         self.abort()
-        listener = self._listener
+        report = self._report
+        if report is None:
+            return
         if verdict is _EVICT_FULL:
-            if listener.overflow is not None:
-                listener.overflow(depth)
-        elif listener.stalled is not None:
-            listener.stalled(f"{reason} ({depth} messages, {size} bytes waiting)")
+            report(verdict, f"{depth} messages queued, the limit", None)
+        else:
+            report(verdict, f"{reason} ({depth} messages, {size} bytes waiting)", None)
 
     # ending --------------------------------------------------------------------
 
@@ -370,8 +360,8 @@ class Outbox:
             return
         logger.debug("write failed, the connection is gone: %r", error)
         self.abort()
-        if self._listener.failed is not None:
-            self._listener.failed(error)
+        if self._report is not None:
+            self._report(None, "", error)
 
 
 def _fail_pending(pending: _Pending, error: BaseException | None) -> None:

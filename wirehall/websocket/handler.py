@@ -21,8 +21,8 @@ import msgspec
 from wirehall.connection import Connection
 from wirehall.errors import WebSocketDisconnectError, WebSocketError, WebSocketStateError
 from wirehall.types import Message, Receive, Scope, Send
-from wirehall.websocket._core import ConnectionCore, Incoming, OutputLimits, Phase
-from wirehall.websocket._outbox import Outbox, OutboxListener
+from wirehall.websocket._core import ConnectionCore, Incoming, Outgoing, OutputLimits, Phase
+from wirehall.websocket._outbox import Outbox
 from wirehall.websocket._server_seam import transport_aborter
 from wirehall.websocket.codes import CloseCode
 
@@ -121,9 +121,7 @@ class WebSocketHandler(Connection):
         self._receive = receive
         self._send = send
         core = self._core = ConnectionCore()
-        self._outbox = Outbox(
-            send, core, OutboxListener(self._outbox_failed, self._outbox_overflow, self._outbox_stalled)
-        )
+        self._outbox = Outbox(send, core, self._outbox_stopped)
         self._id: str | None = None
         self._registry: Registry | None = None
         self._connected = False  # websocket.connect was received
@@ -562,31 +560,25 @@ class WebSocketHandler(Connection):
 
     # outbox callbacks -------------------------------------------------------------
 
-    def _outbox_failed(self, error: BaseException) -> None:
-        self._core.closed(CloseCode.ABNORMAL)
-        if self._registry is not None:
-            self._registry.unregister(self)
-
-    def _outbox_overflow(self, depth: int) -> None:
-        if self._core.state is not _OPEN and self._core.state is not _CONNECTING:
+    def _outbox_stopped(self, verdict: Outgoing | None, reason: str, error: BaseException | None) -> None:
+        # the outbox dropped its backlog: a slow consumer (verdict), or the socket failed (None)
+        core = self._core
+        if verdict is None:
+            core.closed(CloseCode.ABNORMAL)
+            if self._registry is not None:
+                self._registry.unregister(self)
             return
-        logger.warning(
-            "closing slow consumer %s with %d (%d messages queued, the limit)",
-            self.id,
-            int(CloseCode.TRY_AGAIN_LATER),
-            depth,
-        )
-        self._close_soon(CloseCode.TRY_AGAIN_LATER)
-
-    def _outbox_stalled(self, reason: str) -> None:
-        if self._core.state is not _OPEN and self._core.state is not _CONNECTING:
-            # its close frame waits behind what will never drain
-            self._abort_transport()
+        if core.state is not _OPEN and core.state is not _CONNECTING:
+            if verdict is Outgoing.EVICT_STALLED:  # its close frame waits behind what will never drain
+                self._abort_transport()
             return
-        logger.warning(
-            "closing slow consumer %s with %d: %s", self.id, int(CloseCode.TRY_AGAIN_LATER), reason
-        )
-        self._close_soon(CloseCode.TRY_AGAIN_LATER, self.close_timeout)
+        code = int(CloseCode.TRY_AGAIN_LATER)
+        if verdict is Outgoing.EVICT_FULL:
+            logger.warning("closing slow consumer %s with %d (%s)", self.id, code, reason)
+            self._close_soon(CloseCode.TRY_AGAIN_LATER)
+        else:
+            logger.warning("closing slow consumer %s with %d: %s", self.id, code, reason)
+            self._close_soon(CloseCode.TRY_AGAIN_LATER, self.close_timeout)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self._core.state.value} {self.scope.get('path', '')!r}>"
