@@ -196,6 +196,7 @@ class ConnectionCore:
         "_kind",
         "_limits",
         "_max_size",
+        "_plain",
         "_policy",
         "_text_limit",
         "accepted",
@@ -228,6 +229,7 @@ class ConnectionCore:
         self._max_size = self._text_limit = sys.maxsize
         self._decode: Callable[[str | bytes], Any] | None = None
         self._policy = FramePolicy()
+        self._plain = Incoming(_ACCEPT)
         if policy is not None:
             self.set_policy(policy)
         self._limits = limits or OutputLimits()
@@ -296,7 +298,11 @@ class ConnectionCore:
     # incoming ------------------------------------------------------------------------------
 
     def receive(self, message: str | bytes) -> Incoming:
-        """The verdict on one message from the peer (`str`: a text frame, `bytes`: binary)."""
+        """The verdict on one message from the peer (`str`: a text frame, `bytes`: binary).
+
+        A plain accept (no decoding, no rate limit refusal) is the same `Incoming` each
+        time, updated in place: read it before the next `receive`.
+        """
         if self.state is not _OPEN:
             return _IGNORED  # closed while this message was on its way
         if type(message) is str:
@@ -321,7 +327,11 @@ class ConnectionCore:
             return Incoming(_REPLY, message, size, self._policy.rate_error)
         decode = self._decode
         if decode is None:
-            return Incoming(_ACCEPT, message, size)
+            # the commonest verdict, on the per-message path: one Incoming per core, reused
+            plain = self._plain
+            plain.value = message
+            plain.size = size
+            return plain
         try:
             return Incoming(_ACCEPT, decode(message), size)
         except _DECODE_ERRORS as exc:

@@ -217,7 +217,10 @@ class Outbox:
         if verdict is not _WRITE:
             self._evict(verdict)
             raise WebSocketDisconnectError(CloseCode.TRY_AGAIN_LATER, "closed as a slow consumer")
-        core.write_started()
+        # core.write_started() and, after the write, core.drained() as attributes: the
+        # per-message path of an echo; no deadline runs for a write that was not backed up
+        core.writing = True
+        core.idle = False
         try:
             await self._send(message)
         except Exception as exc:
@@ -227,6 +230,9 @@ class Outbox:
             if not core.dead:
                 if self._queue:
                     self._flush()
+                elif self._deadline is None and core.drain_by is None:
+                    core.writing = False
+                    core.idle = core.broadcasts
                 else:
                     self._drained()
 

@@ -321,11 +321,16 @@ class _ControllerRunner(_Runner):
         core: ConnectionCore = ws.core
         core.set_policy(self.policy)
         judge = ws.judge
+        core_receive = core.receive
         on_message = ws.on_message
         plan = self.message_plan
         events = _events_of(ws)
         while core.state is _OPEN:
-            incoming = judge(await receive())
+            message = await receive()
+            # a text frame straight to the core (one call less per message); anything else
+            # is the handler's to read
+            text = message.get("text") if message["type"] == "websocket.receive" else None
+            incoming = core_receive(text) if text is not None else judge(message)
             verdict = incoming.verdict
             if verdict is _ACCEPT or verdict is _INVALID:
                 if events is not None and events.wants(WebSocketMessageReceived):

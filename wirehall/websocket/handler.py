@@ -328,7 +328,8 @@ class WebSocketHandler(Connection):
         """The core's verdict on one ASGI message from the server's `receive`.
 
         For the endpoint runner, which awaits the server's `receive` itself (one coroutine
-        less per message than `receive()`); the ASGI message is read here, nowhere else.
+        less per message than `receive()`); it hands a text frame's `text` to the core
+        directly and everything else here.
 
         Raises:
             WebSocketDisconnectError: the message is the peer's disconnect.
