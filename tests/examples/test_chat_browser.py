@@ -128,3 +128,36 @@ async def test_two_people_chat_escape_and_reconnect(server: ChatServer, chromium
         finally:
             await browser.close()
     assert "since=" in server.log(), "the reconnecting pages did not ask for what they missed"
+
+
+async def test_a_refused_join_is_shown_as_refused_and_not_retried(
+    tmp_path: Path, unused_port: int, chromium_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    # One connection per address: a second tab's join is refused (429), which a page cannot
+    # tell from a dropped connection by the socket alone.
+    monkeypatch.setenv("CHAT_MAX_CONNECTIONS_PER_ADDRESS", "1")
+    chat = ChatServer(unused_port, f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}", tmp_path / "server.log")
+    chat.start()
+    try:
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+            try:
+                context = await browser.new_context()
+                first, second = await context.new_page(), await context.new_page()
+                await join(first, chat.http_url + "/", "ann", "lobby")
+                await second.goto(chat.http_url + "/")
+                await second.get_by_test_id("name").fill("bob")
+                await second.get_by_test_id("room").fill("lobby")
+                await second.get_by_test_id("join").click()
+                await expect(second.get_by_test_id("status")).to_have_text("refused", timeout=15_000)
+                tries = chat.log().count("user=bob")
+                await second.wait_for_timeout(2_500)  # a page that retried would have tried again by now
+                await expect(second.get_by_test_id("status")).to_have_text("refused")
+                assert chat.log().count("user=bob") == tries
+                await expect(first.get_by_test_id("status")).to_have_text("connected")
+            finally:
+                await browser.close()
+    finally:
+        chat.stop()
