@@ -15,9 +15,14 @@ Lifetimes: `SINGLETON` (one per app, built at startup, closed at shutdown), `SCO
 every resolution). Factories may be classes, functions, coroutine functions, or
 (async) generator functions whose code after `yield` is the teardown.
 
-One concept, a little past ~400 lines: `CallPlan` and `ResolutionScope` are the
-container's own parts and call its underscored methods (`_ready`, `_provider`,
-`_singleton`, `_create`), which are internal to this module.
+Why one module of ~730 lines: it holds one concept, the container, in three parts that
+share its internals. `Container` registers providers and compiles a `CallPlan` per endpoint
+or factory (`plan`, `_classify` and its helpers `_untyped` / `_by_type`: where each
+parameter comes from); `CallPlan` and `ResolutionScope` run those plans per request and
+call the container's underscored methods (`_ready`, `_provider`, `_singleton`, `_create`),
+which are internal to this module; split apart, those would become an API between
+modules. Converting request values is not here: it lives in
+`wirehall.params`.
 """
 
 from __future__ import annotations
@@ -452,15 +457,7 @@ class Container:
         """Where one parameter comes from: a _Param (path, context, provided), a ParamInfo
         (from the request), or None (left to its default)."""
         if annotation is _MISSING:
-            if name in path_params:
-                return _Param(name, _Kind.PATH, name)
-            if default is not MISSING:
-                return param_info(name, str, default, None)  # an untyped `q=None`: a query string
-            raise ConfigurationError(
-                f"parameter {name!r} of {where} cannot be resolved: it is not a path parameter "
-                f"({', '.join(sorted(path_params)) or 'none'}) and has no type annotation; "
-                "annotate it (str, int, ... for a query value, a registered type for a dependency)"
-            )
+            return _untyped(name, default, path_params, where)
         stripped, marker, _ = split_annotation(annotation)
         if marker is not None:
             return param_info(name, annotation, default, None, path_names=tuple(path_params))
@@ -476,22 +473,7 @@ class Container:
                 return _Param(name, _Kind.CONTEXT, bare if dependency else base)
             if self.has(bare):
                 return _Param(name, _Kind.PROVIDED, bare, default)
-        if is_value_type(stripped):
-            return param_info(name, annotation, default, None)
-        if is_body_type(stripped):
-            return param_info(name, annotation, default, None)
-        if isinstance(bare, type):
-            if default is not MISSING:
-                return None
-            return _Param(name, _Kind.PROVIDED, bare, default)
-        if default is not MISSING:
-            return None
-        raise ConfigurationError(
-            f"parameter {name!r} of {where} cannot be resolved: {annotation!r} is neither a value taken from "
-            f"the request (str, int, float, bool, Enum, Literal, UUID, dates, list[...] of them, "
-            f"T | None), a body type (a msgspec Struct, dataclass or TypedDict), nor a class "
-            f"registered in the container; path parameters: {', '.join(sorted(path_params)) or 'none'}"
-        )
+        return _by_type(name, annotation, default, path_params, where)
 
     def _compile_values(self, plan: CallPlan) -> None:
         values = [p for p in plan.request_params if p.source != "body"]
@@ -687,6 +669,40 @@ def _bare(annotation: Any) -> Any:
     while typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
     return annotation
+
+
+def _untyped(name: str, default: Any, path_params: Collection[str], where: str) -> _Param | ParamInfo:
+    """A parameter without an annotation: a path parameter by name, or a query string."""
+    if name in path_params:
+        return _Param(name, _Kind.PATH, name)
+    if default is not MISSING:
+        return param_info(name, str, default, None)  # an untyped `q=None`: a query string
+    raise ConfigurationError(
+        f"parameter {name!r} of {where} cannot be resolved: it is not a path parameter "
+        f"({', '.join(sorted(path_params)) or 'none'}) and has no type annotation; "
+        "annotate it (str, int, ... for a query value, a registered type for a dependency)"
+    )
+
+
+def _by_type(
+    name: str, annotation: Any, default: Any, path_params: Collection[str], where: str
+) -> _Param | ParamInfo | None:
+    """A typed parameter that is neither a path parameter, the context nor a provided service:
+    a value or body from the request, a class to be registered, or left to its default."""
+    stripped = split_annotation(annotation)[0]
+    if is_value_type(stripped) or is_body_type(stripped):
+        return param_info(name, annotation, default, None)
+    if default is not MISSING:
+        return None
+    bare = _bare(stripped)
+    if isinstance(bare, type):
+        return _Param(name, _Kind.PROVIDED, bare, default)
+    raise ConfigurationError(
+        f"parameter {name!r} of {where} cannot be resolved: {annotation!r} is neither a value taken from "
+        f"the request (str, int, float, bool, Enum, Literal, UUID, dates, list[...] of them, "
+        f"T | None), a body type (a msgspec Struct, dataclass or TypedDict), nor a class "
+        f"registered in the container; path parameters: {', '.join(sorted(path_params)) or 'none'}"
+    )
 
 
 def _path_first(info: ParamInfo) -> ParamInfo:

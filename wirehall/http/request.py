@@ -14,7 +14,7 @@ from wirehall.connection import Connection
 from wirehall.errors import HTTPError
 from wirehall.http.forms import FormData, parse_form
 from wirehall.params import RequestValidationError
-from wirehall.types import Receive, Scope
+from wirehall.types import Message, Receive, Scope
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "Request"]
 
@@ -116,6 +116,11 @@ class Request(Connection):
                 raise HTTPError(413, f"request body is larger than {limit} bytes")
             self._body = body
             return body
+        self._body = await self._gather(message, limit)
+        return self._body
+
+    async def _gather(self, message: Message, limit: int) -> bytes:
+        """The body sent over several messages, starting with `message`: `body()`'s rarer case."""
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -131,8 +136,7 @@ class Request(Connection):
             elif kind == "http.disconnect":
                 raise ClientDisconnectedError()
             message = await self.receive()
-        self._body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return self._body
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def json(self) -> Any:
         """The body parsed as JSON; not JSON -> HTTPError 400 with what was wrong."""
