@@ -109,8 +109,6 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 LOCAL_IMPORTS_ALLOWED = {
     # the Redis backplane imports redis, an optional extra: only a redis:// URL needs it
     ("wirehall.backplane", "wirehall.backplane.redis"),
-    # the service's default backplane; not a cycle (memory imports nothing of websocket)
-    ("wirehall.websocket.service", "wirehall.backplane.memory"),
 }
 
 

@@ -9,9 +9,11 @@ Each shortcut stands for a general step and gives the same ASGI messages
   JSON response over http, which gets the same headers computed once at startup;
 - `plain_endpoint` runs an endpoint that takes no parameters without a DI scope or a
   `Request`, and sends a complete-body `Response` as its two messages without entering
-  `Response.__call__` (one coroutine frame less).
+  `Response.__call__` (one coroutine frame less);
+- `direct_handler` does the same for an endpoint whose parameters all come from the request
+  (path, query, header and cookie values, the body): bound without a DI scope.
 
-The general path is `wirehall.http.controller`; both share `refuse` and `to_response`.
+The general path is `wirehall.http.controller`; both share `refuse`, `refusal_of` and `to_response`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any, Protocol
 
 import msgspec
 
+from wirehall.di import CallPlan
+from wirehall.http.request import Request
 from wirehall.http.response import JSONResponse, PlainTextResponse, Response, error_response
 from wirehall.security.access import access_denied
 from wirehall.types import Receive, Scope, Send
@@ -32,7 +36,9 @@ __all__ = [
     "Finisher",
     "Guard",
     "Handler",
+    "direct_handler",
     "plain_endpoint",
+    "refusal_of",
     "refuse",
     "to_response",
 ]
@@ -183,3 +189,74 @@ def plain_endpoint(
             await on_error(exc, scope, receive, send)
 
     return handle
+
+
+def direct_handler(
+    endpoint: Callable[..., Any],
+    plan: CallPlan,
+    finish: Finisher | None,
+    guard: Guard | None,
+    on_error: ErrorAnswer | None,
+    answer: Callable[..., Response],
+) -> Handler:
+    """`_function_handler` for an endpoint that takes nothing from the container (only path,
+    query, header and cookie values, the body, the request): no resolution scope, the JSON
+    body decoded from its bytes, and a complete response sent as its two messages, as
+    `plain_endpoint` does. Same order, answers and errors."""
+    targets = (endpoint,)
+    kwargs_for = plan.direct_kwargs
+    body_name = plan.body_name
+    decode_json = plan.json_body
+    read_body = plan.read_body if decode_json is None else None
+    needs_path = plan.takes_path_params
+
+    async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            refusal = refusal_of(targets, scope, guard)
+            if refusal is not None:
+                await refuse(refusal[0], scope, receive, send, finish, refusal[1])
+                return
+            request = Request(scope, receive)
+            try:
+                kwargs = kwargs_for(request, scope["path_params"] if needs_path else None)
+                if decode_json is not None:
+                    kwargs[body_name] = decode_json(await request.body())
+                elif read_body is not None:
+                    kwargs[body_name] = await read_body(request)
+                response = answer(await endpoint(**kwargs))
+                if finish is not None:
+                    finish(response, scope)
+                if type(response).__call__ is not _send_whole:
+                    await response(scope, receive, send)  # streams, files: their own sending
+                else:
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": response.status,
+                            "headers": response.raw_headers,
+                        }
+                    )
+                    body = b"" if scope["method"] == "HEAD" else response.body
+                    await send({"type": "http.response.body", "body": body})
+            finally:
+                if request.holds_files:
+                    await request.close()
+        except Exception as exc:  # the boundary that runs user code: answered after teardown
+            if on_error is None:
+                raise
+            await on_error(exc, scope, receive, send)
+
+    return handle
+
+
+def refusal_of(
+    targets: tuple[object, ...], scope: Scope, guard: Guard | None
+) -> tuple[int, str | None] | None:
+    """The (status, detail) to answer instead of running `targets`, or None to run them."""
+    for target in targets:
+        status = access_denied(target, scope)
+        if status is not None:
+            return status, None
+    if guard is not None:
+        return guard(targets, scope)
+    return None

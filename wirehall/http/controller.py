@@ -18,7 +18,9 @@ from wirehall.http._fast import (
     Finisher,
     Guard,
     Handler,
+    direct_handler,
     plain_endpoint,
+    refusal_of,
     refuse,
     to_response,
 )
@@ -34,7 +36,6 @@ from wirehall.http.response import (
 )
 from wirehall.http.templates import Templates
 from wirehall.params import MISSING, EndpointSpec, RequestValidationError
-from wirehall.security.access import access_denied
 from wirehall.types import Receive, Scope, Send
 
 __all__ = ["HTTP_METHODS", "Guard", "HTTPController", "build_http_endpoint", "to_response"]
@@ -45,8 +46,6 @@ __all__ = ["HTTP_METHODS", "Guard", "HTTPController", "build_http_endpoint", "to
 logger = logging.getLogger(__name__)
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD")
-
-_send_whole = Response.__call__
 
 
 class HTTPController:
@@ -212,7 +211,7 @@ def build_http_endpoint(
     if not plan.params and not plan.request_params:
         return plain_endpoint(endpoint, finish, guard, on_error, answer), spec
     if not plan.needs_container:
-        return _direct_handler(endpoint, plan, finish, guard, on_error, answer), spec
+        return direct_handler(endpoint, plan, finish, guard, on_error, answer), spec
     return _function_handler(endpoint, plan, finish, guard, on_error, answer), spec
 
 
@@ -255,7 +254,7 @@ def _function_handler(
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         try:
             # checked on every request, so `@requires_auth` works above or below the route decorator
-            refusal = _refusal(targets, scope, guard)
+            refusal = refusal_of(targets, scope, guard)
             if refusal is not None:
                 await refuse(refusal[0], scope, receive, send, finish, refusal[1])
                 return
@@ -282,64 +281,6 @@ def _function_handler(
     return handle
 
 
-def _direct_handler(
-    endpoint: Callable[..., Any],
-    plan: CallPlan,
-    finish: Finisher | None,
-    guard: Guard | None,
-    on_error: ErrorAnswer | None,
-    answer: Callable[..., Response],
-) -> Handler:
-    """`_function_handler` for an endpoint that takes nothing from the container (only path,
-    query, header and cookie values, the body, the request): no resolution scope, the JSON
-    body decoded from its bytes, and a complete response sent as its two messages, as
-    `plain_endpoint` does. Same order, answers and errors."""
-    targets = (endpoint,)
-    kwargs_for = plan.direct_kwargs
-    body_name = plan.body_name
-    decode_json = plan.json_body
-    read_body = plan.read_body if decode_json is None else None
-    needs_path = plan.takes_path_params
-
-    async def handle(scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            refusal = _refusal(targets, scope, guard)
-            if refusal is not None:
-                await refuse(refusal[0], scope, receive, send, finish, refusal[1])
-                return
-            request = Request(scope, receive)
-            try:
-                kwargs = kwargs_for(request, scope["path_params"] if needs_path else None)
-                if decode_json is not None:
-                    kwargs[body_name] = decode_json(await request.body())
-                elif read_body is not None:
-                    kwargs[body_name] = await read_body(request)
-                response = answer(await endpoint(**kwargs))
-                if finish is not None:
-                    finish(response, scope)
-                if type(response).__call__ is not _send_whole:
-                    await response(scope, receive, send)  # streams, files: their own sending
-                else:
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": response.status,
-                            "headers": response.raw_headers,
-                        }
-                    )
-                    body = b"" if scope["method"] == "HEAD" else response.body
-                    await send({"type": "http.response.body", "body": body})
-            finally:
-                if request.holds_files:
-                    await request.close()
-        except Exception as exc:  # the boundary that runs user code: answered after teardown
-            if on_error is None:
-                raise
-            await on_error(exc, scope, receive, send)
-
-    return handle
-
-
 def _controller_handler(
     cls: type[HTTPController],
     func: Callable[..., Any],
@@ -353,7 +294,7 @@ def _controller_handler(
 
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            refusal = _refusal(targets, scope, guard)
+            refusal = refusal_of(targets, scope, guard)
             if refusal is not None:
                 await refuse(refusal[0], scope, receive, send, finish, refusal[1])
                 return
@@ -383,14 +324,3 @@ def _controller_handler(
             await on_error(exc, scope, receive, send)
 
     return handle
-
-
-def _refusal(targets: tuple[object, ...], scope: Scope, guard: Guard | None) -> tuple[int, str | None] | None:
-    """The (status, detail) to answer instead of running `targets`, or None to run them."""
-    for target in targets:
-        status = access_denied(target, scope)
-        if status is not None:
-            return status, None
-    if guard is not None:
-        return guard(targets, scope)
-    return None

@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import h11
 import uvicorn
@@ -226,20 +226,22 @@ class _HeadTooLargeError(Exception):
     pass
 
 
-class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with `HeadLimits` on every request head."""
+if TYPE_CHECKING:
+    _ProtocolBase = asyncio.Protocol
+else:
+    _ProtocolBase = object
 
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
-        self._head = _HeadWatch(self.loop, HeadLimits.from_env(), self._head_expired)
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+class _HeadLimited(_ProtocolBase):
+    """What both head-limited protocols do per connection and per read; the subclasses add
+    where a head starts and ends in their parser. Listed before uvicorn's class in the bases."""
+
+    _head: _HeadWatch
+    transport: asyncio.Transport
+    server_state: ServerState
+    client: tuple[str, int] | None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._head.start()
 
@@ -255,6 +257,27 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self._head.too_large:  # the head goes on past the cap: refuse before buffering more
             self._refuse_too_large()
+
+    def _refuse_too_large(self) -> None:
+        logger.debug("refusing %s: request head over %d bytes", self.client, self._head.limits.max_size)
+        self._head.refuse_too_large(self.transport, self.server_state.default_headers)
+
+    def _head_expired(self) -> None:
+        _expire(self.transport, self._head, self.server_state.default_headers)
+
+
+class LimitedHttpToolsProtocol(_HeadLimited, HttpToolsProtocol):
+    """uvicorn's httptools protocol, with `HeadLimits` on every request head."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._head = _HeadWatch(self.loop, HeadLimits.from_env(), self._head_expired)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -285,15 +308,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         else:
             super().send_400_response(msg)
 
-    def _refuse_too_large(self) -> None:
-        logger.debug("refusing %s: request head over %d bytes", self.client, self._head.limits.max_size)
-        self._head.refuse_too_large(self.transport, self.server_state.default_headers)
 
-    def _head_expired(self) -> None:
-        _expire(self.transport, self._head, self.server_state.default_headers)
-
-
-class LimitedH11Protocol(H11Protocol):
+class LimitedH11Protocol(_HeadLimited, H11Protocol):
     """uvicorn's h11 protocol, with `HeadLimits` on every request head.
 
     h11 caps what it buffers for an incomplete head at `max_size`; a head that arrives
@@ -311,23 +327,6 @@ class LimitedH11Protocol(H11Protocol):
         limits = HeadLimits.from_env()
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_size)
         self._head = _HeadWatch(self.loop, limits, self._head_expired)
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._head.start()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._head.finish()
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        if self._head.lingering:
-            self._head.drop(len(data), self.transport)
-            return
-        self._head.add(len(data))
-        super().data_received(data)
-        if self._head.too_large:
-            self._refuse_too_large()
 
     def handle_events(self) -> None:
         before = self.cycle
@@ -360,13 +359,6 @@ class LimitedH11Protocol(H11Protocol):
             and not self.transport.is_closing()
         ):
             self._head.start()
-
-    def _refuse_too_large(self) -> None:
-        logger.debug("refusing %s: request head over %d bytes", self.client, self._head.limits.max_size)
-        self._head.refuse_too_large(self.transport, self.server_state.default_headers)
-
-    def _head_expired(self) -> None:
-        _expire(self.transport, self._head, self.server_state.default_headers)
 
 
 def http_protocol(name: Literal["auto", "httptools", "h11"] = "auto") -> type[asyncio.Protocol]:

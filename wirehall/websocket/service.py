@@ -10,6 +10,7 @@ from collections import deque
 
 from wirehall._tasks import Backoff, Supervisor
 from wirehall.backplane.base import Backplane
+from wirehall.backplane.memory import MemoryBackplane
 from wirehall.events import EventBus
 from wirehall.websocket._core import (
     DEFAULT_DRAIN_TIMEOUT,
@@ -75,8 +76,6 @@ class WebSocketService(Membership, PresenceWiring, Delivery, PositionedDelivery)
         presence_crowd: int | None = 100,
     ) -> None:
         if backplane is None:
-            from wirehall.backplane.memory import MemoryBackplane
-
             backplane = MemoryBackplane()
         if max_queue < 1:
             raise ValueError(f"max_queue must be at least 1, got {max_queue!r}")
