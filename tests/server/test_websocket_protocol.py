@@ -120,6 +120,8 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     log = started.log
     assert "Exception in ASGI application" not in log, log
     assert "never retrieved" not in log, log
+    if ws != UVICORN:  # uvicorn's logs a traceback for a client's invalid UTF-8 (see below)
+        assert "Traceback" not in log, log
 
 
 def uvicorn_deviates(request: pytest.FixtureRequest, server: Server, reason: str) -> None:
@@ -734,6 +736,24 @@ async def test_rsv1_where_permessage_deflate_forbids_it_fails_with_1002(server: 
         assert await raw.close_code() == PROTOCOL_ERROR
     finally:
         await raw.aclose()
+
+
+async def test_a_misbehaving_client_is_not_logged_as_an_error(
+    request: pytest.FixtureRequest, server: Server
+) -> None:
+    uvicorn_deviates(request, server, "a client's invalid UTF-8 is logged at ERROR with a traceback")
+    before = len(server.log)
+    for wire in (frame(TEXT, b"\xff"), frame(TEXT, b"x", masked=False), frame(0x3, b"?")):
+        raw = await RawClient.open(server)
+        try:
+            await raw.send(wire)
+            assert await raw.close_code() in (INVALID_PAYLOAD, PROTOCOL_ERROR)
+        finally:
+            await raw.aclose()
+    await _still_serves(server)
+    log = server.log[before:]
+    assert "Traceback" not in log, log
+    assert "ERROR" not in log, log
 
 
 # compression and rooms ------------------------------------------------------------------
