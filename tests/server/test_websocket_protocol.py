@@ -31,6 +31,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.utils import apply_mask
 
 from tests._servers import stop_process, wait_until_serving
@@ -803,6 +804,50 @@ async def test_compressed_and_plain_clients_in_one_room_get_every_broadcast_in_o
         assert [m for m in first if m.startswith(f"{name}:")] == [
             _room_payload(name, i) for i in range(count)
         ]
+
+
+DEFLATE_OFFERS = {
+    "window-9": ClientPerMessageDeflateFactory(server_max_window_bits=9, client_max_window_bits=9),
+    "window-10-no-takeover": ClientPerMessageDeflateFactory(
+        server_no_context_takeover=True, client_no_context_takeover=True, server_max_window_bits=10
+    ),
+    "window-15": ClientPerMessageDeflateFactory(server_max_window_bits=15, client_max_window_bits=True),
+    "default": ClientPerMessageDeflateFactory(client_max_window_bits=True),
+}
+
+
+def _far_repeats(i: int) -> str:
+    """Text whose repeats lie 1,000 and 3,000 bytes back: inflating it with a window smaller than
+    the one it was deflated with fails, so a frame shared across windows would show."""
+    block = random.Random(i).randbytes(500).hex()
+    return f"{i}:" + block + block + block[:1000] * 2 + block
+
+
+async def test_clients_of_different_deflate_windows_in_one_room_each_read_every_broadcast(
+    server: Server,
+) -> None:
+    room = new_tag()
+    async with contextlib.AsyncExitStack() as stack:
+        members: dict[str, ClientConnection] = {}
+        for name, offer in DEFLATE_OFFERS.items():
+            ws = await stack.enter_async_context(
+                client(server, f"/ws/room/{room}", compression=None, extensions=[offer])
+            )
+            assert compressed(ws), name
+            members[name] = ws
+        members["plain"] = await stack.enter_async_context(
+            client(server, f"/ws/room/{room}", compression=None)
+        )
+        for ws in members.values():
+            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "joined"
+        sent = [_far_repeats(i) for i in range(12)]
+        for i, text in enumerate(sent):
+            await list(members.values())[i % len(members)].send(text)
+        async with asyncio.timeout(2 * TIMEOUT):
+            heard = {name: [await ws.recv() for _ in sent] for name, ws in members.items()}
+    for name, messages in heard.items():
+        assert sorted(messages) == sorted(sent), name  # whole, inflated with the member's own window
+        assert messages == heard["plain"], name  # and in the room's one order
 
 
 async def test_a_compressed_client_sending_fragments_gets_its_message_back(server: Server) -> None:
