@@ -958,6 +958,26 @@ async def test_the_accept_key_is_computed(server: Server) -> None:
     assert headers["upgrade"].lower() == "websocket"
 
 
+async def test_a_handshake_spelled_as_browsers_do_is_accepted(server: Server) -> None:
+    request = (
+        f"GET /ws/echo?x=1 HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: WebSocket\r\n"
+        f"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: {GOOD_KEY}\r\n"
+        f"Sec-WebSocket-Version: 13\r\nOrigin: http://127.0.0.1:{server.port}\r\n"
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+        "User-Agent: Mozilla/5.0\r\n\r\n"
+    ).encode()
+    status, headers, _ = await raw_http(server, request)
+    assert status == 101
+    assert headers["sec-websocket-accept"] == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+async def test_unknown_extensions_are_declined(server: Server) -> None:
+    offer = "Sec-WebSocket-Extensions: x-webkit-deflate-frame, x-unknown; a=1\r\n"
+    status, headers, _ = await raw_http(server, _upgrade(server, "/ws/echo", key=GOOD_KEY, extra=offer))
+    assert status == 101
+    assert "sec-websocket-extensions" not in headers
+
+
 @pytest.mark.parametrize(
     ("offered", "chosen"),
     [
