@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -15,13 +16,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bench.apps import APPS, HTTP_ONLY_APPS
+from bench.apps import APPS, HTTP_ONLY_APPS, WS_APPS
 from bench.chat_bench import ChatBenchSettings, run_chat
 from bench.http_bench import run_http, run_typed
 from bench.presence_bench import PresenceSettings, run_presence
 from bench.procfs import raise_fd_limit
 from bench.report import evaluate_targets, render
-from bench.servers import ROOT, UVICORN_OPTIONS, placement
+from bench.servers import ROOT, UVICORN_OPTIONS, ServedApp, placement
 from bench.ws_bench import WsSettings, run_redis, run_ws
 
 __all__ = ["main"]
@@ -38,6 +39,8 @@ QUICK_WS = WsSettings(
     fanout_reps=5,
     slow_reps=5,
     slow_stall_reps=80,
+    compressed_reps=5,
+    memory_connections=1000,
     redis_room=200,
     redis_reps=5,
 )
@@ -90,6 +93,29 @@ def _importable(module: str) -> str | None:
     return lines[-1] if lines else f"exit status {done.returncode}"
 
 
+def _ws_apps(only: str | None) -> tuple[dict[str, ServedApp], dict[str, str]]:
+    """The WebSocket section's servers (all, or the comma-separated `only`) whose modules
+    import, and why the others are left out."""
+    chosen = list(WS_APPS) if not only else [n.strip() for n in only.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in WS_APPS]
+    if unknown:
+        raise SystemExit(f"unknown framework(s) {unknown}; choose from {list(WS_APPS)}")
+    apps: dict[str, ServedApp] = {}
+    unavailable: dict[str, str] = {}
+    for name in chosen:
+        app = WS_APPS[name]
+        modules = [app.target if app.module else app.target.split(":")[0]]
+        if ":" in app.ws:
+            modules.append(app.ws.split(":")[0])
+        errors = [e for e in (_importable(m) for m in modules) if e is not None]
+        if errors:
+            unavailable[name] = errors[0]
+            print(f"{name} is not benchmarked: {errors[0]}")
+        else:
+            apps[name] = app
+    return apps, unavailable
+
+
 def _on_sigterm(signum: int, frame: object) -> NoReturn:
     # turn SIGTERM into an exception so every `with serve(...)` block stops its server
     raise KeyboardInterrupt
@@ -115,6 +141,25 @@ def _main(argv: list[str] | None) -> None:
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     parser.add_argument("--http-rounds", type=int, help="HTTP rounds (default 5, quick 1)")
     parser.add_argument("--http-seconds", type=float, help="seconds per wrk run (default 4, quick 2)")
+    parser.add_argument(
+        "--frameworks",
+        metavar="A,B",
+        help=f"WebSocket section: only these, comma-separated (of {', '.join(WS_APPS)})",
+    )
+    parser.add_argument("--ws-rounds", type=int, help="WebSocket room runs (default 2, quick 1)")
+    parser.add_argument("--echo-clients", type=int, help="WebSocket echo clients (default 64, quick 16)")
+    parser.add_argument("--small-room", type=int, help="WebSocket fan-out room (default 1000, quick 200)")
+    parser.add_argument(
+        "--big-room", type=int, help="WebSocket scale fan-out room (default 5000, quick 500; 0: skip)"
+    )
+    parser.add_argument(
+        "--memory-connections",
+        type=int,
+        help="idle connections for the memory measure (default 20000, quick 1000; 0: skip)",
+    )
+    parser.add_argument(
+        "--compressed-reps", type=int, help="compressed fan-out broadcasts per room run (default 25; 0: skip)"
+    )
     args = parser.parse_args(argv)
     sections = args.only or ["http", "ws", "redis", "chat", "presence"]
 
@@ -125,7 +170,21 @@ def _main(argv: list[str] | None) -> None:
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     log_dir = RESULTS / f"logs-{stamp}"
     log_dir.mkdir(parents=True, exist_ok=True)
-    ws_settings = QUICK_WS if args.quick else WsSettings()
+    ws_settings = dataclasses.replace(
+        QUICK_WS if args.quick else WsSettings(),
+        **{
+            field: value
+            for field, value in (
+                ("rounds", args.ws_rounds),
+                ("echo_clients", args.echo_clients),
+                ("small_room", args.small_room),
+                ("big_room", args.big_room),
+                ("memory_connections", args.memory_connections),
+                ("compressed_reps", args.compressed_reps),
+            )
+            if value is not None
+        },
+    )
     http_rounds = args.http_rounds or (1 if args.quick else 5)
     http_seconds = args.http_seconds or (2.0 if args.quick else 4.0)
 
@@ -148,6 +207,7 @@ def _main(argv: list[str] | None) -> None:
             "uvicorn": _version("uvicorn"),
             "starlette": _version("starlette"),
             "websockets": _version("websockets"),
+            "socketify": _version("socketify"),
             "cpus": os.cpu_count(),
             "placement": where.note,
             "uvicorn_options": UVICORN_OPTIONS,
@@ -168,7 +228,13 @@ def _main(argv: list[str] | None) -> None:
             results["http_typed"] = run_typed(where, log_dir, http_rounds, http_seconds, progress=_progress)
         if "ws" in sections:
             print("WebSocket ...", flush=True)
-            results["ws"] = run_ws(apps, where, log_dir, ws_settings, _progress)
+            ws_apps, ws_unavailable = _ws_apps(args.frameworks)
+            results["ws"] = run_ws(ws_apps, where, log_dir, ws_settings, _progress)
+            results["ws"]["frameworks"] = {
+                name: results["ws"]["frameworks"].get(name) or {"error": ws_unavailable[name]}
+                for name in [n for n in WS_APPS if n in ws_apps or n in ws_unavailable]
+            }
+            results["ws"]["left_out"].update(ws_unavailable)
         if "redis" in sections:
             print("Redis backplane ...", flush=True)
             if "wirehall" in apps:

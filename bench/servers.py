@@ -24,6 +24,7 @@ __all__ = [
     "UVICORN_OPTIONS",
     "WIREHALL_RUN_OPTIONS",
     "Placement",
+    "ServedApp",
     "Server",
     "free_port",
     "placement",
@@ -39,7 +40,7 @@ UVICORN_OPTIONS = [
     "--http",
     "httptools",
     "--ws",
-    "websockets",
+    "websockets-sansio",
     "--no-access-log",
     "--log-level",
     "warning",
@@ -50,6 +51,29 @@ WIREHALL_RUN_OPTIONS = ["--host", "127.0.0.1", "--no-access-log", "--log-level",
 
 # the project root: the servers import `bench.apps.*` and `wirehall` from here
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class ServedApp:
+    """How one benchmarked server is started.
+
+    `target` is a uvicorn import string (`module:app`), served with `UVICORN_OPTIONS`
+    and `ws` as the WebSocket protocol (uvicorn's name or `module:Class`); or, with
+    `module=True`, a module run as `python -m target --port N [args]` (socketify).
+    """
+
+    target: str
+    ws: str = "websockets-sansio"
+    module: bool = False
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+    def command(self, port: int) -> list[str]:
+        if self.module:
+            return [sys.executable, "-m", self.target, "--port", str(port), *self.args]
+        options = list(UVICORN_OPTIONS)
+        options[options.index("--ws") + 1] = self.ws
+        return [sys.executable, "-m", "uvicorn", self.target, "--port", str(port), *options, *self.args]
 
 
 @dataclass(frozen=True)
@@ -158,29 +182,22 @@ def _stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
 @contextlib.contextmanager
 def serve(
     name: str,
-    app: str,
+    app: str | ServedApp,
     where: Placement,
     log_dir: Path,
     env: Mapping[str, str] | None = None,
     startup_timeout: float = 30.0,
 ) -> Iterator[Server]:
-    """Run `app` under uvicorn on a free loopback port until the block ends."""
+    """Run `app` (under uvicorn, unless a `ServedApp` says otherwise) on a free loopback
+    port until the block ends."""
+    served = app if isinstance(app, ServedApp) else ServedApp(app)
     log_dir.mkdir(parents=True, exist_ok=True)
     attempts = 3
     for attempt in range(1, attempts + 1):
         port = free_port()
         log_path = log_dir / f"{name}-{port}.log"
-        command = [
-            *where.server_prefix(),
-            sys.executable,
-            "-m",
-            "uvicorn",
-            app,
-            "--port",
-            str(port),
-            *UVICORN_OPTIONS,
-        ]
-        environment = {**os.environ, **(env or {})}
+        command = [*where.server_prefix(), *served.command(port)]
+        environment = {**os.environ, **dict(served.env), **(env or {})}
         environment["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT), environment.get("PYTHONPATH", "")) if p
         )
@@ -194,7 +211,7 @@ def serve(
                 stderr=subprocess.STDOUT,
                 preexec_fn=_raise_fd_limit,  # only setrlimit, before exec
             )
-        server = Server(name, app, port, process, log_path)
+        server = Server(name, served.target, port, process, log_path)
         try:
             try:
                 _wait_ready(server, startup_timeout)

@@ -1,14 +1,21 @@
-"""WebSocket benchmarks: echo, fan-out, idle memory, slow consumer; and the Redis backplane.
+"""WebSocket benchmarks: echo, fan-out (plain and compressed), idle memory, slow consumer;
+and the Redis backplane.
 
 The load comes from `bench.ws_client`, run as a process of its own (pinned to the other
 CPU when possible). Every framework's server runs at the same time, freshly started for
 each run, and the client takes turns between them broadcast by broadcast (echo: window by
 window), so that a burst of outside load lands on all of them rather than on one:
 
-- "room" runs (repeated): echo with a few clients, fan-out to the small room, then the
-  slow-consumer test in that room (one framework after the other);
-- a "scale" run: idle memory per connection while the big rooms are opened, then fan-out
-  to the big rooms.
+- "room" runs (repeated): echo with a few clients, fan-out to the small room, the
+  slow-consumer test in that room (one framework after the other), then fan-out to the
+  small room again with clients that offer permessage-deflate (raw ASGI and wirehall);
+- a "scale" run: fan-out to the big room, in as many client processes (one after the
+  other, raw ASGI in each) as the open-file limit needs;
+- a "memory" run: idle memory per connection at 20,000 connections (or as many as the
+  open-file limit lets one process hold), one framework after the other.
+
+A framework whose server does not start (or dies during a run) is left out with the
+reason, and the rest go on.
 """
 
 from __future__ import annotations
@@ -27,13 +34,15 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from bench.servers import ROOT, Placement, Server, serve
+from bench.procfs import raise_fd_limit
+from bench.servers import ROOT, Placement, ServedApp, Server, serve
 
-__all__ = ["WsSettings", "percentile", "run_redis", "run_ws"]
+__all__ = ["BASELINE", "REFERENCE", "WsSettings", "percentile", "run_redis", "run_ws"]
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,9 @@ class WsSettings:
     slow_timeout: float = 2.0
     fanout_timeout: float = 5.0
     gap: float = 0.02
+    compressed_reps: int = 25  # per room run, small room, clients offering permessage-deflate (0: off)
+    compressed_size: int = 512  # text like a chat message's JSON (wirehall leaves < 128 B uncompressed)
+    memory_connections: int = 20000  # idle memory, capped by the open-file limit
     redis_room: int = 1000
     redis_reps: int = 15  # per round
 
@@ -108,8 +120,13 @@ def run_client(
     return result
 
 
-def _server_env(name: str) -> dict[str, str]:
-    return {"WIREHALL_BACKPLANE": "memory://"} if name == "wirehall" else {}
+BASELINE = "raw-asgi"
+REFERENCE = "socketify"
+# the compressed fan-out runs on these (when they run): the floor and wirehall's two paths
+COMPRESSED_TARGETS = ("raw-asgi", "wirehall-asgi", "wirehall-native")
+# in the scale run, the frameworks the targets judge share the baseline's client process
+SCALE_PRIORITY = ("wirehall-native", "wirehall-asgi", "socketify", "starlette")
+FD_MARGIN = 200  # descriptors a server or the client needs besides its WebSockets
 
 
 def _targets(servers: dict[str, list[Server]]) -> list[dict[str, Any]]:
@@ -120,18 +137,67 @@ def _targets(servers: dict[str, list[Server]]) -> list[dict[str, Any]]:
 
 
 def _start_all(
-    stack: contextlib.ExitStack, apps: dict[str, str], where: Placement, log_dir: Path, label: str
+    stack: contextlib.ExitStack,
+    apps: dict[str, ServedApp],
+    where: Placement,
+    log_dir: Path,
+    label: str,
+    failed: dict[str, str],
+    progress: Progress,
 ) -> dict[str, list[Server]]:
-    return {
-        name: [stack.enter_context(serve(f"{label}-{name}", app, where, log_dir, _server_env(name)))]
-        for name, app in apps.items()
-    }
+    """Start every app not in `failed`; one that does not start goes into `failed` (with
+    the reason, printed once) and is left out of this run and the next."""
+    servers: dict[str, list[Server]] = {}
+    for name, app in apps.items():
+        if name in failed:
+            continue
+        try:
+            servers[name] = [stack.enter_context(serve(f"{label}-{name}", app, where, log_dir))]
+        except RuntimeError as exc:
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            failed[name] = f"did not start: {lines[-1] if lines else exc}"
+            progress(f"  {name} is left out: {failed[name]} (log: {log_dir.name}/{label}-{name}-*.log)")
+    return servers
+
+
+def _with_servers(
+    apps: dict[str, ServedApp],
+    where: Placement,
+    log_dir: Path,
+    label: str,
+    failed: dict[str, str],
+    progress: Progress,
+    body: Callable[[dict[str, list[Server]]], T],
+) -> tuple[list[str], T] | None:
+    """Start the servers, run `body` against them, stop them. When `body` fails because a
+    server exited meanwhile, that framework joins `failed` and the step runs once more
+    without it. None when no server started."""
+    for attempt in range(2):
+        with contextlib.ExitStack() as stack:
+            servers = _start_all(stack, apps, where, log_dir, label, failed, progress)
+            if not servers:
+                return None
+            try:
+                return list(servers), body(servers)
+            except RuntimeError:
+                dead = {
+                    name: group[0]
+                    for name, group in servers.items()
+                    if any(server.process.poll() is not None for server in group)
+                }
+                if not dead or attempt:
+                    raise
+                for name, server in dead.items():
+                    tail = server.log_tail(3).replace("\n", " | ")
+                    failed[name] = f"exited with {server.process.returncode} during {label}: {tail}"
+                    progress(f"  {name} is left out: {failed[name]}")
+    return None
 
 
 def _room_spec(servers: dict[str, list[Server]], s: WsSettings, order: int) -> dict[str, Any]:
     names = list(servers)
     shift = order % len(names)
-    return {
+    spec: dict[str, Any] = {
         "host": "127.0.0.1",
         "targets": _targets({n: servers[n] for n in names[shift:] + names[:shift]}),
         "echo": {
@@ -156,14 +222,24 @@ def _room_spec(servers: dict[str, list[Server]], s: WsSettings, order: int) -> d
             "gap": s.gap,
         },
     }
+    compressed = [n for n in names if n in COMPRESSED_TARGETS]
+    if s.compressed_reps and compressed:
+        spec["compressed"] = {
+            "targets": compressed,
+            "members": s.small_room,
+            "reps": s.compressed_reps,
+            "size": s.compressed_size,
+            "filler": "text",
+            "timeout": s.fanout_timeout,
+            "gap": s.gap,
+        }
+    return spec
 
 
 def _scale_spec(servers: dict[str, list[Server]], s: WsSettings) -> dict[str, Any]:
     return {
         "host": "127.0.0.1",
         "targets": _targets(servers),
-        "warmup": 100,
-        "memory": True,
         "settle": 1.5,
         "members": s.big_room,
         "fanout": {
@@ -175,97 +251,247 @@ def _scale_spec(servers: dict[str, list[Server]], s: WsSettings) -> dict[str, An
     }
 
 
-def run_ws(
-    apps: dict[str, str], where: Placement, log_dir: Path, s: WsSettings, progress: Progress
-) -> dict[str, Any]:
-    """Every framework's server runs at once; the client takes turns between them."""
-    names = list(apps)
-    rooms: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
-    room_timeout = 180 + len(names) * (s.echo_rounds * (s.echo_seconds + 2) + s.small_room / 50)
+def _scale_batches(names: list[str], per_client: int) -> list[list[str]]:
+    """The frameworks split into client processes of at most `per_client` each (one
+    process cannot hold more sockets than its open-file limit), the baseline in every one."""
+    base = [BASELINE] if BASELINE in names else []
+    others = sorted(
+        (n for n in names if n != BASELINE),
+        key=lambda n: SCALE_PRIORITY.index(n) if n in SCALE_PRIORITY else len(SCALE_PRIORITY),
+    )
+    room = max(1, per_client - len(base))
+    batches = [base + others[i : i + room] for i in range(0, len(others), room)]
+    return batches or [base]
+
+
+def _run_rooms(
+    apps: dict[str, ServedApp],
+    where: Placement,
+    log_dir: Path,
+    s: WsSettings,
+    failed: dict[str, str],
+    progress: Progress,
+) -> dict[str, list[dict[str, Any]]]:
+    rooms: dict[str, list[dict[str, Any]]] = {name: [] for name in apps}
     for round_index in range(s.rounds):
         label = f"room-{round_index + 1}"
-        with contextlib.ExitStack() as stack:
-            servers = _start_all(stack, apps, where, log_dir, label)
-            spec = _room_spec(servers, s, round_index)
-            result = run_client(spec, where, log_dir, label, room_timeout)
+
+        def body(servers: dict[str, list[Server]], label: str = label, order: int = round_index) -> Any:
+            timeout = 180 + len(servers) * (s.echo_rounds * (s.echo_seconds + 2) + s.small_room / 25)
+            return run_client(_room_spec(servers, s, order), where, log_dir, label, timeout)
+
+        done = _with_servers(apps, where, log_dir, label, failed, progress, body)
+        if done is None:
+            break
+        names, result = done
         for name in names:
             r = result["targets"][name]
             rooms[name].append(r)
             sc = r["slow"]
+            comp = r.get("compressed")
             progress(
-                f"  ws round {round_index + 1}/{s.rounds} {name:>10}: "
+                f"  ws round {round_index + 1}/{s.rounds} {name:>15}: "
                 f"echo {r['echo']['per_s']:>7.0f}/s  "
-                f"fan-out({s.small_room}) {r['fanout']['median_ms']:>6.1f} ms  "
-                f"slow consumer: "
+                f"fan-out({s.small_room}) {_fmt_ms(r['fanout']['median_ms'])}  "
+                + (f"compressed {_fmt_ms(comp['median_ms'])}  " if comp else "")
+                + "slow consumer: "
                 + (
                     f"stalled after {sc['stalled_at']} broadcasts"
                     if sc["stalled_at"] is not None
                     else f"{sc['median_ms']:.1f} ms vs {sc['baseline']['median_ms']:.1f} ms"
+                    + (", evicted" if sc.get("stalled_client_evicted") else ", not evicted")
                 )
             )
-    with contextlib.ExitStack() as stack:
-        servers = _start_all(stack, apps, where, log_dir, "scale")
-        scale = run_client(
-            _scale_spec(servers, s), where, log_dir, "scale", 180 + len(names) * s.big_room / 50
-        )["targets"]
-    for name in names:
-        r = scale[name]
-        progress(
-            f"  ws scale {name:>10}: {r['memory']['per_connection_bytes'] / 1024:.1f} KiB"
-            f"/connection, fan-out({s.big_room}) {r['fanout']['median_ms']:.1f} ms "
-            f"(opened in {r['connect_s']:.1f} s)"
-        )
-    frameworks: dict[str, Any] = {}
-    for name in names:
-        runs = rooms[name]
-        small = [x for r in runs for x in r["fanout"]["samples_ms"]]
-        base = [
-            x
-            for r in runs
-            for part in (r["slow"]["baseline"], r["slow"]["baseline_after"])
-            if part
-            for x in part["samples_ms"]
+    return rooms
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "  timeout" if value is None else f"{value:>6.1f} ms"
+
+
+def _run_scale(
+    apps: dict[str, ServedApp],
+    where: Placement,
+    log_dir: Path,
+    s: WsSettings,
+    failed: dict[str, str],
+    progress: Progress,
+    fd_limit: int,
+) -> dict[str, dict[str, Any]]:
+    """Fan-out to the big room, in as many client processes as the open-file limit needs."""
+    per_client = max(1, (fd_limit - FD_MARGIN) // s.big_room)
+
+    def body(servers: dict[str, list[Server]]) -> list[dict[str, Any]]:
+        return [
+            run_client(
+                _scale_spec({n: servers[n] for n in batch}, s),
+                where,
+                log_dir,
+                f"scale-{index + 1}",
+                180 + len(batch) * s.big_room / 25,
+            )["targets"]
+            for index, batch in enumerate(_scale_batches(list(servers), per_client))
         ]
-        stalled = [x for r in runs for x in r["slow"]["stalled_samples_ms"]]
-        stall_events = [r["slow"]["stalled_at"] for r in runs if r["slow"]["stalled_at"] is not None]
-        big = scale[name]
-        slow: dict[str, Any] = {
-            "baseline": _summary(base),
-            "with_stalled": _summary(stalled),
-            "stalled": bool(stall_events),
-            "stalled_after": stall_events,
-            "broadcasts_while_stalled": [r["slow"]["broadcasts_while_stalled"] for r in runs],
-            "stalled_client_close_codes": [r["slow"]["stalled_client_close_code"] for r in runs],
+
+    done = _with_servers(apps, where, log_dir, "scale", failed, progress, body)
+    scale: dict[str, dict[str, Any]] = {}
+    if done is not None:
+        for index, result in enumerate(done[1]):
+            for name, r in result.items():
+                if name in scale:  # the baseline, in every batch: its samples pooled
+                    fan, more = scale[name]["fanout"], r["fanout"]
+                    fan["samples_ms"] += more["samples_ms"]
+                    fan["timeouts"] += more["timeouts"]
+                    fan["malformed_payloads"] += more["malformed_payloads"]
+                    fan["batches"].append(more)
+                    cpu = [b["server_cpu_us_per_delivery"] for b in fan["batches"]]
+                    fan["server_cpu_us_per_delivery"] = _median(cpu)
+                    fan["client_cpu_share"] = max(b["client_cpu_share"] or 0 for b in fan["batches"])
+                else:
+                    r["fanout"]["batches"] = [dict(r["fanout"])]
+                    r["fanout"]["batch"] = index + 1
+                    scale[name] = r
+                progress(
+                    f"  ws scale {name:>15}: fan-out({s.big_room}) {_fmt_ms(r['fanout']['median_ms'])} "
+                    f"(client {index + 1}, opened in {r['connect_s']:.1f} s)"
+                )
+    return scale
+
+
+def _run_memory(
+    apps: dict[str, ServedApp],
+    where: Placement,
+    log_dir: Path,
+    s: WsSettings,
+    failed: dict[str, str],
+    progress: Progress,
+    fd_limit: int,
+) -> dict[str, dict[str, Any]]:
+    """Idle memory per connection at `memory_connections` (or as many as one process may
+    open), fresh servers, one framework after the other."""
+    connections = min(s.memory_connections, fd_limit - FD_MARGIN)
+    if connections < s.memory_connections:
+        progress(
+            f"  idle memory at {connections} connections, not {s.memory_connections}: "
+            f"the open-file limit is {fd_limit} (a process cannot raise it further here)"
+        )
+
+    def body(servers: dict[str, list[Server]]) -> dict[str, Any]:
+        spec = {
+            "host": "127.0.0.1",
+            "targets": _targets(servers),
+            "memory_each": {"connections": connections, "warmup": 100, "settle": 1.5},
         }
-        if not stall_events and base and stalled:
-            slow["added_ms"] = statistics.median(stalled) - statistics.median(base)
-        echo_rounds = [w for r in runs for w in r["echo"]["rounds"]]
-        frameworks[name] = {
-            "echo_per_s": statistics.median(w["per_s"] for w in echo_rounds),
-            "echo_p99_ms": _median(w["p99_ms"] for w in echo_rounds),
-            "fanout_small": _summary(small, sum(r["fanout"]["timeouts"] for r in runs)),
-            "fanout_big": _summary(big["fanout"]["samples_ms"], big["fanout"]["timeouts"]),
-            "memory_per_connection_bytes": big["memory"]["per_connection_bytes"],
-            "memory": big["memory"],
-            "slow_consumer": slow,
-            "server_cpu_us": {
-                "echo_round_trip": _median(r["echo"]["server_cpu_us_per_round_trip"] for r in runs),
-                "fanout_small_delivery": _median(r["fanout"]["server_cpu_us_per_delivery"] for r in runs),
-                "fanout_big_delivery": big["fanout"]["server_cpu_us_per_delivery"],
-                "slow_baseline_delivery": _median(
-                    r["slow"]["baseline"]["server_cpu_us_per_delivery"] for r in runs
-                ),
-            },
-            "client_cpu_share": {
-                "echo": max(r["echo"]["client_cpu_share"] for r in runs),
-                "fanout_small": max(r["fanout"]["client_cpu_share"] for r in runs),
-                "fanout_big": big["fanout"]["client_cpu_share"],
-            },
-            "malformed_payloads": sum(r["fanout"]["malformed_payloads"] for r in runs)
-            + big["fanout"]["malformed_payloads"],
-            "runs": {"room": runs, "scale": big},
+        timeout = 120 + len(servers) * (90 + connections / 100)
+        result: dict[str, Any] = run_client(spec, where, log_dir, "memory", timeout)["targets"]
+        return result
+
+    done = _with_servers(apps, where, log_dir, "memory", failed, progress, body)
+    memory: dict[str, dict[str, Any]] = {}
+    for name, r in (done[1] if done else {}).items():
+        m = r["memory"]
+        memory[name] = m
+        progress(
+            f"  ws memory {name:>15}: {m['per_connection_bytes'] / 1024:.2f} KiB/connection at "
+            f"{m['connections']} (opened in {m['connect_s']:.1f} s)"
+        )
+    return memory
+
+
+def _framework(
+    runs: list[dict[str, Any]], big: dict[str, Any] | None, memory: dict[str, Any] | None
+) -> dict[str, Any]:
+    small = [x for r in runs for x in r["fanout"]["samples_ms"]]
+    base = [
+        x
+        for r in runs
+        for part in (r["slow"]["baseline"], r["slow"]["baseline_after"])
+        if part
+        for x in part["samples_ms"]
+    ]
+    stalled = [x for r in runs for x in r["slow"]["stalled_samples_ms"]]
+    stall_events = [r["slow"]["stalled_at"] for r in runs if r["slow"]["stalled_at"] is not None]
+    slow: dict[str, Any] = {
+        "baseline": _summary(base),
+        "with_stalled": _summary(stalled),
+        "stalled": bool(stall_events),
+        "stalled_after": stall_events,
+        "broadcasts_while_stalled": [r["slow"]["broadcasts_while_stalled"] for r in runs],
+        "stalled_client_close_codes": [r["slow"]["stalled_client_close_code"] for r in runs],
+        "evicted": all(r["slow"].get("stalled_client_evicted") for r in runs),
+    }
+    if not stall_events and base and stalled:
+        slow["added_ms"] = statistics.median(stalled) - statistics.median(base)
+    echo_rounds = [w for r in runs for w in r["echo"]["rounds"]]
+    comp_runs = [r["compressed"] for r in runs if "compressed" in r]
+    compressed = None
+    if comp_runs:
+        compressed = {
+            **_summary(
+                [x for c in comp_runs for x in c["samples_ms"]], sum(c["timeouts"] for c in comp_runs)
+            ),
+            "server_cpu_us_per_delivery": _median(c["server_cpu_us_per_delivery"] for c in comp_runs),
+            "negotiated": sorted({a for c in comp_runs for a in c["negotiated"]}),
+            "compressed_messages": sum(c["compressed_messages"] for c in comp_runs),
+            "client_cpu_share": max(c["client_cpu_share"] or 0 for c in comp_runs),
         }
-    return {"settings": s.__dict__, "frameworks": frameworks}
+    big_fan = big["fanout"] if big else None
+    return {
+        "echo_per_s": statistics.median(w["per_s"] for w in echo_rounds),
+        "echo_p99_ms": _median(w["p99_ms"] for w in echo_rounds),
+        "fanout_small": _summary(small, sum(r["fanout"]["timeouts"] for r in runs)),
+        "fanout_big": _summary(big_fan["samples_ms"], big_fan["timeouts"]) if big_fan else None,
+        "fanout_compressed": compressed,
+        "memory_per_connection_bytes": memory["per_connection_bytes"] if memory else None,
+        "memory": memory,
+        "slow_consumer": slow,
+        "server_cpu_us": {
+            "echo_round_trip": _median(r["echo"]["server_cpu_us_per_round_trip"] for r in runs),
+            "fanout_small_delivery": _median(r["fanout"]["server_cpu_us_per_delivery"] for r in runs),
+            "fanout_big_delivery": big_fan["server_cpu_us_per_delivery"] if big_fan else None,
+            "fanout_compressed_delivery": compressed["server_cpu_us_per_delivery"] if compressed else None,
+            "slow_baseline_delivery": _median(
+                r["slow"]["baseline"]["server_cpu_us_per_delivery"] for r in runs
+            ),
+        },
+        "client_cpu_share": {
+            "echo": max(r["echo"]["client_cpu_share"] for r in runs),
+            "fanout_small": max(r["fanout"]["client_cpu_share"] or 0 for r in runs),
+            "fanout_big": big_fan["client_cpu_share"] if big_fan else None,
+            "fanout_compressed": compressed["client_cpu_share"] if compressed else None,
+        },
+        "malformed_payloads": sum(r["fanout"]["malformed_payloads"] for r in runs)
+        + (big_fan["malformed_payloads"] if big_fan else 0)
+        + sum(c["malformed_payloads"] for c in comp_runs),
+        "runs": {"room": runs, "scale": big, "memory": memory},
+    }
+
+
+def run_ws(
+    apps: dict[str, ServedApp],
+    where: Placement,
+    log_dir: Path,
+    s: WsSettings,
+    progress: Progress,
+    failed: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Every framework's server runs at once; the client takes turns between them.
+
+    A framework in `failed` (name -> why), or whose server does not start, is left out
+    with its reason in the results rather than failing the run."""
+    failed = dict(failed or {})
+    fd_limit = raise_fd_limit()
+    rooms = _run_rooms(apps, where, log_dir, s, failed, progress)
+    scale = _run_scale(apps, where, log_dir, s, failed, progress, fd_limit) if s.big_room else {}
+    memory = _run_memory(apps, where, log_dir, s, failed, progress, fd_limit) if s.memory_connections else {}
+    frameworks: dict[str, Any] = {}
+    for name in apps:
+        if rooms.get(name):
+            frameworks[name] = _framework(rooms[name], scale.get(name), memory.get(name))
+        else:
+            frameworks[name] = {"error": failed.get(name, "not measured")}
+    settings = {**s.__dict__, "memory_connections_measured": min(s.memory_connections, fd_limit - FD_MARGIN)}
+    return {"settings": settings, "frameworks": frameworks, "left_out": failed}
 
 
 # Redis backplane ----------------------------------------------------------------------------

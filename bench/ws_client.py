@@ -21,12 +21,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.procfs import cpu_seconds, raise_fd_limit, read_rss
+from bench.procfs import cpu_time, raise_fd_limit, read_rss
 from bench.ws_connection import OP_TEXT, Connection, close_all, connect, connect_many, frame, ignore
 
 __all__ = ["Broadcaster", "interleaved", "main", "run"]
 
 SEQ_WIDTH = 10  # broadcast payloads start with a zero-padded sequence number
+# what fills a broadcast's payload after its number: "x" (by default), or for the compressed
+# fan-out text that compresses like a chat message's JSON (about 3:1, not 100:1)
+FILLERS = {
+    "x": b"x",
+    "text": b'{"type":"message","room":"bench","author":"member-4711","sent":"2026-12-04T22:59:27Z",'
+    b'"text":"The quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs. '
+    b'Sphinx of black quartz, judge my vow! How vexingly quick daft zebras jump."}',
+}
 _perf = time.perf_counter
 
 
@@ -35,7 +43,7 @@ def _log(message: str) -> None:
 
 
 def _server_cpu(pids: list[int]) -> float:
-    return sum(cpu_seconds(pid) for pid in pids)
+    return sum(cpu_time(pid) for pid in pids)
 
 
 # broadcasts --------------------------------------------------------------------------------
@@ -76,11 +84,13 @@ class Broadcaster:
             tally.done_at = _perf()
             tally.event.set()
 
-    async def once(self, size: int, timeout: float) -> float | None:
+    async def once(self, size: int, timeout: float, filler: str = "x") -> float | None:
         """One broadcast of a `size`-byte payload: seconds until the last counted member got it."""
         self.seq += 1
         key = b"%0*d" % (SEQ_WIDTH, self.seq)
-        payload = key + b"|" + b"x" * (size - SEQ_WIDTH - 1)
+        fill = FILLERS[filler]
+        rest = size - SEQ_WIDTH - 1
+        payload = key + b"|" + (fill * (rest // len(fill) + 1))[:rest]
         counted = sum(1 for conn in self.members if conn.counted)
         tally = _Tally(remaining=counted, size=size)
         self.pending[key] = tally
@@ -109,7 +119,7 @@ class Broadcaster:
 
 
 async def interleaved(
-    casters: dict[str, Broadcaster], reps: int, size: int, timeout: float, gap: float
+    casters: dict[str, Broadcaster], reps: int, size: int, timeout: float, gap: float, filler: str = "x"
 ) -> dict[str, dict[str, Any]]:
     """`reps` broadcasts per target, the targets taking turns (the order rotated each time).
 
@@ -121,13 +131,16 @@ async def interleaved(
     delivered = dict.fromkeys(names, 0)
     busy = dict.fromkeys(names, 0.0)
     wall = dict.fromkeys(names, 0.0)
-    server_cpu = {name: _server_cpu(caster.server_pids) for name, caster in casters.items()}
+    # the server's CPU time while its own broadcasts were in flight (not while the others
+    # were measured: a server whose loop polls when idle would count that too)
+    server_cpu = dict.fromkeys(names, 0.0)
     for rep in range(reps):
         shift = rep % len(names)
         for name in names[shift:] + names[:shift]:
             caster = casters[name]
-            cpu, started = time.process_time(), _perf()
-            elapsed = await caster.once(size, timeout)
+            cpu, server, started = time.process_time(), _server_cpu(caster.server_pids), _perf()
+            elapsed = await caster.once(size, timeout, filler)
+            server_cpu[name] += _server_cpu(caster.server_pids) - server
             busy[name] += time.process_time() - cpu
             wall[name] += _perf() - started
             if elapsed is None:
@@ -138,7 +151,7 @@ async def interleaved(
             await asyncio.sleep(gap)
     results: dict[str, dict[str, Any]] = {}
     for name, caster in casters.items():
-        used = _server_cpu(caster.server_pids) - server_cpu[name]
+        used = server_cpu[name]
         results[name] = {
             "members": len(caster.members),
             "size": size,
@@ -307,6 +320,8 @@ async def run_slow_consumer(
     staller.transport.resume_reading()
     await asyncio.sleep(1.0)
     close_code = staller.close_code  # set only if the server closed it
+    # the client has not closed it: a close frame or a closed socket is the server's doing
+    evicted = close_code is not None or staller.lost.done()
     caster.members.remove(staller)
     await close_all([staller], timeout=2.0)
     # The baseline again, so that it brackets the stalled phase in time: a burst of outside
@@ -321,9 +336,76 @@ async def run_slow_consumer(
         "stalled_at": stalled_at,
         "broadcasts_while_stalled": held_back,
         "stalled_client_close_code": close_code,
+        "stalled_client_evicted": evicted,
         "stalled_client_caught_up": staller.received - received_before,
         "median_ms": statistics.median(samples) if samples and stalled_at is None else None,
     }
+
+
+async def run_compressed(host: str, targets: list[Target], spec: dict[str, Any]) -> dict[str, Any]:
+    """Fan-out to `members` clients per target that offer permessage-deflate (the targets
+    taking turns), after the uncompressed members have left."""
+    chosen = [t for t in targets if t.name in spec["targets"]]
+    for target in targets:
+        await close_all(target.members, timeout=5.0)
+        target.members = []
+    out: dict[str, Any] = {}
+    casters: dict[str, Broadcaster] = {}
+    try:
+        for target in chosen:
+            _log(f"{target.name}: opening {spec['members']} connections offering permessage-deflate")
+            target.members = await connect_many(host, target.ports, spec["members"], deflate=True)
+            casters[target.name] = Broadcaster(target.members[0], target.members, target.pids)
+            await casters[target.name].sync()
+            await casters[target.name].sync()
+        before = {name: sum(c.compressed for c in caster.members) for name, caster in casters.items()}
+        series = await interleaved(
+            casters, spec["reps"], spec["size"], spec["timeout"], spec["gap"], spec.get("filler", "x")
+        )
+        for name, values in series.items():
+            members = casters[name].members
+            answers = sorted({(c.extension or b"").decode() for c in members})
+            values["negotiated"] = answers  # what the server answered ('' for nothing)
+            values["compressed_messages"] = sum(c.compressed for c in members) - before[name]
+            out[name] = values
+    finally:
+        for target in chosen:
+            await close_all(target.members, timeout=5.0)
+            target.members = []
+    return out
+
+
+async def run_memory(host: str, targets: list[Target], spec: dict[str, Any]) -> dict[str, Any]:
+    """Idle memory per connection, one target after the other: after a warm-up, the servers'
+    RSS before and after `connections` idle connections are opened."""
+    out: dict[str, Any] = {}
+    for target in targets:
+        conns = await connect_many(host, target.ports, spec["warmup"])
+        await Broadcaster(conns[0], conns, target.pids).sync()
+        await close_all(conns)
+        await asyncio.sleep(spec["settle"])
+        before = sum(read_rss(pid) for pid in target.pids)
+        _log(f"{target.name}: opening {spec['connections']} idle connections")
+        opened = _perf()
+        members = await connect_many(host, target.ports, spec["connections"], timeout=60.0)
+        connect_s = _perf() - opened
+        try:
+            await asyncio.sleep(spec["settle"])
+            after = sum(read_rss(pid) for pid in target.pids)
+            # they are all still there: one broadcast reaches every one of them
+            await Broadcaster(members[0], members, target.pids).sync(timeout=60.0)
+        finally:
+            closing = _perf()
+            await close_all(members, timeout=60.0)
+            _log(f"{target.name}: closed in {_perf() - closing:.1f} s")
+        out[target.name] = {
+            "connections": len(members),
+            "connect_s": connect_s,
+            "rss_before": before,
+            "rss_after": after,
+            "per_connection_bytes": (after - before) / len(members),
+        }
+    return out
 
 
 async def run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -331,6 +413,10 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     targets = [Target(t["name"], t["ports"], t.get("pids") or []) for t in spec["targets"]]
     out: dict[str, dict[str, Any]] = {t.name: {} for t in targets}
     result: dict[str, Any] = {"fd_limit": raise_fd_limit(), "targets": out}
+    if spec.get("memory_each"):
+        for name, memory in (await run_memory(host, targets, spec["memory_each"])).items():
+            out[name]["memory"] = memory
+        return result
     settle = spec.get("settle", 1.0)
     if spec.get("echo"):
         _log(f"echo: {spec['echo']['rounds']} rounds per target")
@@ -376,6 +462,10 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
                 out[target.name]["slow"] = await run_slow_consumer(
                     host, target, casters[target.name], spec["slow"]
                 )
+        if spec.get("compressed"):
+            _log(f"compressed fan-out to {spec['compressed']['members']}")
+            for name, values in (await run_compressed(host, targets, spec["compressed"])).items():
+                out[name]["compressed"] = values
     finally:
         for target in targets:
             await close_all(target.members, timeout=3.0)

@@ -2,17 +2,33 @@
 
 Broadcast goes through the `WebSocketService`: every connection joins the room "bench"
 in `on_connect`, and a broadcast command calls `service.broadcast("bench", payload)`.
+
+`WIREHALL_BENCH_MAX_PENDING_BYTES`, when set, is the service's `max_pending_bytes` (the
+byte budget past which a slow consumer is closed with 1013); the backplane is then the one
+`WIREHALL_BACKPLANE` names, as `Wirehall()` would choose it.
 """
 
 from __future__ import annotations
 
-from wirehall import WebSocketController, Wirehall
+import os
+
+from wirehall import WebSocketController, WebSocketService, Wirehall
+from wirehall.backplane import backplane_from_url
 
 __all__ = ["app"]
 
 ROOM = "bench"
 
-app = Wirehall()
+
+def _service() -> WebSocketService | None:
+    budget = os.environ.get("WIREHALL_BENCH_MAX_PENDING_BYTES")
+    if not budget:
+        return None
+    backplane = backplane_from_url(os.environ.get("WIREHALL_BACKPLANE", "").strip() or "memory://")
+    return WebSocketService(backplane, max_pending_bytes=int(budget))
+
+
+app = Wirehall(websockets=_service())
 
 
 @app.get("/")
