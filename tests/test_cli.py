@@ -204,8 +204,40 @@ def test_run_sizes_the_websocket_limit_from_the_app_routes(
     result = runner.invoke(main, ["run", "tests.hostile._app:app"])
     assert result.exit_code == 0, result.output
     assert uvicorn_run["ws_max_size"] == 65536  # the Echo controller's max_message_size
-    assert uvicorn_run["ws"] == "websockets-sansio"
+    assert uvicorn_run["ws"] == "wirehall.server.websocket:WebSocketProtocol"  # the native path
     assert uvicorn_run["ws_per_message_deflate"] is True
+
+
+@pytest.mark.parametrize("choice", ["websockets-sansio", "websockets", "auto"])
+def test_run_serves_websockets_with_uvicorns_protocol_when_asked(
+    runner: CliRunner, uvicorn_run: dict[str, Any], choice: str
+) -> None:
+    result = runner.invoke(main, ["run", "tests.hostile._app:app", "--ws", choice])
+    assert result.exit_code == 0, result.output
+    assert uvicorn_run["ws"] == choice
+
+
+@pytest.mark.parametrize(
+    ("package", "version"), [("uvicorn", "0.99.0"), ("websockets", "99.0"), ("uvicorn", "0.20.0")]
+)
+def test_run_refuses_the_native_protocol_on_untested_versions(
+    runner: CliRunner, uvicorn_run: dict[str, Any], monkeypatch: pytest.MonkeyPatch, package: str, version: str
+) -> None:
+    import uvicorn
+    import websockets.version
+
+    if package == "uvicorn":
+        monkeypatch.setattr(uvicorn, "__version__", version)
+    else:
+        monkeypatch.setattr(websockets.version, "version", version)
+    result = runner.invoke(main, ["run", "tests.hostile._app:app"])
+    assert result.exit_code != 0
+    assert f"{package} {version}" in result.output
+    assert "--ws websockets-sansio" in result.output
+    assert uvicorn_run == {}  # nothing was served
+    # uvicorn's own protocol does not depend on them: it still starts
+    result = runner.invoke(main, ["run", "tests.hostile._app:app", "--ws", "websockets-sansio"])
+    assert result.exit_code == 0, result.output
 
 
 @pytest.mark.parametrize(

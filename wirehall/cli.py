@@ -30,6 +30,7 @@ from wirehall.server.protocols import (
     http_protocol,
 )
 from wirehall.server.redaction import DEFAULT_REDACTED_PARAMS
+from wirehall.server.websocket import PROTOCOL_PATH, check_versions
 
 __all__ = ["load_app", "main", "server_allowed_hosts", "websocket_max_size"]
 
@@ -130,11 +131,12 @@ def main() -> None:
 @click.option(
     "--ws",
     "ws_protocol",
-    default="websockets-sansio",
+    default="wirehall",
     show_default=True,
-    type=click.Choice(["auto", "websockets", "websockets-sansio", "wsproto"]),
-    help="uvicorn's WebSocket implementation. wsproto inflates compressed messages before "
-    "checking their size, so with it compression (permessage-deflate) is turned off.",
+    type=click.Choice(["wirehall", "websockets-sansio", "websockets", "wsproto", "auto", PROTOCOL_PATH]),
+    help="The WebSocket implementation: wirehall's own (frames written once per broadcast, no "
+    "task per idle connection) or one of uvicorn's. wsproto inflates compressed messages "
+    "before checking their size, so with it compression (permessage-deflate) is turned off.",
 )
 @click.option(
     "--http",
@@ -252,6 +254,12 @@ def run(
         os.environ[ALLOWED_HOSTS_ENV] = ",".join(hosts)
     if ws_max_size is None:
         ws_max_size = websocket_max_size(target)
+    if ws_protocol in ("wirehall", PROTOCOL_PATH):
+        try:
+            check_versions()  # fail now, clearly, rather than misbehave on the first connection
+        except ConfigurationError as exc:
+            raise click.ClickException(str(exc)) from exc
+        ws_protocol = PROTOCOL_PATH
     backplane = os.environ.get("WIREHALL_BACKPLANE", "").strip() or "memory://"
     if workers > 1 and backplane.startswith("memory:"):
         click.echo(

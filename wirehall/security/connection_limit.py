@@ -12,6 +12,7 @@ import logging
 
 from wirehall.errors import ConfigurationError
 from wirehall.types import ASGIApp, Receive, Scope, Send
+from wirehall.websocket._native import defer_until_closed
 from wirehall.websocket.handler import WebSocketHandler
 
 __all__ = ["AddressCounter", "ConnectionLimitMiddleware"]
@@ -100,4 +101,6 @@ class ConnectionLimitMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
-            counter.release(address)
+            # on the native path the connection may outlive the call: release when it ends
+            if not defer_until_closed(scope, lambda: counter.release(address)):
+                counter.release(address)

@@ -32,7 +32,8 @@ from wirehall.logcontext import attach_connection
 from wirehall.params import RequestValidationError
 from wirehall.security.access import access_denied
 from wirehall.types import ASGIApp, Receive, Scope, Send
-from wirehall.websocket._core import ConnectionCore, FramePolicy, Phase, Verdict
+from wirehall.websocket._core import ConnectionCore, FramePolicy, Incoming, Phase, Verdict
+from wirehall.websocket._session import NativeSession
 from wirehall.websocket.codes import CloseCode
 from wirehall.websocket.handler import WebSocketHandler, WebSocketState, is_sendable_close_code
 from wirehall.websocket.ratelimit import RateLimit
@@ -77,6 +78,11 @@ class WebSocketController(WebSocketHandler):
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         super().__init__(scope, receive, send)
         self._events: EventBus | None = getattr(scope.get("app"), "events", None)
+
+    @property
+    def events(self) -> EventBus | None:
+        """The app's event bus (None outside a Wirehall app)."""
+        return self._events
 
     # hooks ------------------------------------------------------------------------
 
@@ -200,22 +206,43 @@ class _Runner:
         # hook arguments and request-scoped dependencies see this connection; a query value
         # that does not fit them refuses the handshake (or closes with 1008 once accepted)
         resolver = self.container.scope(ws, invalid_input=_invalid_input)
+        handed_over = False
         try:
             try:
-                code = await self._run(ws, receive, resolver, scope.get("path_params") or {})
+                outcome = await self._run(ws, receive, resolver, scope.get("path_params") or {})
             except asyncio.CancelledError:
                 # Cancelled by the connection itself because the peer takes nothing: carry on.
                 if not ws.cancelled_by_close or task is None or task.uncancel() > 0:
                     raise
-                code = ws.close_code or CloseCode.ABNORMAL
+                outcome = ws.close_code or CloseCode.ABNORMAL
+            if outcome is None:  # a native session serves it from here, by callback
+                handed_over = True
+                return
+            code = outcome
+            if ws.core.accepted:
+                await self._disconnected(ws, resolver, code)
+        finally:
+            if not handed_over:
+                if service is not None:
+                    service.unregister(ws)
+                await resolver.aclose()
+        if ws.core.accepted and events is not None and events.wants(WebSocketDisconnected):
+            await events.publish(WebSocketDisconnected(ws.id, scope.get("path", ""), code))
+
+    async def finish(self, ws: WebSocketController, resolver: ResolutionScope, code: int) -> None:
+        """The end of a connection a native session served: `on_disconnect`, then clean up."""
+        app = ws.scope.get("app")
+        service: WebSocketService | None = getattr(app, "websockets", None)
+        try:
             if ws.core.accepted:
                 await self._disconnected(ws, resolver, code)
         finally:
             if service is not None:
                 service.unregister(ws)
             await resolver.aclose()
+        events: EventBus | None = getattr(app, "events", None)
         if ws.core.accepted and events is not None and events.wants(WebSocketDisconnected):
-            await events.publish(WebSocketDisconnected(ws.id, scope.get("path", ""), code))
+            await events.publish(WebSocketDisconnected(ws.id, ws.scope.get("path", ""), code))
 
     async def _run(
         self,
@@ -223,13 +250,14 @@ class _Runner:
         receive: Receive,
         resolver: ResolutionScope,
         path_params: Mapping[str, Any],
-    ) -> int:
+    ) -> int | None:
+        """Serve the connection; its close code, or None when a native session took it over."""
         raise NotImplementedError
 
     async def _disconnected(self, ws: WebSocketController, resolver: ResolutionScope, code: int) -> None:
         pass
 
-    async def _failed(self, ws: WebSocketController, exc: BaseException) -> int:
+    async def failed(self, ws: WebSocketController, exc: BaseException) -> int:
         """A hook raised: close (or refuse) as the error says; returns the close code."""
         if isinstance(exc, WebSocketDisconnectError):
             return ws.close_code or exc.code
@@ -277,18 +305,23 @@ class _ControllerRunner(_Runner):
         receive: Receive,
         resolver: ResolutionScope,
         path_params: Mapping[str, Any],
-    ) -> int:
+    ) -> int | None:
         uses_context = self.message_plan is not None or self.connect_plan is not None
         context = {WebSocketHandler: ws} if uses_context else {}
         try:
             if not await self._connect(ws, resolver, context, path_params):
                 return ws.close_code or CloseCode.POLICY_VIOLATION
+            sock = ws.native
+            if sock is not None:  # the native path: no task while the connection is idle
+                ws.core.set_policy(self.policy)
+                NativeSession(self, ws, sock, resolver, context, path_params).begin()
+                return None
             await self._serve(ws, receive, resolver, context, path_params)
             return ws.close_code or CloseCode.NO_STATUS
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001  # the boundary that runs user code; _failed logs it
-            return await self._failed(ws, exc)
+            return await self.failed(ws, exc)
 
     async def _connect(
         self,
@@ -322,34 +355,45 @@ class _ControllerRunner(_Runner):
         core.set_policy(self.policy)
         judge = ws.judge
         core_receive = core.receive
-        on_message = ws.on_message
-        plan = self.message_plan
-        events = _events_of(ws)
+        handle = self.handle
         while core.state is _OPEN:
             message = await receive()
             # a text frame straight to the core (one call less per message); anything else
             # is the handler's to read
             text = message.get("text") if message["type"] == "websocket.receive" else None
-            incoming = core_receive(text) if text is not None else judge(message)
-            verdict = incoming.verdict
-            if verdict is _ACCEPT or verdict is _INVALID:
-                if events is not None and events.wants(WebSocketMessageReceived):
-                    await events.publish(
-                        WebSocketMessageReceived(ws.id, ws.scope.get("path", ""), incoming.size)
-                    )
-                if verdict is _INVALID:
-                    await ws.on_invalid_message(incoming.text, incoming.value)
-                elif plan is None:
-                    await on_message(incoming.value)
-                else:
-                    kwargs = plan.kwargs(resolver, context, path_params)
-                    if not isinstance(kwargs, dict):
-                        kwargs = await kwargs
-                    await on_message(incoming.value, **kwargs)
-            elif verdict is _REPLY:
-                await ws.send_error(incoming.text)
-            elif verdict is _CLOSE:
-                await ws.finish_close(incoming.text)
+            await handle(
+                ws, core_receive(text) if text is not None else judge(message), resolver, context, path_params
+            )
+
+    async def handle(
+        self,
+        ws: WebSocketController,
+        incoming: Incoming,
+        resolver: ResolutionScope,
+        context: Mapping[type[Any], Any],
+        path_params: Mapping[str, Any],
+    ) -> None:
+        """Carry out the core's verdict on one message (both paths)."""
+        verdict = incoming.verdict
+        if verdict is _ACCEPT or verdict is _INVALID:
+            events = ws.events
+            if events is not None and events.wants(WebSocketMessageReceived):
+                await events.publish(WebSocketMessageReceived(ws.id, ws.scope.get("path", ""), incoming.size))
+            if verdict is _INVALID:
+                await ws.on_invalid_message(incoming.text, incoming.value)
+                return
+            plan = self.message_plan
+            if plan is None:
+                await ws.on_message(incoming.value)
+                return
+            kwargs = plan.kwargs(resolver, context, path_params)
+            if not isinstance(kwargs, dict):
+                kwargs = await kwargs
+            await ws.on_message(incoming.value, **kwargs)
+        elif verdict is _REPLY:
+            await ws.send_error(incoming.text)
+        elif verdict is _CLOSE:
+            await ws.finish_close(incoming.text)
 
     async def _disconnected(self, ws: WebSocketController, resolver: ResolutionScope, code: int) -> None:
         try:
@@ -411,7 +455,7 @@ class _FunctionRunner(_Runner):
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001  # the boundary that runs user code; _failed logs it
-            return await self._failed(ws, exc)
+            return await self.failed(ws, exc)
         if ws.websocket_state is _CONNECTING:
             await ws.refuse(403, "the connection was not accepted")
         elif ws.is_open:

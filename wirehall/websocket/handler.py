@@ -22,6 +22,8 @@ from wirehall.connection import Connection
 from wirehall.errors import WebSocketDisconnectError, WebSocketError, WebSocketStateError
 from wirehall.types import Message, Receive, Scope, Send
 from wirehall.websocket._core import ConnectionCore, Incoming, Outgoing, OutputLimits, Phase
+from wirehall.websocket._frames import Broadcast
+from wirehall.websocket._native import NativeOutbox, NativeSocket, native_socket
 from wirehall.websocket._outbox import Outbox
 from wirehall.websocket._server_seam import transport_aborter
 from wirehall.websocket.codes import CloseCode
@@ -70,11 +72,12 @@ def is_sendable_close_code(code: int) -> bool:
 def send_message(text: str | None, data: bytes | None) -> Message:
     """The ASGI message that sends a text frame (`text` not None) or a binary one.
 
-    Built once per broadcast and shared by every member's `send_nowait`.
+    Built once per broadcast and shared by every member's `send_nowait`; on the native
+    server path it also keeps the frame, built once for them all.
     """
     if text is not None:
-        return {"type": "websocket.send", "text": text}
-    return {"type": "websocket.send", "bytes": data or b""}
+        return Broadcast(type="websocket.send", text=text)
+    return Broadcast(type="websocket.send", bytes=data or b"")
 
 
 def _truncate_reason(reason: str) -> str:
@@ -103,6 +106,7 @@ class WebSocketHandler(Connection):
         "_core",
         "_id",
         "_main_task",
+        "_native",
         "_outbox",
         "_receive",
         "_registry",
@@ -121,7 +125,12 @@ class WebSocketHandler(Connection):
         self._receive = receive
         self._send = send
         core = self._core = ConnectionCore()
-        self._outbox = Outbox(send, core, self._outbox_stopped)
+        self._native = sock = native_socket(scope)
+        self._outbox: Outbox | NativeOutbox
+        if sock is not None:  # the native server path: frames straight to the transport
+            self._outbox = NativeOutbox(sock, core, self._outbox_stopped)
+        else:
+            self._outbox = Outbox(send, core, self._outbox_stopped)
         self._id: str | None = None
         self._registry: Registry | None = None
         self._connected = False  # websocket.connect was received
@@ -163,6 +172,11 @@ class WebSocketHandler(Connection):
     def subprotocols(self) -> list[str]:
         """The subprotocols the client offered, in its order of preference."""
         return list(self.scope.get("subprotocols") or ())
+
+    @property
+    def native(self) -> NativeSocket | None:
+        """The server's native socket when served by wirehall's own protocol (None under plain ASGI)."""
+        return self._native
 
     @property
     def queued(self) -> int:

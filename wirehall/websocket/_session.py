@@ -1,0 +1,161 @@
+"""A controller's connection on the native path: a task only while there is work.
+
+Through ASGI every connection holds a task blocked in `receive()` between messages. On
+the native path the server hands each message to `NativeSession.message` (a plain
+callback, no task): it is queued, and a task is started only if none runs; that task
+handles what is queued, in order, one message at a time, and ends when nothing waits.
+An idle connection holds this object, its handler and its core, and no task, no
+coroutine frame, no future.
+
+Backpressure: past `HIGH_WATER` unhandled messages the server stops reading from the
+peer, and reads again once the task has caught up. The close is the last item queued,
+so `on_disconnect` runs after every message that came before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from wirehall.di import ResolutionScope
+from wirehall.websocket._core import Incoming, Phase
+from wirehall.websocket._native import EXTENSION, NativeSocket, serve_by_callback
+
+__all__ = ["HIGH_WATER", "NativeSession"]
+
+logger = logging.getLogger(__name__)
+
+HIGH_WATER = 64
+"""Unhandled messages at which reading from the peer pauses."""
+
+_OPEN = Phase.OPEN
+
+
+class _Closed:
+    __slots__ = ("code",)
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+class SessionRunner(Protocol):
+    """What a session asks of the controller runner that started it."""
+
+    async def handle(
+        self,
+        ws: Any,
+        incoming: Incoming,
+        resolver: ResolutionScope,
+        context: Mapping[type[Any], Any],
+        path_params: Mapping[str, Any],
+    ) -> None: ...
+
+    async def failed(self, ws: Any, exc: BaseException) -> int: ...
+
+    async def finish(self, ws: Any, resolver: ResolutionScope, code: int) -> None: ...
+
+
+class NativeSession:
+    """Serves one controller connection by callback (see the module)."""
+
+    __slots__ = (
+        "_after",
+        "_context",
+        "_inbox",
+        "_path_params",
+        "_reading",
+        "_resolver",
+        "_runner",
+        "_sock",
+        "_task",
+        "_vars",
+        "_ws",
+    )
+
+    def __init__(
+        self,
+        runner: SessionRunner,
+        ws: Any,
+        sock: NativeSocket,
+        resolver: ResolutionScope,
+        context: Mapping[type[Any], Any],
+        path_params: Mapping[str, Any],
+    ) -> None:
+        self._runner = runner
+        self._ws = ws
+        self._sock = sock
+        self._resolver = resolver
+        self._context = context
+        self._path_params = path_params
+        self._inbox: deque[str | bytes | _Closed] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._reading = True
+        self._vars: contextvars.Context | None = None
+        self._after: list[Callable[[], None]] = []
+
+    def begin(self) -> None:
+        """Take the connection over from the ASGI task, which returns after this."""
+        # the tasks started later see what the connection's task saw (log context, scope)
+        self._vars = contextvars.copy_context()
+        self._after = serve_by_callback(self._ws.scope)
+        self._ws.run_in(None)
+        self._sock.set_reader(self)
+
+    # the server's callbacks ------------------------------------------------------------
+
+    def message(self, data: str | bytes) -> None:
+        inbox = self._inbox
+        inbox.append(data)
+        if self._task is None:
+            self._task = self._sock.start(self._work(), self._vars)
+        elif len(inbox) >= HIGH_WATER and self._reading:
+            self._reading = False
+            self._sock.pause_reading()
+
+    def closed(self, code: int, reason: str) -> None:
+        self._ws.core.closed(code)  # now: a write failing after this does not change the code
+        self._inbox.append(_Closed(code))
+        if self._task is None:
+            self._task = self._sock.start(self._work(), self._vars)
+
+    # the task that exists while there is work ---------------------------------------------
+
+    async def _work(self) -> None:
+        inbox = self._inbox
+        ws = self._ws
+        core = ws.core
+        runner = self._runner
+        while inbox:
+            item = inbox.popleft()
+            if type(item) is _Closed:
+                inbox.clear()
+                try:
+                    await runner.finish(ws, self._resolver, core.close_code or item.code)
+                finally:
+                    self._run_after()
+                return  # the end: this task stays the session's last
+            if core.state is not _OPEN:
+                continue  # closing: what the peer sent meanwhile is dropped
+            try:
+                await runner.handle(ws, core.receive(item), self._resolver, self._context, self._path_params)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001  # the boundary that runs user code; failed() logs it
+                await runner.failed(ws, exc)
+            if not self._reading and len(inbox) < HIGH_WATER // 2:
+                self._reading = True
+                self._sock.resume_reading()
+        self._task = None  # nothing waits: the next message starts a task again
+
+    def _run_after(self) -> None:
+        after, self._after = self._after, []
+        self._ws.scope["extensions"][EXTENSION]["after"] = None  # later deferrals: at once
+        for callback in after:
+            try:
+                callback()
+            except Exception:
+                logger.exception("a callback deferred until connection %s closed failed", self._ws.id)
