@@ -23,6 +23,7 @@ import struct
 import subprocess
 import sys
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -757,7 +758,53 @@ async def test_a_misbehaving_client_is_not_logged_as_an_error(
     assert "ERROR" not in log, log
 
 
-# compression and rooms ------------------------------------------------------------------
+def deflated(data: bytes) -> bytes:
+    """`data` as a permessage-deflate payload (RFC 7692 7.2.1), in a window any agreement allows."""
+    compressor = zlib.compressobj(wbits=-9)
+    out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+DEFLATE_OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+
+
+async def test_a_compressed_frame_from_a_raw_client_is_inflated(server: Server) -> None:
+    raw = await RawClient.open(server, headers=DEFLATE_OFFER)
+    try:
+        assert b"permessage-deflate" in raw.response_head.lower()
+        await raw.send(frame(TEXT, deflated("dégonflé".encode()), rsv=RSV1))
+        first = await raw.next_frame()
+        assert first is not None
+        assert first.opcode == TEXT
+        payload = first.payload
+        if first.rsv & RSV1:  # the server may answer compressed
+            payload = zlib.decompressobj(wbits=-15).decompress(payload + b"\x00\x00\xff\xff")
+        assert payload == "dégonflé".encode()
+    finally:
+        await raw.aclose()
+
+
+async def test_compressed_invalid_utf8_closes_1007(server: Server) -> None:
+    raw = await RawClient.open(server, headers=DEFLATE_OFFER)
+    try:
+        await raw.send(frame(TEXT, deflated(b"valid, then \xff\xfe"), rsv=RSV1))
+        assert await raw.close_code() == INVALID_PAYLOAD
+    finally:
+        await raw.aclose()
+
+
+async def test_a_corrupt_compressed_frame_fails_the_connection(server: Server) -> None:
+    raw = await RawClient.open(server, headers=DEFLATE_OFFER)
+    try:
+        await raw.send(frame(BINARY, b"\xff" * 40, rsv=RSV1))  # not a deflate stream
+        # RFC 7692 says fail, not with which code: websockets says 1002, 1007 would do too
+        assert await raw.close_code() in (PROTOCOL_ERROR, INVALID_PAYLOAD)
+    finally:
+        await raw.aclose()
+
+
+# compression and rooms ---# compression and rooms ------------------------------------------------------------------
 
 
 def _room_payload(sender: str, i: int) -> str:
