@@ -96,6 +96,8 @@ _HIGH_INBOX = 32  # ASGI receive queue: pause reading past this many unread mess
 _CLOSE_TIMEOUT = 10.0
 _VALID_CLOSE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
 
+_NO_OPTIONS: dict[str, Any] = {}  # the denial extension's (empty) entry, shared by every scope
+
 # connection states
 _CONNECTING, _ACCEPTING, _OPEN, _CLOSING, _CLOSED = 0, 1, 2, 3, 4
 
@@ -359,7 +361,7 @@ class WebSocketProtocol(asyncio.Protocol):
             "headers": headers,
             "subprotocols": subprotocols,
             "state": server.app_state.copy(),
-            "extensions": {"websocket.http.response": {}, EXTENSION: {"socket": self}},
+            "extensions": {"websocket.http.response": _NO_OPTIONS, EXTENSION: {"socket": self}},
         }
         self._state = _ACCEPTING
         self._inbox = deque(({"type": "websocket.connect"},))

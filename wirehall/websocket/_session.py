@@ -91,7 +91,7 @@ class NativeSession:
         self._resolver = resolver
         self._context = context
         self._path_params = path_params
-        self._inbox: deque[str | bytes | _Closed] = deque()
+        self._inbox: deque[str | bytes | _Closed] | None = None  # only while messages wait
         self._task: asyncio.Task[None] | None = None
         self._reading = True
         self._vars: contextvars.Context | None = None
@@ -109,6 +109,8 @@ class NativeSession:
 
     def message(self, data: str | bytes) -> None:
         inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
         inbox.append(data)
         if self._task is None:
             self._task = self._sock.start(self._work(), self._vars)
@@ -118,7 +120,10 @@ class NativeSession:
 
     def closed(self, code: int, reason: str) -> None:
         self._ws.core.closed(code)  # now: a write failing after this does not change the code
-        self._inbox.append(_Closed(code))
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        inbox.append(_Closed(code))
         if self._task is None:
             self._task = self._sock.start(self._work(), self._vars)
 
@@ -126,6 +131,7 @@ class NativeSession:
 
     async def _work(self) -> None:
         inbox = self._inbox
+        assert inbox is not None
         ws = self._ws
         core = ws.core
         runner = self._runner
@@ -150,6 +156,7 @@ class NativeSession:
                 self._reading = True
                 self._sock.resume_reading()
         self._task = None  # nothing waits: the next message starts a task again
+        self._inbox = None
 
     def _run_after(self) -> None:
         after, self._after = self._after, []
