@@ -7,16 +7,22 @@
 - `/ws/closer`: the first message, `{"code": C, "reason": R}`, closes the connection with them.
 - `/ws/refuse?status=S&detail=D`: the handshake is refused with HTTP S (a JSON body).
 - `/ws/big`: a message `N` is answered with N bytes of text, then N bytes of binary.
+- `/raw/close`: a plain ASGI app (mounted): accepts, and the first message `{"code": C,
+  "reason": R}` is sent as its `websocket.close`, whatever R's length.
 - `/ws/proto`: accepts `wirehall.v2` if offered, else `wirehall.v1`, else no subprotocol; echoes.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
 
 from wirehall import WebSocketController, Wirehall
+from wirehall.types import Receive, Scope, Send
+
+logger = logging.getLogger(__name__)
 
 ECHO_MAX = 4096  # bytes a message to /ws/echo may have
 ROOM_MAX = 16384  # bytes a message to a room may have
@@ -119,3 +125,28 @@ class Negotiating(WebSocketController):
 
     async def on_message(self, message: Any) -> None:
         await self.send_text(str(message))
+
+
+async def raw_close(scope: Scope, receive: Receive, send: Send) -> None:
+    """A plain ASGI WebSocket app: the server alone stands between its close and the wire."""
+    if scope["type"] != "websocket":
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    message = await receive()
+    if message["type"] != "websocket.receive":
+        return
+    request = msgspec.json.decode(message.get("text") or "{}", type=CloseRequest)
+    try:
+        await send({"type": "websocket.close", "code": request.code, "reason": request.reason})
+    except Exception:  # a server may refuse a reason too long for a close frame
+        logger.exception(
+            "the server refused the close of %d with a reason of %d bytes",
+            request.code,
+            len(request.reason.encode()),
+        )
+
+
+app.mount("/raw/close", raw_close)

@@ -532,6 +532,26 @@ async def test_a_server_close_reason_never_exceeds_123_bytes(server: Server) -> 
     assert reason.startswith(closing.close_reason.decode())  # cut at a character, not inside one
 
 
+async def test_a_close_reason_too_long_from_a_plain_asgi_app_is_cut_to_fit(
+    request: pytest.FixtureRequest, server: Server
+) -> None:
+    uvicorn_deviates(
+        request,
+        server,
+        "the app's websocket.close raises ProtocolError('control frame too long') and the "
+        "connection drops without a close frame",
+    )
+    reason = "é" * 100  # 200 bytes of UTF-8: no handler stands between this and the server
+    raw = await RawClient.open(server, "/raw/close")
+    try:
+        await raw.send(frame(TEXT, json.dumps({"code": 4003, "reason": reason}).encode()))
+        closing = await raw.closed_with()  # a close frame of at most 125 bytes, its reason UTF-8
+    finally:
+        await raw.aclose()
+    assert closing.close_code == 4003
+    assert reason.startswith(closing.close_reason.decode())
+
+
 @pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535])
 async def test_a_close_with_an_invalid_code_fails_with_1002(
     server: Server, raw: RawClient, code: int
