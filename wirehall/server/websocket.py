@@ -88,8 +88,8 @@ logger = logging.getLogger("uvicorn.error")
 PROTOCOL_PATH = "wirehall.server.websocket:WebSocketProtocol"
 """What `wirehall run` passes as uvicorn's `ws=`."""
 
-TESTED_UVICORN = ("0.30", "0.55")
-TESTED_WEBSOCKETS = ("13.0", "17.4")
+TESTED_UVICORN = ("0.55", "0.55")  # major.minor, inclusive
+TESTED_WEBSOCKETS = ("17.0", "17.4")
 
 _WINDOW_BITS = 12
 _HIGH_INBOX = 32  # ASGI receive queue: pause reading past this many unread messages
@@ -463,7 +463,11 @@ class WebSocketProtocol(asyncio.Protocol):
     async def receive(self) -> Message:
         """ASGI `receive`: the next event for an app that did not set a reader."""
         inbox = self._inbox
-        assert inbox is not None, "receive() before the handshake"
+        if inbox is None:
+            raise RuntimeError(
+                "receive() on a connection whose messages go to a reader (set_reader): "
+                "a controller on the native path gets them in on_message"
+            )
         while not inbox:
             waiter = self._waiter = self._server.loop.create_future()
             try:

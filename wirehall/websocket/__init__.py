@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from wirehall.websocket._native import defer_until_closed
 from wirehall.websocket._outbox import SlowConsumerPolicy
 from wirehall.websocket.codes import CloseCode
 from wirehall.websocket.controller import WebSocketController, build_websocket_endpoint
@@ -18,4 +19,5 @@ __all__ = [
     "WebSocketService",
     "WebSocketState",
     "build_websocket_endpoint",
+    "defer_until_closed",
 ]
