@@ -60,7 +60,10 @@ def close_frame(code: int | None, reason: str = "") -> bytes:
     """A close frame with `code` and `reason` (None: an empty close, 1005 on the other side)."""
     if code is None:
         return frame(OP_CLOSE, b"")
-    return frame(OP_CLOSE, code.to_bytes(2, "big") + reason.encode()[:123])
+    data = reason.encode()
+    if len(data) > 123:  # the frame's limit: cut at a character, never inside one
+        data = data[:123].decode(errors="ignore").encode()
+    return frame(OP_CLOSE, code.to_bytes(2, "big") + data)
 
 
 def deflate(payload: bytes, window_bits: int) -> bytes:
