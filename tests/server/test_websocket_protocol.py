@@ -519,6 +519,47 @@ async def test_a_server_close_reaches_the_client_with_its_code(
         assert ws.protocol.close_sent is not None  # the client answered; the handshake completed
 
 
+async def test_after_its_close_the_server_ignores_data_until_the_clients_close(server: Server) -> None:
+    raw = await RawClient.open(server, "/ws/closer")
+    try:
+        await raw.send(frame(TEXT, json.dumps({"code": 4004}).encode()))
+        closing = await raw.next_frame()
+        assert closing is not None
+        assert closing.opcode == CLOSE
+        assert closing.close_code == 4004
+        # still sending, as a client may that has not read the close yet; then answering it
+        await raw.send(
+            frame(TEXT, b"in flight"), frame(PING, b"in flight"), frame(CLOSE, close_payload(4004))
+        )
+        # no data frame after a close (RFC 6455 5.5.1; a pong may still come), then the server hangs up
+        while (got := await raw.next_frame()) is not None:
+            assert got.opcode == PONG, got
+    finally:
+        await raw.aclose()
+
+
+@pytest.mark.parametrize("path", ECHO_ROUTES)
+async def test_a_client_that_vanishes_without_a_close_is_reported_as_1006(
+    request: pytest.FixtureRequest, server: Server, path: str
+) -> None:
+    uvicorn_deviates(
+        request,
+        server,
+        "a connection lost without a close frame is reported as 1005 (the ASGI spec's "
+        "default when no code was received), where RFC 6455 7.1.5 says 1006",
+    )
+    tag = new_tag()
+    raw = await RawClient.open(server, f"{path}?tag={tag}")
+    try:
+        await raw.send(frame(TEXT, b"hello"))
+        assert await raw.next_message() == (TEXT, b"hello")
+        raw.writer.write_eof()  # a FIN, no close frame
+        assert await raw.next_frame() is None
+    finally:
+        await raw.aclose()
+    assert await server.disconnect_code(tag) == 1006  # RFC 6455 7.1.5
+
+
 async def test_a_server_close_reason_never_exceeds_123_bytes(server: Server) -> None:
     reason = "é" * 100  # 200 bytes of UTF-8
     raw = await RawClient.open(server, "/ws/closer")
