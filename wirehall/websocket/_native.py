@@ -74,6 +74,8 @@ class NativeSocket(Protocol):
 
     deflate_bits: int
     """The server-to-client compression window (0: no compression was negotiated)."""
+    closed_with: int | None
+    """The close code the app was told (None while the connection is open)."""
     paused: bool
     """Whether the transport's write buffer is over its high-water mark (the peer is slow)."""
 

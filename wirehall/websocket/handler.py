@@ -579,7 +579,9 @@ class WebSocketHandler(Connection):
         # the outbox dropped its backlog: a slow consumer (verdict), or the socket failed (None)
         core = self._core
         if verdict is None:
-            core.closed(CloseCode.ABNORMAL)
+            # the native server knows how it closed (the peer's code may still wait unread)
+            told = self._native.closed_with if self._native is not None else None
+            core.closed(told or CloseCode.ABNORMAL)
             if self._registry is not None:
                 self._registry.unregister(self)
             return
