@@ -17,8 +17,8 @@
   Other servers: None, and the caller falls back to plain ASGI (returning from the app).
 
 Both are kept here so that when a server's behaviour changes, one module has to follow
-(docs/websocket-outbox.md; the native server path of issue 12 replaces both with its own
-transport).
+(docs/websocket-outbox.md). The native server path (`wirehall.server.websocket`) uses
+neither: it writes to its own transport.
 """
 
 from __future__ import annotations
