@@ -1,4 +1,15 @@
-"""Fixtures shared by the whole suite: service requirements (Redis, PostgreSQL, a browser) and ports."""
+"""Fixtures shared by the whole suite: service requirements (Redis, PostgreSQL, a browser), ports,
+and the two WebSocket paths.
+
+Every test that opens a WebSocket runs on both paths, `test_x[asgi]` and `test_x[native]`:
+it asks for the `websocket_path` fixture (directly, through a server fixture that does, or
+with `pytest.mark.usefixtures("websocket_path")`). On `asgi` the in-process test client calls
+the app through plain ASGI and real servers use uvicorn's `websockets-sansio`; on `native`
+both go through wirehall's own WebSocket protocol. A test that opens an in-process WebSocket
+without asking for the fixture fails and says so. `--websocket-path native` runs one path only;
+`--native-protocol websockets-sansio` puts another protocol class behind `native` (to tell
+a test client's fault from the protocol's).
+"""
 
 from __future__ import annotations
 
@@ -13,10 +24,83 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from wirehall.testing import _native as testing_native
+
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHROMIUM = os.environ.get("WIREHALL_CHROMIUM", "/usr/bin/chromium")
 # The PostgreSQL server (its maintenance database): each test gets a database of its own on it.
 POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+WEBSOCKET_PATHS = ("asgi", "native")
+# `--ws` of a real server (uvicorn's or `wirehall run`'s) on each path
+SERVER_WS = {"asgi": "websockets-sansio", "native": testing_native.NATIVE_PROTOCOL}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("wirehall")
+    group.addoption(
+        "--websocket-path",
+        action="append",
+        choices=WEBSOCKET_PATHS,
+        help="run the WebSocket tests on this path only (repeatable; default: both)",
+    )
+    group.addoption(
+        "--native-protocol",
+        default="native",
+        help="the WebSocket protocol class behind the native path: 'native' (wirehall's), a uvicorn "
+        "--ws name such as websockets-sansio, or module:Class",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "websocket_path" in metafunc.fixturenames:
+        paths = metafunc.config.getoption("websocket_path") or WEBSOCKET_PATHS
+        metafunc.parametrize("websocket_path", list(dict.fromkeys(paths)), indirect=True)
+
+
+@pytest.fixture(scope="module")
+def websocket_path(request: pytest.FixtureRequest) -> str:
+    """The WebSocket path this test runs on, "asgi" or "native" (every test asking for it runs on both)."""
+    path: str = request.param
+    return path
+
+
+def server_ws(config: pytest.Config, path: str) -> str:
+    """The `--ws` value a real server is started with on `path`."""
+    native: str = config.getoption("native_protocol")
+    if path == "native" and native != "native":
+        return native
+    return SERVER_WS[path]
+
+
+@pytest.fixture
+def server_ws_option(request: pytest.FixtureRequest, websocket_path: str) -> list[str]:
+    """`["--ws", VALUE]` for a server process on this test's WebSocket path."""
+    return ["--ws", server_ws(request.config, websocket_path)]
+
+
+@pytest.fixture(autouse=True)
+def _websocket_default(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the test client's default WebSocket path at this test's, or forbid a default."""
+    if "websocket_path" in request.fixturenames:
+        path = request.getfixturevalue("websocket_path")
+        chosen = request.config.getoption("native_protocol") if path == "native" else path
+        monkeypatch.setenv(testing_native.DEFAULT_WEBSOCKET_ENV, chosen)
+        return
+    resolve = testing_native.websocket_protocol
+
+    def one_path_only(choice: testing_native.WebSocketPath | None) -> type[asyncio.Protocol] | None:
+        if choice is None:
+            pytest.fail(
+                f"{request.node.nodeid} opens a WebSocket without the websocket_path fixture: ask for it "
+                "(or pytest.mark.usefixtures('websocket_path')) so that it runs on both paths, or "
+                "pass websocket='asgi'/'native' to the client when only one path is meant",
+                pytrace=False,
+            )
+        return resolve(choice)
+
+    monkeypatch.setattr("wirehall.testing.websocket.websocket_protocol", one_path_only)
 
 
 def _required(name: str) -> bool:

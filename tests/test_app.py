@@ -745,6 +745,7 @@ async def test_a_dependency_takes_the_request_a_header_and_a_path_value_once_per
     assert missing.json()["detail"] == [{"loc": ["header", "authorization"], "msg": "field required"}]
 
 
+@pytest.mark.usefixtures("websocket_path")
 async def test_the_same_dependency_serves_a_websocket_once_per_connection(users: None) -> None:
     async with TestClient(user_app()) as client:
         async with client.websocket_connect("/ws/lobby", headers={"authorization": "user cy"}) as ws:

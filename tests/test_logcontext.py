@@ -98,6 +98,7 @@ def context_app() -> tuple[Wirehall, list[LogContext | None]]:
     return app, seen
 
 
+@pytest.mark.usefixtures("websocket_path")
 @pytest.mark.usefixtures("wanted")
 async def test_a_request_and_a_connection_carry_their_route_and_ids() -> None:
     app, seen = context_app()

@@ -683,6 +683,7 @@ async def test_path_params_of_one_request_never_leak_into_another() -> None:
         assert (await client.get("/b")).json() == {}
 
 
+@pytest.mark.usefixtures("websocket_path")
 async def test_a_websocket_to_an_unknown_path_is_refused_with_a_json_404() -> None:
     from wirehall.testing.websocket import HandshakeRejectedError
 

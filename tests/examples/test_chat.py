@@ -29,6 +29,8 @@ from wirehall import BackplaneError, ConfigurationError, WebSocketDisconnectErro
 from wirehall.backplane import MemoryBackplane, MemoryHub
 from wirehall.testing import HandshakeRejectedError, TestClient
 
+pytestmark = pytest.mark.usefixtures("websocket_path")  # every test here runs on both WebSocket paths
+
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00")
 TEST_IDS = ("name", "room", "join", "text", "send", "messages", "users", "status")
 FIXTURE_CHECKS = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]

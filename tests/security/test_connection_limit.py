@@ -68,6 +68,7 @@ def limited(max_per_address: int = 2) -> Wirehall:
     return app
 
 
+@pytest.mark.usefixtures("websocket_path")
 async def test_the_handshake_past_the_cap_gets_429_with_a_json_reason() -> None:
     async with TestClient(limited(2)) as client, AsyncExitStack() as stack:
         for _ in range(2):
@@ -81,6 +82,7 @@ async def test_the_handshake_past_the_cap_gets_429_with_a_json_reason() -> None:
     assert "too many connections" in refused.value.json()["error"]
 
 
+@pytest.mark.usefixtures("websocket_path")
 async def test_every_way_a_connection_ends_gives_its_place_back() -> None:
     app = limited(1)
     async with TestClient(app) as client:

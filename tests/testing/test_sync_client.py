@@ -92,6 +92,7 @@ def test_cookies_the_app_sets_are_sent_again() -> None:
         assert client.get("/whoami").json() == {"sid": "s-1"}
 
 
+@pytest.mark.usefixtures("websocket_path")
 def test_websocket_messages_go_both_ways() -> None:
     with SyncTestClient(new_app()) as client, client.websocket_connect("/ws/lobby") as ws:
         ws.send_text("hello")
@@ -103,6 +104,7 @@ def test_websocket_messages_go_both_ways() -> None:
         assert ws.close_code == 4000
 
 
+@pytest.mark.usefixtures("websocket_path")
 def test_a_refused_handshake_carries_its_status() -> None:
     with SyncTestClient(new_app()) as client:
         with pytest.raises(HandshakeRejectedError) as info, client.websocket_connect("/ws/closed"):
@@ -110,6 +112,7 @@ def test_a_refused_handshake_carries_its_status() -> None:
         assert info.value.status == 403
 
 
+@pytest.mark.usefixtures("websocket_path")
 def test_receive_times_out_instead_of_hanging() -> None:
     with (
         SyncTestClient(new_app()) as client,

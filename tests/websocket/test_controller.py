@@ -33,6 +33,8 @@ from wirehall.websocket import (
     build_websocket_endpoint,
 )
 
+pytestmark = pytest.mark.usefixtures("websocket_path")  # every test here runs on both WebSocket paths
+
 # --- types used in hook annotations (module level, so that they resolve) -------------
 
 

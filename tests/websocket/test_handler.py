@@ -11,6 +11,8 @@ from wirehall.errors import WebSocketDisconnectError, WebSocketError, WebSocketS
 from wirehall.testing.websocket import HandshakeRejectedError
 from wirehall.websocket import CloseCode, WebSocketHandler, WebSocketState
 
+pytestmark = pytest.mark.usefixtures("websocket_path")  # every test here runs on both WebSocket paths
+
 
 async def test_accept_then_echo_text_bytes_and_json() -> None:
     async def script(ws: WebSocketHandler) -> None:

@@ -220,6 +220,7 @@ async def stack() -> AsyncIterator[contextlib.AsyncExitStack]:
         yield stack
 
 
+@pytest.mark.usefixtures("websocket_path")
 async def test_every_node_with_members_gets_diffs_that_add_up_to_the_room(
     nodes: tuple[Node, Node], stack: contextlib.AsyncExitStack
 ) -> None:
@@ -231,6 +232,7 @@ async def test_every_node_with_members_gets_diffs_that_add_up_to_the_room(
     assert await first.service.presence("lobby") == everyone
 
 
+@pytest.mark.usefixtures("websocket_path")
 async def test_many_joins_close_together_are_a_few_diffs(
     nodes: tuple[Node, Node], stack: contextlib.AsyncExitStack
 ) -> None:
@@ -246,6 +248,7 @@ async def test_many_joins_close_together_are_a_few_diffs(
     assert sum(len(diff.joined) for diff in first.diffs) == len(ids)  # net changes: nobody twice
 
 
+@pytest.mark.usefixtures("websocket_path")
 async def test_purges_are_diffs_and_the_last_member_leaving_leaves_everybody(
     nodes: tuple[Node, Node], stack: contextlib.AsyncExitStack
 ) -> None:
@@ -279,6 +282,7 @@ class Held(WebSocketController):
         self.release("lobby")
 
 
+@pytest.mark.usefixtures("websocket_path")
 async def test_broadcast_local_reaches_this_node_only_and_held_members_on_release(
     nodes: tuple[Node, Node], stack: contextlib.AsyncExitStack
 ) -> None:

@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from wirehall.errors import WirehallError
-from wirehall.testing.websocket import WebSocketTestSession
+from wirehall.testing.websocket import WebSocketPath, WebSocketTestSession
 from wirehall.types import ASGIApp, Message
 
 __all__ = ["LifespanError", "TestClient"]
@@ -70,7 +70,10 @@ class TestClient:
     """An async client for an ASGI app, with no network: `async with TestClient(app) as client:`.
 
     HTTP methods return `httpx.Response`; cookies set by the app are kept and sent again,
-    WebSocket handshakes included.
+    WebSocket handshakes included. `websocket` picks how WebSockets reach the app: `"asgi"`
+    (plain ASGI calls) or `"native"` (wirehall's own WebSocket protocol over an in-memory
+    transport, as `wirehall run` serves them); unset, the environment variable
+    WIREHALL_TEST_WEBSOCKET decides, and without it the path is `"asgi"`.
     """
 
     __test__ = False  # not a pytest test class
@@ -84,9 +87,11 @@ class TestClient:
         lifespan: bool = True,
         timeout: float = 5.0,
         client: tuple[str, int] = ("127.0.0.1", 50000),
+        websocket: WebSocketPath | None = None,
     ) -> None:
         self.app = app
         self.base_url = base_url
+        self.websocket = websocket
         self.timeout = timeout
         self.client_address = client
         self._lifespan = _Lifespan(app, timeout) if lifespan else None
@@ -209,5 +214,7 @@ class TestClient:
         Raises `HandshakeRejectedError` (with `.status`) when the app refuses the handshake.
         """
         scope = self.websocket_scope(path, headers=headers, subprotocols=subprotocols)
-        async with WebSocketTestSession(self.app, scope, timeout=timeout or self.timeout) as session:
+        async with WebSocketTestSession(
+            self.app, scope, timeout=timeout or self.timeout, websocket=self.websocket
+        ) as session:
             yield session

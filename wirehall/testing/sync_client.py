@@ -18,7 +18,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from wirehall.errors import WirehallError
 from wirehall.testing.client import TestClient
-from wirehall.testing.websocket import WebSocketTestSession
+from wirehall.testing.websocket import WebSocketPath, WebSocketTestSession
 from wirehall.types import ASGIApp
 from wirehall.websocket.codes import CloseCode
 
@@ -106,9 +106,11 @@ class SyncTestClient:
         lifespan: bool = True,
         timeout: float = 5.0,
         client: tuple[str, int] = ("127.0.0.1", 50000),
+        websocket: WebSocketPath | None = None,
     ) -> None:
         self.app = app
         self._options: dict[str, Any] = {
+            "websocket": websocket,
             "base_url": base_url,
             "headers": headers,
             "lifespan": lifespan,

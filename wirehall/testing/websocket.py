@@ -1,9 +1,19 @@
 """`WebSocketTestSession`: one in-process WebSocket connection to an ASGI app, no network.
 
-It behaves like uvicorn towards the app: after the app sends `websocket.close` the app's
-next `receive()` gives `websocket.disconnect` with that code, and sending to a peer that
-closed raises an `OSError`. With `buffer=N` the app's sends wait while N frames are
-unread, like a server whose client stopped reading (for slow-consumer tests).
+It runs on one of two paths, the same to the test:
+
+- plain ASGI (the default): the app is called with in-memory `receive`/`send`, which behave
+  like uvicorn's: after the app sends `websocket.close` the app's next `receive()` gives
+  `websocket.disconnect` with that code, and sending to a peer that closed raises an `OSError`;
+- native (`websocket="native"`): the app is served by wirehall's own WebSocket protocol class,
+  as `wirehall run` serves it, over an in-memory transport, and the client is the
+  `websockets` library's sans-I/O protocol: real frames and a real close handshake.
+  `websocket=` also takes a uvicorn `--ws` name (`"websockets-sansio"`), `"module:Class"` or a
+  protocol class; unset, the environment variable WIREHALL_TEST_WEBSOCKET decides.
+
+With `buffer=N` the app's sends wait while N frames are unread, like a server whose client
+stopped reading (for slow-consumer tests); on the native path the transport pauses the
+protocol's writing then, as a socket's full buffer does.
 """
 
 from __future__ import annotations
@@ -15,12 +25,14 @@ from typing import Any
 import msgspec
 
 from wirehall.errors import WebSocketDisconnectError, WebSocketStateError, WirehallError
+from wirehall.testing._native import CONNECTION_ENDED, NativeConnection, WebSocketPath, websocket_protocol
 from wirehall.types import ASGIApp, Message, Scope
 from wirehall.websocket.codes import CloseCode
 
-__all__ = ["HandshakeRejectedError", "WebSocketTestSession"]
+__all__ = ["HandshakeRejectedError", "WebSocketPath", "WebSocketTestSession"]
 
-_APP_ENDED: Message = {"type": "wirehall.testing.app_ended"}
+_APP_ENDED: Message = CONNECTION_ENDED
+_INVALID = "wirehall.testing.invalid"  # the native client could not read what the server wrote
 _encode_json = msgspec.json.Encoder().encode
 
 
@@ -44,7 +56,8 @@ class WebSocketTestSession:
 
     Every receive waits at most `timeout` seconds (or the one given) and raises
     `TimeoutError` after that. On exit the client disconnects, the app gets a bounded
-    time to finish, and an exception it raised is raised here.
+    time to finish, and an exception it raised is raised here. `websocket` picks the path
+    (see the module's docstring).
     """
 
     def __init__(
@@ -55,6 +68,7 @@ class WebSocketTestSession:
         timeout: float = 5.0,
         buffer: int | None = None,
         denial_responses: bool = True,
+        websocket: WebSocketPath | None = None,
     ) -> None:
         self.app = app
         self.scope = dict(scope)
@@ -65,6 +79,9 @@ class WebSocketTestSession:
         else:
             extensions.pop("websocket.http.response", None)
         self.scope["extensions"] = extensions
+        self._denial_responses = denial_responses
+        self._protocol_class = websocket_protocol(websocket)
+        self._native: NativeConnection | None = None
         self.timeout = timeout
         self._buffer = buffer
         self._to_app: asyncio.Queue[Message] = asyncio.Queue()
@@ -118,11 +135,37 @@ class WebSocketTestSession:
             self._accepted = True
         self._from_app.put_nowait(message)
 
+    @property
+    def is_native(self) -> bool:
+        """True when a server's WebSocket protocol serves the app (not the plain ASGI calls)."""
+        return self._protocol_class is not None
+
+    def _arrived(self, message: Message) -> None:
+        """What the server wrote, read back by the native client (the ASGI path's `_app_send`)."""
+        kind = message["type"]
+        if kind == "websocket.close":
+            self._server_closed = True
+        elif message is _APP_ENDED:
+            self._app_ended = True
+        self._from_app.put_nowait(message)
+        if self._native is not None and self._buffer is not None and self._from_app.qsize() >= self._buffer:
+            self._native.pause_writing()
+
     # handshake --------------------------------------------------------------------
 
     async def __aenter__(self) -> WebSocketTestSession:
-        self._task = asyncio.get_running_loop().create_task(self._run_app())
-        self._to_app.put_nowait({"type": "websocket.connect"})
+        if self._protocol_class is not None:
+            self._native = NativeConnection(
+                self.app,
+                self.scope,
+                self._protocol_class,
+                self._arrived,
+                denial_responses=self._denial_responses,
+            )
+            self._native.open()
+        else:
+            self._task = asyncio.get_running_loop().create_task(self._run_app())
+            self._to_app.put_nowait({"type": "websocket.connect"})
         try:
             message = await self._next(self.timeout, "the handshake's answer")
             kind = message["type"]
@@ -168,17 +211,30 @@ class WebSocketTestSession:
         except TimeoutError:
             raise TimeoutError(f"waited {wait}s for {what} from the app") from None
         self._writable.set()
+        native = self._native
+        if native is not None and native.is_paused and self._from_app.qsize() < (self._buffer or 0):
+            native.resume_writing()
         if message is _APP_ENDED:
             self._from_app.put_nowait(_APP_ENDED)  # every later call sees it too
+        elif message["type"] == _INVALID:
+            raise WebSocketStateError(message["error"])
         return message
+
+    def _app_error(self) -> BaseException | None:
+        """What the app raised, once it ended with an exception."""
+        if self._native is not None:
+            watch = self._native.watch
+            return watch.error if watch.ended else None
+        task = self._task
+        if task is not None and task.done() and not task.cancelled():
+            return task.exception()
+        return None
 
     async def _app_result(self) -> None:
         """Raise what the app raised, if it ended with an exception."""
-        task = self._task
-        if task is not None and task.done() and not task.cancelled():
-            error = task.exception()
-            if error is not None:
-                raise error
+        error = self._app_error()
+        if error is not None:
+            raise error
 
     async def receive(self, timeout: float | None = None) -> str | bytes:
         """The next message from the app: `str` (text frame) or `bytes` (binary frame).
@@ -248,12 +304,18 @@ class WebSocketTestSession:
     async def send_text(self, text: str) -> None:
         """Send a text frame to the app."""
         self._check_sendable()
-        self._to_app.put_nowait({"type": "websocket.receive", "text": text})
+        if self._native is not None:
+            self._native.send(text)
+        else:
+            self._to_app.put_nowait({"type": "websocket.receive", "text": text})
 
     async def send_bytes(self, data: bytes) -> None:
         """Send a binary frame to the app."""
         self._check_sendable()
-        self._to_app.put_nowait({"type": "websocket.receive", "bytes": data})
+        if self._native is not None:
+            self._native.send(data)
+        else:
+            self._to_app.put_nowait({"type": "websocket.receive", "bytes": data})
 
     async def send_json(self, data: Any) -> None:
         """Send `data` as JSON in a text frame."""
@@ -268,11 +330,31 @@ class WebSocketTestSession:
         if not self._server_closed:
             if self.close_code is None:
                 self.close_code = code
-            self._to_app.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+            if self._native is not None:
+                self._native.close(code, reason)
+            else:
+                self._to_app.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
 
     # ending ------------------------------------------------------------------------
 
     async def _finish_app(self, *, raise_errors: bool) -> None:
+        native = self._native
+        try:
+            await self._wait_app(raise_errors=raise_errors)
+        finally:
+            if native is not None:
+                native.shut()
+
+    async def _wait_app(self, *, raise_errors: bool) -> None:
+        if self._native is not None:
+            if not await self._native.finish(self.timeout):
+                if raise_errors:
+                    raise TimeoutError(f"the app did not finish within {self.timeout}s of the disconnect")
+                return
+            error = self._native.error()
+            if error is not None and raise_errors:
+                raise error
+            return
         task = self._task
         if task is None:
             return
@@ -286,7 +368,7 @@ class WebSocketTestSession:
                 return
         if task.cancelled():
             return
-        error = task.exception()
+        error = self._app_error()
         if error is not None and raise_errors:
             raise error
 
