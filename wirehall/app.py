@@ -37,6 +37,7 @@ from wirehall.events import (
     RequestStarted,
 )
 from wirehall.http._fast import DefaultHeaders, Encode, Finisher
+from wirehall.http.browser_client import CLIENT_PATH, client_endpoint
 from wirehall.http.controller import HTTPController, build_http_endpoint, controller_methods
 from wirehall.http.request import DEFAULT_MAX_BODY_SIZE, Request
 from wirehall.http.response import JSONResponse, Response, error_response
@@ -315,6 +316,15 @@ class Wirehall(Registrar):
     ) -> None:
         """Serve the files of `directory` below `prefix` (path traversal is refused)."""
         self.mount(prefix, StaticFiles(directory, html=html), name=name)
+
+    def serve_client(self, path: str = CLIENT_PATH) -> None:
+        """Serve `wirehall.js`, the browser client (an ES module), at `path` (`/wirehall.js`).
+
+        A page imports it: `import { WirehallSocket } from "/wirehall.js"`. It answers with an
+        ETag and `Cache-Control: no-cache`, so browsers keep it and revalidate (304).
+        """
+        name = None if self.router.is_named("wirehall_js") else "wirehall_js"
+        self._register_http(path, client_endpoint(), ["GET"], name)
 
     def add_middleware(self, cls: Callable[..., ASGIApp], /, **options: Any) -> None:
         """Add ASGI middleware (outside the ones given before). Only before the app starts."""

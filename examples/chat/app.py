@@ -63,6 +63,7 @@ def create_app(settings: ChatSettings | None = None, **options: Any) -> Wirehall
     app.add_route("/healthz", healthz)
     app.add_route("/", Page)
     app.static("/static", STATIC)
+    app.serve_client()  # /wirehall.js, which the page's script imports
     app.add_route("/api/rooms", RoomList)
     # `path` so that a room name with a slash, or an empty one, reaches the endpoint and
     # is refused there as invalid (400 / 403), rather than being an unknown path (404)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["CloseCode"]
+__all__ = ["CloseCode", "refusal_close_code"]
 
 
 class CloseCode(IntEnum):
@@ -23,3 +23,15 @@ class CloseCode(IntEnum):
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
     TRY_AGAIN_LATER = 1013
+
+
+def refusal_close_code(status: int) -> int:
+    """The application close code (4000-4999) that stands for refusing with HTTP `status`:
+    4000 + `status`, so 403 is 4403 and 429 is 4429.
+
+    Raises:
+        ValueError: `status` is not a 4xx or 5xx status.
+    """
+    if not 400 <= status <= 599:
+        raise ValueError(f"a refusal's status is 400-599, not {status!r}")
+    return 4000 + status

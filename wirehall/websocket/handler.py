@@ -26,7 +26,7 @@ from wirehall.websocket._frames import Broadcast
 from wirehall.websocket._native import NativeOutbox, NativeSocket, native_socket
 from wirehall.websocket._outbox import Outbox
 from wirehall.websocket._server_seam import transport_aborter
-from wirehall.websocket.codes import CloseCode
+from wirehall.websocket.codes import CloseCode, refusal_close_code
 
 __all__ = ["Registry", "WebSocketHandler", "WebSocketState", "is_sendable_close_code", "send_message"]
 
@@ -267,12 +267,20 @@ class WebSocketHandler(Connection):
         detail: str | None = None,
         *,
         close_code: int = CloseCode.POLICY_VIOLATION,
+        readable: bool = False,
     ) -> None:
         """Refuse the handshake with HTTP `status` (a JSON `{"error": detail}` body).
 
         Without the server's `websocket.http.response` extension the refusal is a close
         with `close_code` before accept, which servers answer with 403.
+
+        A browser cannot read an HTTP refusal: its page sees only a failed connection. With
+        `readable=True` the handshake is accepted and at once closed with the application
+        code 4000 + `status` (403 gives 4403) and `detail` as the reason, which the page can
+        show; `wirehall.js` does not retry a close in 4000-4999. `on_disconnect` then runs.
         """
+        # a bad status fails before anything is sent
+        code = refusal_close_code(status) if readable else 0
         state = self._core.state
         if state is _OPEN:
             raise WebSocketStateError(
@@ -290,6 +298,13 @@ class WebSocketHandler(Connection):
                 detail = HTTPStatus(status).phrase
             except ValueError:
                 detail = "refused"
+        if readable:
+            try:
+                await self.accept()
+            except WebSocketDisconnectError:
+                return  # the client left during the handshake
+            await self.close(code, detail)
+            return
         extensions = self.scope.get("extensions") or {}
         denial = "websocket.http.response" in extensions
         self._core.start_close(CloseCode.ABNORMAL if denial else close_code)
