@@ -201,6 +201,11 @@ def _ws_notes(fws: dict[str, Any], s: dict[str, Any]) -> str:
                 f"  {name}: deflate clients: the server answered {' / '.join(negotiated)}; "
                 f"{comp['compressed_messages']} messages arrived compressed"
             )
+        closed = [code for run in r["runs"]["room"] for code in run["echo"].get("closed_by_server", [])]
+        if closed:
+            notes.append(
+                f"  {name}: the server closed {len(closed)} idle echo connections (close codes {closed})"
+            )
         busy = {k: v for k, v in r["client_cpu_share"].items() if v and v > 0.9}
         if busy:
             notes.append(f"  {name}: the load client was the bottleneck here (CPU share {busy})")

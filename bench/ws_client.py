@@ -42,6 +42,10 @@ def _log(message: str) -> None:
     print(f"[ws_client] {message}", file=sys.stderr, flush=True)
 
 
+def _writable(conn: Connection) -> bool:
+    return conn.transport is not None and not conn.transport.is_closing() and not conn.lost.done()
+
+
 def _server_cpu(pids: list[int]) -> float:
     return sum(cpu_time(pid) for pid in pids)
 
@@ -188,7 +192,13 @@ class Target:
 async def echo_window(
     conns: list[Connection], size: int, warm: float, duration: float, server_pids: list[int]
 ) -> dict[str, Any]:
-    """Each connection sends a frame, waits for its echo, sends again; counted for `duration`."""
+    """Each connection sends a frame, waits for its echo, sends again; counted for `duration`.
+
+    A connection the server closed meanwhile is left out (and counted in `closed`)."""
+    closed = [conn for conn in conns if not _writable(conn)]
+    conns = [conn for conn in conns if _writable(conn)]
+    if not conns:
+        raise RuntimeError("echo: the server closed every connection")
     message = b"e" + b"x" * (size - 1)
     request = frame(OP_TEXT, message, conns[0].mask)
     running = True
@@ -198,6 +208,13 @@ async def echo_window(
     latencies: list[float] = []
     idle = 0
     all_idle = asyncio.Event()
+
+    def on_lost() -> None:
+        nonlocal idle
+        if not running:
+            idle += 1
+            if idle >= len(conns):
+                all_idle.set()
 
     def on_echo(conn: Connection, payload: bytes) -> None:
         nonlocal replies, wrong, idle
@@ -209,7 +226,8 @@ async def echo_window(
                 replies += 1
                 latencies.append(now - conn.sent_at)
             conn.sent_at = now
-            conn.transport.write(request)  # type: ignore[union-attr]
+            if _writable(conn):
+                conn.transport.write(request)  # type: ignore[union-attr]
         else:
             idle += 1
             if idle == len(conns):
@@ -221,6 +239,9 @@ async def echo_window(
     for conn in conns:
         conn.sent_at = started
         conn.transport.write(request)  # type: ignore[union-attr]
+    # a connection the server closes during the window is idle from then on
+    for conn in conns:
+        conn.lost.add_done_callback(lambda _: on_lost())
     await asyncio.sleep(warm)
     counting = True
     cpu, server_cpu, started = time.process_time(), _server_cpu(server_pids), _perf()
@@ -236,6 +257,11 @@ async def echo_window(
         _log(f"echo: {len(conns) - idle} clients never got their last echo back")
     for conn in conns:
         conn.on_data = ignore
+    closed += [conn for conn in conns if not _writable(conn)]
+    if closed:
+        _log(
+            f"echo: the server closed {len(closed)} connections (close codes {[c.close_code for c in closed]})"
+        )
     latencies.sort()
     return {
         "duration_s": stopped - started,
@@ -266,6 +292,9 @@ async def run_echo(host: str, targets: list[Target], spec: dict[str, Any]) -> di
                 )
                 await asyncio.sleep(0.2)
     finally:
+        closed_by_server = {
+            t.name: [conn.close_code for conn in t.echo_conns if not _writable(conn)] for t in targets
+        }
         for target in targets:
             await close_all(target.echo_conns)
             target.echo_conns = []
@@ -281,6 +310,8 @@ async def run_echo(host: str, targets: list[Target], spec: dict[str, Any]) -> di
             if replies
             else None,
             "client_cpu_share": max(r["client_cpu_share"] for r in runs),
+            # connections of this target the server closed during the echo windows
+            "closed_by_server": closed_by_server[name],
         }
     return results
 
