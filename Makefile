@@ -13,7 +13,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[redis,testing,examples,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[redis,testing,examples,metrics,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

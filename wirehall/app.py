@@ -45,6 +45,8 @@ from wirehall.http.staticfiles import StaticFiles
 from wirehall.http.templates import Templates
 from wirehall.logcontext import enter as enter_log_context
 from wirehall.logcontext import is_enabled as log_context_enabled
+from wirehall.metrics import DEFAULT_PATH as DEFAULT_METRICS_PATH
+from wirehall.metrics import Metrics, metrics_path_from_env
 from wirehall.params import RequestValidationError
 from wirehall.registrar import Registrar, RouteGroup
 from wirehall.routing import Handler, Mount, Route, RouteInfo, Router, WebSocketRoute, compile_path
@@ -115,6 +117,9 @@ class Wirehall(Registrar):
             None turns one off). Added at startup; a route of the app's own at the same
             path and method wins.
         title, version: the `info` of both documents.
+        metrics: serve Prometheus metrics at `/metrics` (True) or at the path given (see
+            `enable_metrics`; needs `wirehall[metrics]`). Default: env WIREHALL_METRICS
+            (`wirehall run --metrics` sets it), else off.
     """
 
     def __init__(
@@ -137,6 +142,7 @@ class Wirehall(Registrar):
         docs_url: str | None = "/docs",
         title: str = "wirehall app",
         version: str = "0.1.0",
+        metrics: bool | str = False,
     ) -> None:
         if (
             isinstance(max_connections_per_address, bool)
@@ -195,6 +201,7 @@ class Wirehall(Registrar):
         self._events_version = -1
         self._observed_requests = False
         self._start_lock = asyncio.Lock()
+        self._metrics_path = ""
         if websockets is None:
             chosen = backplane if backplane is not None else settings.backplane
             websockets = WebSocketService(
@@ -208,7 +215,10 @@ class Wirehall(Registrar):
         self.container.instance(Container, self.container)
         self.container.instance(EventBus, self.events)
         self.container.instance(type(websockets), websockets)
+        self.metrics: Metrics | None = None
         self.add_routes(routes)
+        if metrics:
+            self.enable_metrics(path=metrics if isinstance(metrics, str) else DEFAULT_METRICS_PATH)
 
     # registration -------------------------------------------------------
 
@@ -264,6 +274,39 @@ class Wirehall(Registrar):
                 logger.warning("GET %s is the app's own route, not the API document served there", path)
                 continue
             self._register_http(path, endpoint, ["GET"], None if self.router.is_named(name) else name)
+
+    def enable_metrics(self, path: str = DEFAULT_METRICS_PATH) -> Metrics:
+        """Serve Prometheus metrics at `GET path` (once only; before the app starts).
+
+        HTTP requests by route template, method and status, WebSocket connections, rooms,
+        messages, outbox depth, evictions, fan-out time and backplane errors: see
+        docs/metrics.md. Under `wirehall run --workers N` every worker's are summed.
+
+        Raises:
+            MissingDependencyError: prometheus-client is not installed (`wirehall[metrics]`).
+            ConfigurationError: the app has started, or metrics are on already at another path.
+        """
+        if self.metrics is not None:
+            if path != self._metrics_path:
+                raise ConfigurationError(
+                    f"metrics are served at {self._metrics_path!r} already; enable them once"
+                )
+            return self.metrics
+        if self._stack_built:
+            raise ConfigurationError("metrics cannot be turned on once the app has started serving")
+        if not path.startswith("/"):
+            raise ConfigurationError(f"metrics path {path!r} must start with '/', e.g. /metrics")
+        metrics = Metrics()
+        metrics.observe(self.events, self.websockets)
+        self._register_http(
+            path, metrics.expose, ["GET"], None if self.router.is_named("metrics") else "metrics"
+        )
+        self.api_docs.excluded = self.api_docs.excluded | {metrics.expose}  # not an API operation
+        self._startup_hooks.append(metrics.start)
+        self._shutdown_hooks.insert(0, metrics.stop)  # hooks run in reverse: this one last
+        self.metrics = metrics
+        self._metrics_path = path
+        return metrics
 
     def _auto_name(self, endpoint: Any, name: str | None) -> str | None:
         if name is not None:
@@ -385,6 +428,10 @@ class Wirehall(Registrar):
         async with self._start_lock:
             if self._started:
                 return
+            if self.metrics is None and not self._stack_built:
+                env_path = metrics_path_from_env()
+                if env_path is not None:
+                    self.enable_metrics(path=env_path)
             self.add_document_routes()
             if not self._stack_built:
                 self._asgi = self._build_stack()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -12,6 +14,7 @@ import click
 
 from wirehall.app import DEFAULT_WEBSOCKET_MESSAGE_SIZE, Wirehall
 from wirehall.errors import ConfigurationError
+from wirehall.metrics import METRICS_ENV, MULTIPROC_DIR_ENV, metrics_path_from_env
 from wirehall.security.hosts import (
     ALLOWED_HOSTS_ENV,
     LOOPBACK_HOSTS,
@@ -205,6 +208,12 @@ def main() -> None:
     "are logged by uvicorn.error at info either way. Query credentials are redacted.",
 )
 @click.option(
+    "--metrics",
+    is_flag=True,
+    help=f"Serve Prometheus metrics at /metrics (a path in env {METRICS_ENV} moves them); "
+    "needs wirehall[metrics]. Under --workers every worker's are summed.",
+)
+@click.option(
     "--proxy-headers/--no-proxy-headers",
     default=False,
     show_default=True,
@@ -228,6 +237,7 @@ def run(
     log_level: str,
     log_format: LogFormat,
     access_log: bool,
+    metrics: bool,
     proxy_headers: bool,
 ) -> None:
     """Serve APP (MODULE:ATTRIBUTE) with uvicorn."""
@@ -267,27 +277,57 @@ def run(
             "separate WebSocket servers; set WIREHALL_BACKPLANE=redis://HOST:PORT/DB to join them",
             err=True,
         )
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        workers=workers if not reload else None,
-        reload=reload,
-        http=http_protocol(http_protocol_name),
-        h11_max_incomplete_event_size=max_head_size,
-        ws=ws_protocol,
-        ws_max_size=ws_max_size,
-        # wsproto inflates a whole read before its size check: no compression with it
-        ws_per_message_deflate=ws_protocol != "wsproto",
-        ws_ping_interval=ws_ping_interval or None,
-        ws_ping_timeout=ws_ping_timeout or None,
-        log_level=log_level,
-        log_config=log_config(log_level, log_format, [*DEFAULT_REDACTED_PARAMS, *redacted_params]),
-        access_log=access_log,
-        proxy_headers=proxy_headers,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-    )
+    metrics_dir = _prepare_metrics(metrics, target, workers if not reload else 1)
+    try:
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            workers=workers if not reload else None,
+            reload=reload,
+            http=http_protocol(http_protocol_name),
+            h11_max_incomplete_event_size=max_head_size,
+            ws=ws_protocol,
+            ws_max_size=ws_max_size,
+            # wsproto inflates a whole read before its size check: no compression with it
+            ws_per_message_deflate=ws_protocol != "wsproto",
+            ws_ping_interval=ws_ping_interval or None,
+            ws_ping_timeout=ws_ping_timeout or None,
+            log_level=log_level,
+            log_config=log_config(log_level, log_format, [*DEFAULT_REDACTED_PARAMS, *redacted_params]),
+            access_log=access_log,
+            proxy_headers=proxy_headers,
+            lifespan="on",
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _prepare_metrics(flag: bool, target: Any, workers: int) -> str | None:
+    """Turn metrics on for the workers (`--metrics`); with several, a shared directory for their
+    numbers (returned: remove it once the server stopped). None when there is nothing to remove."""
+    try:
+        from_env = metrics_path_from_env()
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if flag and from_env is None:
+        os.environ[METRICS_ENV] = "1"  # read by the app at startup, in every worker
+    if not (flag or from_env is not None or (isinstance(target, Wirehall) and target.metrics is not None)):
+        return None
+    if flag or from_env is not None:
+        try:
+            import prometheus_client  # noqa: F401  # fail here, clearly, rather than in each worker
+        except ImportError as exc:
+            raise click.ClickException(
+                "--metrics needs the prometheus-client package: pip install 'wirehall[metrics]'"
+            ) from exc
+    if workers < 2 or os.environ.get(MULTIPROC_DIR_ENV):
+        return None
+    directory = tempfile.mkdtemp(prefix="wirehall-metrics-")
+    os.environ[MULTIPROC_DIR_ENV] = directory  # before the workers start: they import prometheus_client
+    return directory
 
 
 @main.command()

@@ -4,6 +4,7 @@ members when they come back from it (never waiting on a socket)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,14 +33,16 @@ class Delivery(ServiceState):
         which every node receives.
         """
         ready = frame(*encode(message))
+        metrics = self.metrics
+        started = time.perf_counter() if metrics is not None else 0.0
         holds = self._holding.get(room)
         if holds:
             for hold in holds.values():
                 hold.items.append((0, ready))
         members = self._rooms.get(room)
-        if members:
-            for handler in tuple(members.values()):
-                handler.send_nowait(ready)
+        sent = send_all(members, ready, ()) if members else 0
+        if metrics is not None:
+            metrics.fanned_out(sent, time.perf_counter() - started)
 
     async def broadcast(
         self,
@@ -120,6 +123,8 @@ class Delivery(ServiceState):
                 ) from exc
             # local members must not lose what only the cross-process path failed to carry;
             # if the backplane did take it after all, its echo is dropped as a duplicate
+            if self.metrics is not None:
+                self.metrics.publish_failed()
             logger.warning(
                 "backplane did not take a message for %r (%s); delivered to this node's members only",
                 channel,
@@ -155,15 +160,24 @@ class Delivery(ServiceState):
             handler = self._connections.get(envelope.target)
             if handler is not None:
                 handler.send_nowait(frame(envelope.text, envelope.data))
+                if self.metrics is not None:
+                    self.metrics.sent(1)
         else:
-            send_all(self._connections, frame(envelope.text, envelope.data), envelope.exclude)
+            metrics = self.metrics
+            started = time.perf_counter() if metrics is not None else 0.0
+            sent = send_all(self._connections, frame(envelope.text, envelope.data), envelope.exclude)
+            if metrics is not None:
+                metrics.fanned_out(sent, time.perf_counter() - started)
 
     def _deliver_room(self, room: str, message: Message, exclude: tuple[str, ...]) -> None:
+        metrics = self.metrics
+        started = time.perf_counter() if metrics is not None else 0.0
         holds = self._holding.get(room)
         if holds:
             for connection_id, hold in holds.items():
                 if connection_id not in exclude:
                     hold.items.append((0, message))
         members = self._rooms.get(room)
-        if members:
-            send_all(members, message, exclude)
+        sent = send_all(members, message, exclude) if members else 0
+        if metrics is not None:
+            metrics.fanned_out(sent, time.perf_counter() - started)

@@ -11,6 +11,7 @@ from wirehall.errors import WebSocketStateError
 from wirehall.websocket._core import OutputLimits
 from wirehall.websocket._presence import PresenceNotice
 from wirehall.websocket._service_state import Hold, ServiceState
+from wirehall.websocket.codes import CloseCode
 from wirehall.websocket.handler import WebSocketHandler
 
 __all__ = ["Membership"]
@@ -53,6 +54,11 @@ class Membership(ServiceState):
         if connection_id is None or self._connections.get(connection_id) is not handler:
             return
         del self._connections[connection_id]
+        metrics = self.metrics
+        if metrics is not None and handler.core.accepted:
+            core = handler.core
+            code = core.close_code or CloseCode.NO_STATUS
+            metrics.connection_closed(code, evicted=bool(core.eviction) and code == CloseCode.TRY_AGAIN_LATER)
         joined = self._joined.pop(connection_id, None)
         if not joined:
             return

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import msgspec
 
@@ -51,9 +52,13 @@ class PositionedDelivery(ServiceState):
             if ready_or_none is None:
                 return
             ready = ready_or_none
+        sent = 0
         for position, message in hold.items:
             if not position or after is None or position > after:
                 handler.send_nowait(message)
+                sent += 1
+        if sent and self.metrics is not None:
+            self.metrics.sent(sent)
         for position, (message, exclude) in ready:
             self._fan_out(room, message, exclude, position)
 
@@ -125,6 +130,8 @@ class PositionedDelivery(ServiceState):
         try:
             await self.backplane.publish(channel, encode_envelope(envelope))
         except Exception as exc:  # noqa: BLE001  # kept and published again when the backplane is back
+            if self.metrics is not None:
+                self.metrics.publish_failed()
             if len(self._unpublished) == self._unpublished.maxlen:
                 logger.warning(
                     "more than %d broadcasts wait for the backplane; the oldest is left to replay",
@@ -148,6 +155,8 @@ class PositionedDelivery(ServiceState):
             try:
                 await self.backplane.publish(channel, encode_envelope(fresh))
             except Exception as exc:  # noqa: BLE001  # tried again at the next heartbeat or reconnect
+                if self.metrics is not None:
+                    self.metrics.publish_failed()
                 logger.warning("%d broadcasts still wait for the backplane (%s)", len(self._unpublished), exc)
                 return
             if self._unpublished and self._unpublished[0][1] is envelope:
@@ -177,6 +186,16 @@ class PositionedDelivery(ServiceState):
             self._gap_timers[room] = loop.call_later(self.gap_timeout, self._gap_timer_fired, room)
 
     def _fan_out(self, room: str, message: Message, exclude: tuple[str, ...], position: int) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            self._send_positioned(room, message, exclude, position)
+            return
+        started = time.perf_counter()
+        sent = self._send_positioned(room, message, exclude, position)
+        metrics.fanned_out(sent, time.perf_counter() - started)
+
+    def _send_positioned(self, room: str, message: Message, exclude: tuple[str, ...], position: int) -> int:
+        """Hand a positioned broadcast to the room's members (and holds); returns how many members."""
         holds = self._holding.get(room)
         if holds:
             for connection_id, hold in holds.items():
@@ -184,7 +203,7 @@ class PositionedDelivery(ServiceState):
                     hold.items.append((position, message))
         members = self._rooms.get(room)
         if not members:
-            return
+            return 0
         skip: set[str] = set(exclude)
         ahead = self._ahead.get(room)
         if ahead:
@@ -195,9 +214,12 @@ class PositionedDelivery(ServiceState):
                     del ahead[connection_id]
             if not ahead:
                 del self._ahead[room]
+        sent = 0
         for connection_id, handler in tuple(members.items()):
             if connection_id not in skip:
                 handler.send_nowait(message)
+                sent += 1
+        return sent
 
     def _gap_timer_fired(self, room: str) -> None:
         self._gap_timers.pop(room, None)

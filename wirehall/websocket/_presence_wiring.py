@@ -49,6 +49,8 @@ class PresenceWiring(ServiceState):
             try:
                 await self.backplane.publish(channel, payload)
             except Exception as exc:  # noqa: BLE001  # the room is announced again at the next heartbeat
+                if self.metrics is not None:
+                    self.metrics.publish_failed()
                 room = channel.removeprefix("room:")
                 self._presence_retry.add(room)
                 logger.warning("could not tell other nodes about presence in room %r: %r", room, exc)

@@ -15,7 +15,7 @@ import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import msgspec
 
@@ -28,7 +28,17 @@ from wirehall.websocket._ordering import RoomOrder
 from wirehall.websocket._presence import PresenceBook, PresenceNotice
 from wirehall.websocket.handler import WebSocketHandler, send_message
 
-__all__ = ["ALL_CHANNEL", "Hold", "Positioned", "ReplaySource", "ServiceState", "encode", "frame", "send_all"]
+__all__ = [
+    "ALL_CHANNEL",
+    "Hold",
+    "Positioned",
+    "ReplaySource",
+    "ServiceMetrics",
+    "ServiceState",
+    "encode",
+    "frame",
+    "send_all",
+]
 
 _encode_json = msgspec.json.Encoder().encode
 ALL_CHANNEL = "all"
@@ -52,11 +62,32 @@ Positioned: TypeAlias = tuple[Message, tuple[str, ...]]
 """What a room's order keeps for a positioned broadcast: the frame and who is excluded."""
 
 
+class ServiceMetrics(Protocol):
+    """What the service tells a metrics collector (`wirehall.metrics`) as it happens.
+
+    `WebSocketService.metrics` is None unless the app turned metrics on: each place that
+    reports checks that one attribute, so metrics cost nothing when off.
+    """
+
+    def connection_closed(self, code: int, *, evicted: bool) -> None:
+        """An accepted connection left the registry with `code`; `evicted`: as a slow consumer."""
+
+    def fanned_out(self, recipients: int, seconds: float) -> None:
+        """One broadcast was handed to `recipients` local connections in `seconds`."""
+
+    def sent(self, count: int) -> None:
+        """`count` messages were handed to local connections outside a broadcast (`send_to`, a release)."""
+
+    def publish_failed(self) -> None:
+        """The backplane did not take a publish."""
+
+
 class ServiceState:
     """The state of a `WebSocketService` (set in its `__init__`) and the parts' cross-calls."""
 
     backplane: Backplane
     events: EventBus | None
+    metrics: ServiceMetrics | None
     gap_timeout: float
     max_queue: int
     slow_consumer: SlowConsumerPolicy
@@ -149,17 +180,21 @@ class ServiceState:
         raise NotImplementedError  # PresenceWiring
 
 
-def send_all(members: dict[str, WebSocketHandler], message: Message, exclude: tuple[str, ...]) -> None:
-    """Queue `message` for `members` (id -> connection) but `exclude`; never waits."""
+def send_all(members: dict[str, WebSocketHandler], message: Message, exclude: tuple[str, ...]) -> int:
+    """Queue `message` for `members` (id -> connection) but `exclude`; never waits. Returns how many."""
     # Copies (no per-member tuples): a slow or dead consumer leaves the room during the loop.
     if exclude:
         excluded = frozenset(exclude)
+        sent = 0
         for connection_id, handler in zip(tuple(members), tuple(members.values()), strict=True):
             if connection_id not in excluded:
                 handler.send_nowait(message)
-    else:
-        for handler in tuple(members.values()):
-            handler.send_nowait(message)
+                sent += 1
+        return sent
+    handlers = tuple(members.values())
+    for handler in handlers:
+        handler.send_nowait(message)
+    return len(handlers)
 
 
 def encode(message: Any) -> tuple[str | None, bytes | None]:

@@ -25,7 +25,13 @@ from wirehall.websocket._ordering import RoomOrder
 from wirehall.websocket._positioned import PositionedDelivery
 from wirehall.websocket._presence import PresenceBook
 from wirehall.websocket._presence_wiring import PresenceWiring
-from wirehall.websocket._service_state import ALL_CHANNEL, Hold, Positioned, ReplaySource
+from wirehall.websocket._service_state import (
+    ALL_CHANNEL,
+    Hold,
+    Positioned,
+    ReplaySource,
+    ServiceMetrics,
+)
 from wirehall.websocket.codes import CloseCode
 from wirehall.websocket.handler import WebSocketHandler
 
@@ -81,6 +87,7 @@ class WebSocketService(Membership, PresenceWiring, Delivery, PositionedDelivery)
             raise ValueError(f"max_queue must be at least 1, got {max_queue!r}")
         self.backplane = backplane
         self.events = events
+        self.metrics: ServiceMetrics | None = None  # set by `wirehall.metrics` when the app counts
         self.max_queue = max_queue
         self.slow_consumer = slow_consumer
         if max_pending_bytes is not None and max_pending_bytes < 1:
@@ -156,6 +163,10 @@ class WebSocketService(Membership, PresenceWiring, Delivery, PositionedDelivery)
     def rooms(self) -> list[str]:
         """Names of the rooms with members on this process."""
         return list(self._rooms)
+
+    def queue_depths(self) -> list[int]:
+        """How many outgoing messages wait in each local connection's outbox (read by metrics)."""
+        return [handler.queued for handler in self._connections.values()]
 
     def get(self, connection_id: str) -> WebSocketHandler | None:
         """The local connection with that id, if any."""
