@@ -11,16 +11,20 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests._servers import stop_process, wait_until_serving
 from wirehall import HTTPError, WebSocketController, WebSocketService, Wirehall
 from wirehall.backplane.memory import MemoryBackplane
+from wirehall.cli import main
 from wirehall.errors import ConfigurationError
-from wirehall.metrics import METRICS_ENV, UNMATCHED_ROUTE, metrics_path_from_env
+from wirehall.events import RequestCompleted
+from wirehall.metrics import METRICS_ENV, MULTIPROC_DIR_ENV, UNMATCHED_ROUTE, metrics_path_from_env
 from wirehall.testing import TestClient
 from wirehall.testing.websocket import WebSocketTestSession
 from wirehall.websocket.codes import CloseCode
@@ -303,3 +307,53 @@ def test_wirehall_run_metrics_sums_every_worker(unused_port: int, tmp_path: Path
     finally:
         assert stop_process(process, signal.SIGINT, 15) is not None
     assert "Traceback" not in log_path.read_text(errors="replace")
+
+
+async def test_requests_are_counted_when_the_app_observes_them_too() -> None:
+    app = make_app(metrics=True)
+    seen: list[RequestCompleted] = []
+    app.events.subscribe(RequestCompleted, seen.append)
+    async with TestClient(app, websocket="asgi") as client:
+        await client.get("/hello")
+        await client.get("/conflict")
+        samples = parse((await client.get("/metrics")).text)
+    assert [(event.route, event.status) for event in seen][:2] == [("/hello", 200), ("/conflict", 409)]
+    assert value(samples, "wirehall_http_requests_total", route="/hello", method="GET", status="200") == 1
+    assert value(samples, "wirehall_http_requests_total", route="/conflict", method="GET", status="409") == 1
+
+
+async def test_an_unknown_method_is_counted_as_other() -> None:
+    async with TestClient(make_app(metrics=True), websocket="asgi") as client:
+        for method in ("BREW", "WHEN", "BREW"):
+            assert (await client.request(method, "/nowhere")).status_code in (404, 405)
+        samples = parse((await client.get("/metrics")).text)
+    methods = {dict(labels)["method"] for name, labels in samples if name == "wirehall_http_requests_total"}
+    assert methods == {"other"}
+    assert (
+        value(samples, "wirehall_http_requests_total", route=UNMATCHED_ROUTE, method="other", status="404")
+        == 3
+    )
+
+
+def test_run_with_metrics_and_workers_shares_a_directory_it_removes_afterwards(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import uvicorn
+
+    for name in (METRICS_ENV, MULTIPROC_DIR_ENV, "WIREHALL_ALLOWED_HOSTS", "WIREHALL_BACKPLANE"):
+        monkeypatch.delenv(name, raising=False)
+    seen: dict[str, Any] = {}
+
+    def fake_run(app: str, **options: Any) -> None:
+        directory = os.environ[MULTIPROC_DIR_ENV]
+        seen.update(
+            options, directory=directory, exists=os.path.isdir(directory), metrics=os.environ[METRICS_ENV]
+        )
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    result = CliRunner().invoke(main, ["run", "tests._apps.metrics_app:app", "--workers", "2", "--metrics"])
+    assert result.exit_code == 0, result.output
+    assert seen["workers"] == 2
+    assert seen["exists"] is True
+    assert seen["metrics"] == "1"
+    assert not os.path.exists(seen["directory"])

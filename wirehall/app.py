@@ -46,7 +46,7 @@ from wirehall.http.templates import Templates
 from wirehall.logcontext import enter as enter_log_context
 from wirehall.logcontext import is_enabled as log_context_enabled
 from wirehall.metrics import DEFAULT_PATH as DEFAULT_METRICS_PATH
-from wirehall.metrics import Metrics, metrics_path_from_env
+from wirehall.metrics import HttpMeter, Metrics, metrics_path_from_env
 from wirehall.params import RequestValidationError
 from wirehall.registrar import Registrar, RouteGroup
 from wirehall.routing import Handler, Mount, Route, RouteInfo, Router, WebSocketRoute, compile_path
@@ -202,6 +202,7 @@ class Wirehall(Registrar):
         self._observed_requests = False
         self._start_lock = asyncio.Lock()
         self._metrics_path = ""
+        self._http_meter: HttpMeter | None = None
         if websockets is None:
             chosen = backplane if backplane is not None else settings.backplane
             websockets = WebSocketService(
@@ -306,6 +307,7 @@ class Wirehall(Registrar):
         self._shutdown_hooks.insert(0, metrics.stop)  # hooks run in reverse: this one last
         self.metrics = metrics
         self._metrics_path = path
+        self._http_meter = metrics.http
         return metrics
 
     def _auto_name(self, endpoint: Any, name: str | None) -> str | None:
@@ -367,7 +369,9 @@ class Wirehall(Registrar):
         ETag and `Cache-Control: no-cache`, so browsers keep it and revalidate (304).
         """
         name = None if self.router.is_named("wirehall_js") else "wirehall_js"
-        self._register_http(path, client_endpoint(), ["GET"], name)
+        endpoint = client_endpoint()
+        self._register_http(path, endpoint, ["GET"], name)
+        self.api_docs.exclude(endpoint)  # an asset, not part of the app's API
 
     def add_middleware(self, cls: Callable[..., ASGIApp], /, **options: Any) -> None:
         """Add ASGI middleware (outside the ones given before). Only before the app starts."""
@@ -539,6 +543,9 @@ class Wirehall(Registrar):
                 )
             if self._observed_requests:
                 return self._observed(handler, scope, receive, send)
+            if self._http_meter is not None:
+                template = route.path if route is not None else None
+                return self._http_meter.serve(handler, template, scope, receive, send)
             return handler(scope, receive, send)
         if kind == "websocket":
             return self._websocket_entry(scope, receive, send)
@@ -602,9 +609,10 @@ class Wirehall(Registrar):
         finally:
             route = scope.get("route")
             template = route.path if isinstance(route, RouteInfo) else None
-            await self.events.publish(
-                RequestCompleted(method, path, status, time.perf_counter() - started, template)
-            )
+            duration = time.perf_counter() - started
+            if self._http_meter is not None:
+                self._http_meter.record(template, method, status, duration)
+            await self.events.publish(RequestCompleted(method, path, status, duration, template))
 
     async def _http_error(self, exc: Exception, scope: Scope, receive: Receive, send: Send) -> int:
         """Answer an exception raised by user code; returns the status sent."""
