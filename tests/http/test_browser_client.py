@@ -33,3 +33,11 @@ async def test_serve_client_takes_another_path_and_is_off_by_default() -> None:
         assert (await client.get("/assets/wirehall.js")).status_code == 200
         assert (await client.get("/wirehall.js")).status_code == 404
     assert app.url_path_for("wirehall_js") == "/assets/wirehall.js"
+
+
+async def test_the_client_script_is_not_in_the_openapi_document() -> None:
+    app = Wirehall()
+    app.serve_client()
+    async with TestClient(app) as client:
+        document = (await client.get("/openapi.json")).json()
+    assert "/wirehall.js" not in document["paths"]

@@ -84,6 +84,11 @@ class ApiDocs:
                 )
         self.excluded = frozenset(endpoint for _, endpoint, _ in self.endpoints)
 
+    def exclude(self, endpoint: Endpoint) -> None:
+        """Leave `endpoint` out of the documents (it serves an asset, not part of the API)."""
+        self.excluded = self.excluded | {endpoint}
+        self._cache.clear()
+
     def document(self, kind: str, root_path: str = "") -> bytes:
         """The encoded OpenAPI ("openapi") or AsyncAPI ("asyncapi") document."""
         routes = self._routes()
