@@ -348,7 +348,7 @@ def _run_scale(
                     fan["server_cpu_us_per_delivery"] = _median(cpu)
                     fan["client_cpu_share"] = max(b["client_cpu_share"] or 0 for b in fan["batches"])
                 else:
-                    r["fanout"]["batches"] = [dict(r["fanout"])]
+                    r["fanout"]["batches"] = [{**r["fanout"], "samples_ms": list(r["fanout"]["samples_ms"])}]
                     r["fanout"]["batch"] = index + 1
                     scale[name] = r
                 progress(
