@@ -128,6 +128,7 @@ async def test_two_people_chat_escape_and_reconnect(server: ChatServer, chromium
         finally:
             await browser.close()
     assert "since=" in server.log(), "the reconnecting pages did not ask for what they missed"
+    assert '"GET /wirehall.js HTTP/1.1" 200' in server.log(), "the page runs on wirehall.js"
 
 
 async def test_a_refused_join_is_shown_as_refused_and_not_retried(
@@ -152,6 +153,7 @@ async def test_a_refused_join_is_shown_as_refused_and_not_retried(
                 await second.get_by_test_id("room").fill("lobby")
                 await second.get_by_test_id("join").click()
                 await expect(second.get_by_test_id("status")).to_have_text("refused", timeout=15_000)
+                await expect(second.get_by_role("alert")).to_contain_text("refused to let bob join #lobby")
                 tries = chat.log().count("user=bob")
                 await second.wait_for_timeout(2_500)  # a page that retried would have tried again by now
                 await expect(second.get_by_test_id("status")).to_have_text("refused")
