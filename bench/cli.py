@@ -19,6 +19,8 @@ from typing import Any, NoReturn
 from bench.apps import APPS, HTTP_ONLY_APPS, WS_APPS
 from bench.chat_bench import ChatBenchSettings, run_chat
 from bench.http_bench import run_http, run_typed
+from bench.metrics_bench import QUICK as QUICK_METRICS
+from bench.metrics_bench import MetricsSettings, run_metrics
 from bench.presence_bench import PresenceSettings, run_presence
 from bench.procfs import raise_fd_limit
 from bench.report import evaluate_targets, render
@@ -134,7 +136,7 @@ def _main(argv: list[str] | None) -> None:
     parser.add_argument("--quick", action="store_true", help="short smoke run (about a minute)")
     parser.add_argument(
         "--only",
-        choices=["http", "ws", "redis", "chat", "presence"],
+        choices=["http", "ws", "redis", "chat", "presence", "metrics"],
         action="append",
         help="run only this section (repeatable)",
     )
@@ -161,7 +163,7 @@ def _main(argv: list[str] | None) -> None:
         "--compressed-reps", type=int, help="compressed fan-out broadcasts per room run (default 25; 0: skip)"
     )
     args = parser.parse_args(argv)
-    sections = args.only or ["http", "ws", "redis", "chat", "presence"]
+    sections = args.only or ["http", "ws", "redis", "chat", "presence", "metrics"]
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     fd_limit = raise_fd_limit()
@@ -251,6 +253,10 @@ def _main(argv: list[str] | None) -> None:
             print("Presence (a crowd joining one chat room) ...", flush=True)
             counts = (300,) if args.quick else PresenceSettings().counts
             results["presence"] = run_presence(where, log_dir, PresenceSettings(counts=counts), _progress)
+        if "metrics" in sections:
+            print("Metrics on vs off (HTTP hello world, fan-out) ...", flush=True)
+            chosen = QUICK_METRICS if args.quick else MetricsSettings()
+            results["metrics"] = run_metrics(where, log_dir, chosen, _progress)
     finally:
         results["elapsed_s"] = round(time.monotonic() - clock, 1)
         results["targets"] = [t.__dict__ for t in evaluate_targets(results)]
