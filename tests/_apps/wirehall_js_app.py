@@ -4,7 +4,7 @@
 without it), then every message said in the one room, each with an id that only grows.
 Messages are kept in the JSON-lines file `WIREHALL_JS_MESSAGES` names, so they survive a
 restart. The name `mallory` is refused readably (accepted, then closed with 4403 and a
-reason). `/` is a page that drives `wirehall.js` and shows its state (`page.js`).
+reason); `deaf`'s pings go unanswered. `/` is a page that drives `wirehall.js` and shows its state (`page.js`).
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class Talk(WebSocketController):
     async def on_message(self, raw: str) -> None:
         frame = json.loads(raw)
         if frame.get("type") == "ping":
-            await self.send_json({"type": "pong"})
+            if self.name != "deaf":  # a server that stopped answering, as a page sees one
+                await self.send_json({"type": "pong"})
         elif frame.get("type") == "say":
             await app.websockets.broadcast(ROOM, store(self.name, str(frame["text"])))

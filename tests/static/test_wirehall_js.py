@@ -176,6 +176,20 @@ async def test_a_readable_refusal_is_shown_with_the_servers_reason_and_not_retri
     assert problems == []
 
 
+async def test_a_connection_whose_pings_go_unanswered_is_replaced(server: AppServer, browser: Any) -> None:
+    from playwright.async_api import expect
+
+    problems: list[str] = []
+    # the page pings after 0.5 s of silence and gives up 2 s after that
+    page = await open_page(browser, server.url + "/?user=deaf", problems)
+    await expect(page.get_by_test_id("opened")).to_have_text("2", timeout=WAIT_MS)
+    close = await page.evaluate("page.socket.lastClose")
+    assert close["code"] == 1006
+    assert close["text"] == "no answer from the server"
+    assert (await page.evaluate("page.states"))[:4] == ["connecting", "open", "waiting", "connecting"]
+    assert problems == []
+
+
 async def test_backoff_final_closes_and_close_texts(server: AppServer, browser: Any) -> None:
     problems: list[str] = []
     page = await open_page(browser, server.url + "/?user=ann", problems)
