@@ -23,7 +23,7 @@ The per-request and per-broadcast numbers are kept in plain integers (`Tally`) a
 folded into prometheus_client's metrics when scraped (and, with several workers, every
 `sample_interval` seconds), because a prometheus_client histogram takes a lock per value
 and walks its buckets in Python: about 2 us a request, where a hello-world request costs
-wirehall about 25 us in all. The tally costs a bisect and three additions.
+the server about 30 us of CPU in all. The tally costs a bisect and three additions.
 
 Under several worker processes (`wirehall run --workers N`) prometheus_client's
 multi-process mode is used: `PROMETHEUS_MULTIPROC_DIR` names a directory the workers
