@@ -66,18 +66,18 @@ def websocket_path(request: pytest.FixtureRequest) -> str:
     return path
 
 
-def server_ws(config: pytest.Config, path: str) -> str:
-    """The `--ws` value a real server is started with on `path`."""
+def ws_for(config: pytest.Config, path: str) -> str:
+    """The `--ws` value a real server (uvicorn or `wirehall run`) is started with on `path`."""
     native: str = config.getoption("native_protocol")
     if path == "native" and native != "native":
         return native
     return SERVER_WS[path]
 
 
-@pytest.fixture
-def server_ws_option(request: pytest.FixtureRequest, websocket_path: str) -> list[str]:
-    """`["--ws", VALUE]` for a server process on this test's WebSocket path."""
-    return ["--ws", server_ws(request.config, websocket_path)]
+@pytest.fixture(scope="module")
+def server_ws(request: pytest.FixtureRequest, websocket_path: str) -> str:
+    """The `--ws` value for a server process on this test's WebSocket path (asks for `websocket_path`)."""
+    return ws_for(request.config, websocket_path)
 
 
 @pytest.fixture(autouse=True)

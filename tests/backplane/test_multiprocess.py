@@ -61,7 +61,7 @@ def private_redis() -> Iterator[PrivateRedis]:
 class Server:
     """One `wirehall run` process of the room app."""
 
-    def __init__(self, backplane_url: str, log_path: Path) -> None:
+    def __init__(self, backplane_url: str, log_path: Path, ws: str) -> None:
         self.port = free_port()
         self.log_path = log_path
         self.node = ""
@@ -72,7 +72,7 @@ class Server:
             "PYTHONUNBUFFERED": "1",
         }
         command = [sys.executable, "-m", "wirehall.cli", "run", "tests.backplane._room_app:app"]
-        command += ["--port", str(self.port), "--no-access-log", "--log-level", "info"]
+        command += ["--port", str(self.port), "--no-access-log", "--log-level", "info", "--ws", ws]
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -113,8 +113,8 @@ class Server:
 
 
 @pytest.fixture
-async def servers(backplane_url: str, tmp_path: Path) -> AsyncIterator[list[Server]]:
-    started = [Server(backplane_url, tmp_path / f"server-{i}.log") for i in range(2)]
+async def servers(backplane_url: str, tmp_path: Path, server_ws: str) -> AsyncIterator[list[Server]]:
+    started = [Server(backplane_url, tmp_path / f"server-{i}.log", server_ws) for i in range(2)]
     try:
         await asyncio.gather(*(server.wait_ready() for server in started))
         yield started
@@ -308,10 +308,10 @@ async def test_client_kill_mid_run_resumes_delivery_and_servers_survive(
 
 
 async def test_a_redis_outage_is_survived_and_delivery_and_presence_come_back(
-    private_redis: PrivateRedis, clients: Callable[[str, str], Any], tmp_path: Path
+    private_redis: PrivateRedis, clients: Callable[[str, str], Any], tmp_path: Path, server_ws: str
 ) -> None:
     url = f"{private_redis.url}?heartbeat_ttl={HEARTBEAT_TTL}&connect_timeout=0.5&command_timeout=0.5"
-    servers = [Server(url, tmp_path / f"server-{i}.log") for i in range(2)]
+    servers = [Server(url, tmp_path / f"server-{i}.log", server_ws) for i in range(2)]
     try:
         await asyncio.gather(*(server.wait_ready() for server in servers))
         one, two = servers

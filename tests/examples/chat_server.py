@@ -30,8 +30,17 @@ STOP_TIMEOUT = 20.0
 class ChatServer:
     """`wirehall run examples.chat:app` on 127.0.0.1:`port`, with its own database and log."""
 
-    def __init__(self, port: int, database_url: str, log_path: Path, *, backplane: str | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        database_url: str,
+        log_path: Path,
+        *,
+        backplane: str | None = None,
+        ws: str | None = None,
+    ) -> None:
         self.port = port
+        self.ws = ws  # `--ws`: the WebSocket path (tests/conftest.py's server_ws); None: the default
         self.database_url = database_url
         self.log_path = log_path
         self.backplane = backplane
@@ -62,6 +71,7 @@ class ChatServer:
             str(self.port),
             "--log-level",
             "info",
+            *(["--ws", self.ws] if self.ws else []),
         ]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -92,11 +102,11 @@ class ChatServer:
 
 @contextmanager
 def running_pair(
-    database_url: str, backplane: str, directory: Path
+    database_url: str, backplane: str, directory: Path, ws: str | None = None
 ) -> Iterator[tuple[ChatServer, ChatServer]]:
     """Two chat servers on one database and one backplane, stopped (by PID) afterwards."""
-    one = ChatServer(free_port(), database_url, directory / "one.log", backplane=backplane)
-    two = ChatServer(free_port(), database_url, directory / "two.log", backplane=backplane)
+    one = ChatServer(free_port(), database_url, directory / "one.log", backplane=backplane, ws=ws)
+    two = ChatServer(free_port(), database_url, directory / "two.log", backplane=backplane, ws=ws)
     one.start()
     try:
         two.start()

@@ -27,8 +27,10 @@ HOSTILE = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2
 
 
 @pytest.fixture
-def server(tmp_path: Path, unused_port: int) -> Iterator[ChatServer]:
-    chat = ChatServer(unused_port, f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}", tmp_path / "server.log")
+def server(tmp_path: Path, unused_port: int, server_ws: str) -> Iterator[ChatServer]:
+    chat = ChatServer(
+        unused_port, f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}", tmp_path / "server.log", ws=server_ws
+    )
     chat.start()
     try:
         yield chat
@@ -132,14 +134,16 @@ async def test_two_people_chat_escape_and_reconnect(server: ChatServer, chromium
 
 
 async def test_a_refused_join_is_shown_as_refused_and_not_retried(
-    tmp_path: Path, unused_port: int, chromium_path: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, unused_port: int, chromium_path: str, monkeypatch: pytest.MonkeyPatch, server_ws: str
 ) -> None:
     from playwright.async_api import async_playwright, expect
 
     # One connection per address: a second tab's join is refused (429), which a page cannot
     # tell from a dropped connection by the socket alone.
     monkeypatch.setenv("CHAT_MAX_CONNECTIONS_PER_ADDRESS", "1")
-    chat = ChatServer(unused_port, f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}", tmp_path / "server.log")
+    chat = ChatServer(
+        unused_port, f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}", tmp_path / "server.log", ws=server_ws
+    )
     chat.start()
     try:
         async with async_playwright() as playwright:

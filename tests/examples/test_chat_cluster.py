@@ -48,17 +48,17 @@ def private_redis() -> Iterator[PrivateRedis]:
 
 @pytest.fixture
 def shared_redis_pair(
-    tmp_path: Path, database_url: str, redis_url: str
+    tmp_path: Path, database_url: str, redis_url: str, server_ws: str
 ) -> Iterator[tuple[ChatServer, ChatServer]]:
-    with running_pair(database_url, redis_url, tmp_path) as pair:
+    with running_pair(database_url, redis_url, tmp_path, server_ws) as pair:
         yield pair
 
 
 @pytest.fixture
 def pair(
-    tmp_path: Path, database_url: str, private_redis: PrivateRedis
+    tmp_path: Path, database_url: str, private_redis: PrivateRedis, server_ws: str
 ) -> Iterator[tuple[ChatServer, ChatServer]]:
-    with running_pair(database_url, f"{private_redis.url}?{FAULT_OPTIONS}", tmp_path) as servers:
+    with running_pair(database_url, f"{private_redis.url}?{FAULT_OPTIONS}", tmp_path, server_ws) as servers:
         yield servers
 
 
@@ -241,9 +241,9 @@ async def test_a_paused_redis_stalls_neither_posts_nor_the_database(
 
 
 async def test_posts_to_a_database_that_cannot_be_written_answer_503_and_broadcast_nothing(
-    database_url: str, tmp_path: Path, redis_url: str, http: httpx.AsyncClient
+    database_url: str, tmp_path: Path, redis_url: str, http: httpx.AsyncClient, server_ws: str
 ) -> None:
-    with running_pair(database_url, redis_url, tmp_path) as (one, two):
+    with running_pair(database_url, redis_url, tmp_path, server_ws) as (one, two):
         async with chat_client(one, "lobby", "ann") as ann, chat_client(two, "lobby", "bob") as bob:
             first = await post(http, one, "lobby", "cid", "stored")
             await bob.wait(has_id(first["id"]), WAIT, "the first message did not arrive")

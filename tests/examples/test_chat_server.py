@@ -44,8 +44,10 @@ def chat_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.fixture
-def server(tmp_path: Path, database_url: str, unused_port: int, chat_env: None) -> Iterator[ChatServer]:
-    chat = ChatServer(unused_port, database_url, tmp_path / "server.log")
+def server(
+    tmp_path: Path, database_url: str, unused_port: int, chat_env: None, server_ws: str
+) -> Iterator[ChatServer]:
+    chat = ChatServer(unused_port, database_url, tmp_path / "server.log", ws=server_ws)
     chat.start()
     try:
         yield chat
@@ -309,9 +311,11 @@ async def test_a_slow_reader_is_dropped_and_the_room_goes_on(server: ChatServer)
 
 
 @pytest.fixture
-def redis_pair(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[tuple[ChatServer, ChatServer]]:
-    one = ChatServer(free_port(), database_url, tmp_path / "one.log", backplane=redis_url)
-    two = ChatServer(free_port(), database_url, tmp_path / "two.log", backplane=redis_url)
+def redis_pair(
+    tmp_path: Path, database_url: str, redis_url: str, server_ws: str
+) -> Iterator[tuple[ChatServer, ChatServer]]:
+    one = ChatServer(free_port(), database_url, tmp_path / "one.log", backplane=redis_url, ws=server_ws)
+    two = ChatServer(free_port(), database_url, tmp_path / "two.log", backplane=redis_url, ws=server_ws)
     one.start()
     try:
         two.start()

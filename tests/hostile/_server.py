@@ -63,8 +63,12 @@ def wirehall_run(
     *options: str,
     app: str = "tests.hostile._app:app",
     env: dict[str, str] | None = None,
+    ws: str | None = None,
 ) -> Iterator[RunningServer]:
-    """Run `wirehall run APP --port PORT OPTIONS...` until the block ends; wait until it answers."""
+    """Run `wirehall run APP --port PORT OPTIONS...` until the block ends; wait until it answers.
+
+    `ws` is the `--ws` value (the WebSocket path: tests/conftest.py's `server_ws` fixture).
+    """
     environ = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
     for name in (
         "WIREHALL_BACKPLANE",
@@ -76,7 +80,11 @@ def wirehall_run(
             environ.pop(name, None)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [str(WIREHALL), "run", app, "--host", "127.0.0.1", "--port", str(port), *options],
+            [
+                *(str(WIREHALL), "run", app, "--host", "127.0.0.1", "--port", str(port)),
+                *(["--ws", ws] if ws else []),
+                *options,
+            ],
             cwd=ROOT,
             env=environ,
             stdout=log,

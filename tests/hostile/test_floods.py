@@ -29,10 +29,14 @@ WAIT = 10.0  # seconds any one frame or answer may take
 
 
 @pytest.fixture
-def server(tmp_path: Path, unused_port: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[ChatServer]:
+def server(
+    tmp_path: Path, unused_port: int, monkeypatch: pytest.MonkeyPatch, server_ws: str
+) -> Iterator[ChatServer]:
     monkeypatch.setenv("CHAT_RATE_LIMIT", str(RATE))
     monkeypatch.setenv("CHAT_MAX_CONNECTIONS_PER_ADDRESS", str(CAP))
-    chat = ChatServer(unused_port, f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}", tmp_path / "server.log")
+    chat = ChatServer(
+        unused_port, f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}", tmp_path / "server.log", ws=server_ws
+    )
     chat.start()
     try:
         yield chat

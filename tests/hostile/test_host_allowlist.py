@@ -14,8 +14,8 @@ from tests.hostile._server import RunningServer, exchange, wirehall_run
 
 
 @pytest.fixture(scope="module")
-def loopback_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    with wirehall_run(free_port(), tmp_path_factory.mktemp("hosts") / "server.log") as server:
+def loopback_server(tmp_path_factory: pytest.TempPathFactory, server_ws: str) -> Iterator[RunningServer]:
+    with wirehall_run(free_port(), tmp_path_factory.mktemp("hosts") / "server.log", ws=server_ws) as server:
         yield server
 
 

@@ -37,10 +37,10 @@ def log_messages(log: str, log_format: str) -> list[str]:
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
-async def test_no_secret_in_any_log_line(tmp_path: Path, log_format: str) -> None:
+async def test_no_secret_in_any_log_line(tmp_path: Path, log_format: str, server_ws: str) -> None:
     port = free_port()
     options = ("--redact-param", "sid", "--log-format", log_format)
-    with wirehall_run(port, tmp_path / "server.log", *options) as server:
+    with wirehall_run(port, tmp_path / "server.log", *options, ws=server_ws) as server:
         async with httpx.AsyncClient(base_url=server.http_url, trust_env=False) as client:
             ok = await client.get(
                 "/api/echo", params={"token": "SECRET-http", "sid": "SECRET-extra", "page": "2"}
@@ -67,7 +67,9 @@ async def test_no_secret_in_any_log_line(tmp_path: Path, log_format: str) -> Non
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
-async def test_no_cookie_or_authorization_in_a_debug_log(tmp_path: Path, log_format: str) -> None:
+async def test_no_cookie_or_authorization_in_a_debug_log(
+    tmp_path: Path, log_format: str, server_ws: str
+) -> None:
     # at debug level the websockets library writes every handshake header through uvicorn's logger
     port = free_port()
     secrets = {
@@ -76,7 +78,7 @@ async def test_no_cookie_or_authorization_in_a_debug_log(tmp_path: Path, log_for
         "X-Api-Key": "SECRET-api-key",
     }
     options = ("--log-level", "debug", "--log-format", log_format)
-    with wirehall_run(port, tmp_path / "server.log", *options) as server:
+    with wirehall_run(port, tmp_path / "server.log", *options, ws=server_ws) as server:
         async with httpx.AsyncClient(base_url=server.http_url, trust_env=False) as client:
             assert (await client.get("/api/echo", headers=secrets)).status_code == 200
         async with connect(f"{server.ws_url}/ws/echo?user=ann", additional_headers=secrets) as ws:

@@ -29,12 +29,12 @@ FINAL_LISTS_MB = CROWD * CROWD * (NAME + 3) / 1e6
 
 @pytest.mark.timeout(60)
 async def test_a_thousand_joins_cost_bounded_cpu_and_bytes_and_lists_stay_current(
-    tmp_path: Path, unused_port: int
+    tmp_path: Path, unused_port: int, server_ws: str
 ) -> None:
     env = {"CHAT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}"}
     options = ("--no-access-log", "--log-level", "warning")
     with wirehall_run(
-        unused_port, tmp_path / "server.log", *options, app="examples.chat:app", env=env
+        unused_port, tmp_path / "server.log", *options, app="examples.chat:app", env=env, ws=server_ws
     ) as server:
         pid = server.process.pid
         before = cpu_seconds(pid)

@@ -48,7 +48,7 @@ async def closed_after(reader: asyncio.StreamReader, limit: float) -> float:
     return time.monotonic() - started
 
 
-@pytest.mark.parametrize("implementation", ["websockets-sansio", "websockets"])
+@pytest.mark.parametrize("implementation", ["websockets-sansio", "websockets", "wirehall"])
 async def test_deflate_bombs_are_refused_with_1009_before_they_are_inflated(
     tmp_path: Path, implementation: str
 ) -> None:

@@ -82,7 +82,7 @@ class Server:
         return response.json()
 
 
-@pytest.fixture(params=["websockets-sansio", "websockets"])
+@pytest.fixture(params=["websockets-sansio", "websockets", "wirehall"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     server = Server(request.param, tmp_path / "server.log")
     try:

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def server() -> Iterator[int]:
+def server(server_ws: str) -> Iterator[int]:
     """The port of a uvicorn process serving tests.security.browser_app (killed afterwards)."""
     port = free_port()
     process = subprocess.Popen(
@@ -32,6 +32,8 @@ def server() -> Iterator[int]:
             str(port),
             "--log-level",
             "warning",
+            "--ws",
+            server_ws,
         ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},

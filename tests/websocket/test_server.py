@@ -37,14 +37,14 @@ MAX_QUEUE = 16
 class Server:
     """One uvicorn process serving the test app."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, ws: str) -> None:
         self.port = free_port()
         self.log_path = log_path
         env = {**os.environ, "WH_TEST_MAX_QUEUE": str(MAX_QUEUE), "PYTHONUNBUFFERED": "1"}
         env.pop("WIREHALL_BACKPLANE", None)
         command = [sys.executable, "-m", "uvicorn", "tests.websocket._server_app:app"]
         command += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
-        command += ["--no-access-log", "--timeout-graceful-shutdown", "5"]
+        command += ["--no-access-log", "--timeout-graceful-shutdown", "5", "--ws", ws]
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -64,8 +64,8 @@ class Server:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path / "server.log")
+def server(tmp_path: Path, server_ws: str) -> Iterator[Server]:
+    server = Server(tmp_path / "server.log", server_ws)
     try:
         server.wait_ready()
         yield server
