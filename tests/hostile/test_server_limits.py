@@ -151,8 +151,20 @@ async def test_an_endless_head_is_refused_long_before_it_ends(
     assert limited_server.peak_rss_kib() - before_kib < 20 * MIB
 
 
-async def test_a_websocket_outlives_the_head_timeout(limited_server: RunningServer) -> None:
-    async with connect(f"{limited_server.ws_url}/ws/echo") as ws:
+@pytest.fixture(scope="module", params=["httptools", "h11"])
+def limited_ws_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, server_ws: str
+) -> Iterator[RunningServer]:
+    """`limited_server` on each WebSocket path too (kept apart so the HTTP tests run once)."""
+    log = tmp_path_factory.mktemp(f"limits-ws-{request.param}") / "server.log"
+    with wirehall_run(
+        free_port(), log, "--http", request.param, "--head-timeout", str(HEAD_TIMEOUT), ws=server_ws
+    ) as server:
+        yield server
+
+
+async def test_a_websocket_outlives_the_head_timeout(limited_ws_server: RunningServer) -> None:
+    async with connect(f"{limited_ws_server.ws_url}/ws/echo") as ws:
         with pytest.raises(TimeoutError):  # nothing comes, and nothing closes it
             await asyncio.wait_for(ws.recv(), HEAD_TIMEOUT * 1.5)
         await ws.send("still here")
