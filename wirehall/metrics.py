@@ -328,6 +328,7 @@ class Metrics:
         self._fanout = Tally(len(FANOUT_BUCKETS) + 1)
         self._sent = 0
         self._received = 0
+        self._watching_backplane = False
 
     # wiring -----------------------------------------------------------------------------
 
@@ -341,8 +342,9 @@ class Metrics:
     async def start(self) -> None:
         """At app startup: count backplane reconnects; in multi-process mode, sample in the background."""
         service = self._service
-        if service is not None:
+        if service is not None and not self._watching_backplane:
             service.backplane.on_reconnect(self.reconnects.inc)
+            self._watching_backplane = True  # an app started again keeps its one callback
         if self.multiprocess and self._sampler is None:
             self._sampler = asyncio.get_running_loop().create_task(self._sample_every())
 

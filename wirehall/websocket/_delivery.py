@@ -116,6 +116,8 @@ class Delivery(ServiceState):
         try:
             await self.backplane.publish(channel, payload)
         except Exception as exc:
+            if self.metrics is not None:
+                self.metrics.publish_failed()
             error = exc if isinstance(exc, BackplaneError) else None
             if kind is Kind.DIRECT and not target.startswith(self.node_id + "."):
                 raise error or BackplaneError(
@@ -123,8 +125,6 @@ class Delivery(ServiceState):
                 ) from exc
             # local members must not lose what only the cross-process path failed to carry;
             # if the backplane did take it after all, its echo is dropped as a duplicate
-            if self.metrics is not None:
-                self.metrics.publish_failed()
             logger.warning(
                 "backplane did not take a message for %r (%s); delivered to this node's members only",
                 channel,
