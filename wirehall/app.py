@@ -302,7 +302,7 @@ class Wirehall(Registrar):
         self._register_http(
             path, metrics.expose, ["GET"], None if self.router.is_named("metrics") else "metrics"
         )
-        self.api_docs.excluded = self.api_docs.excluded | {metrics.expose}  # not an API operation
+        self.api_docs.exclude(metrics.expose)  # not an operation of the app's API
         self._startup_hooks.append(metrics.start)
         self._shutdown_hooks.insert(0, metrics.stop)  # hooks run in reverse: this one last
         self.metrics = metrics
