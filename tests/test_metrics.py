@@ -342,8 +342,10 @@ def test_run_with_metrics_and_workers_shares_a_directory_it_removes_afterwards(
 ) -> None:
     import uvicorn
 
+    # `wirehall run` sets these for its workers: set first so that they are put back afterwards
     for name in (METRICS_ENV, MULTIPROC_DIR_ENV, "WIREHALL_ALLOWED_HOSTS", "WIREHALL_BACKPLANE"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     seen: dict[str, Any] = {}
 
     def fake_run(app: str, **options: Any) -> None:
@@ -359,3 +361,6 @@ def test_run_with_metrics_and_workers_shares_a_directory_it_removes_afterwards(
     assert seen["exists"] is True
     assert seen["metrics"] == "1"
     assert not os.path.exists(seen["directory"])
+    monkeypatch.undo()
+    assert MULTIPROC_DIR_ENV not in os.environ
+    assert METRICS_ENV not in os.environ
