@@ -184,7 +184,7 @@ class HttpMeter:
         found[0].add(HTTP_BUCKETS, seconds)
 
     def _add(self, route: str | None, method: str, status: int) -> tuple[Tally, Counter, Histogram]:
-        if method not in _METHODS:  # a route matched only a method it takes; else: any string
+        if method not in _METHODS:  # a client may send any word as a method: one series for all
             method = "other"
             found = self._tallies.get((route, method, status))
             if found is not None:
