@@ -8,6 +8,7 @@
 //   socket.on("message", (frame) => show(frame));                    // by the JSON `type` field
 //   socket.addEventListener("state", (event) => status(event.detail)); // every state change
 //   socket.send({ type: "message", text: "hello" });
+//   socket.addEventListener("open", (event) => event.detail.reconnect && socket.send(...));
 //
 // States: "idle" (not started), "connecting", "open", "waiting" (to reconnect after a backoff),
 // "refused" (final: the server refused and will not be asked again), "closed" (by the page).
@@ -66,7 +67,9 @@ export class WirehallSocket extends EventTarget {
    * @param options
    *   resume(info): query parameters to add to this connect ({since: 41}), or null; `info` is
    *     {attempt, reconnect}. Called before every connect, the first included.
-   *   backoff: {initial, max, factor, jitter} in ms (500, 8000, 2, 0.25).
+   *   backoff: {initial, max, factor, jitter, stable}: the first delay, the cap, the growth,
+   *     the spread (0.25: +-25%), and how long (ms) a connection must last before the next
+   *     drop starts from `initial` again (500, 8000, 2, 0.25, 5000).
    *   ping: {interval, timeout, message} (25000, 10000, {type: "ping"}), or false for none.
    *   isFinal(code, reason): true when a close must not be retried (4000-4999 by default).
    *   checkRefused(close): for a connection that closed before it opened (a handshake the
@@ -86,6 +89,7 @@ export class WirehallSocket extends EventTarget {
     this._socket = null;
     this._retryTimer = 0;
     this._pingTimer = 0;
+    this._stableTimer = 0;
     this._handlers = new Map();
     this._wake = () => this.retryNow();
     this._visible = () => {
@@ -135,8 +139,11 @@ export class WirehallSocket extends EventTarget {
     socket.addEventListener("open", () => {
       if (this._socket !== socket) return;
       wasOpen = true;
-      this.attempt = 0;
       this.opened += 1;
+      // The backoff starts again only once a connection has lasted: a server that accepts and
+      // then drops every connection at once is not hammered.
+      const stable = (this.options.backoff || {}).stable ?? 5000;
+      this._stableTimer = setTimeout(() => { this.attempt = 0; }, stable);
       this._alive();
       this._setState("open", { reconnect });
       this.dispatchEvent(new CustomEvent("open", { detail: { reconnect } }));
@@ -149,7 +156,8 @@ export class WirehallSocket extends EventTarget {
     });
   }
 
-  /** Reconnect at once if waiting for a backoff to end (a page may call it on user action). */
+  /** Reconnect at once if waiting for a backoff to end (the page coming back online or into
+   * view does it; a page may call it on a user's action). */
   retryNow() {
     if (this.state === "waiting") {
       this.attempt = 0;
@@ -211,6 +219,7 @@ export class WirehallSocket extends EventTarget {
 
   _drop(code, reason) {
     clearTimeout(this._pingTimer);
+    clearTimeout(this._stableTimer);
     const socket = this._socket;
     this._socket = null;
     if (socket && socket.readyState <= WebSocket.OPEN) {

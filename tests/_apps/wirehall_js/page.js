@@ -28,7 +28,7 @@ const socket = new WirehallSocket(`/ws?user=${encodeURIComponent(user)}`, {
     return { since: lastId };
   },
   backoff: { initial: 100, max: 1000 },
-  ping: { interval: 500, timeout: 2000 },
+  ping: { interval: 500, timeout: 3000 },
   connect: false,
 });
 page.socket = socket;
