@@ -1,6 +1,6 @@
 """wirehall.js in headless Chromium against a real `wirehall run` server (tests/_apps/wirehall_js_app.py):
 reconnecting after a restart, resuming without a lost message, a readable refusal shown and not
-retried, and its small pure functions."""
+retried, and its small pure functions; on both WebSocket paths."""
 
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ WAIT_MS = 15_000
 class AppServer:
     """`wirehall run tests._apps.wirehall_js_app:app` on 127.0.0.1:`port`, stopped and started by PID."""
 
-    def __init__(self, port: int, messages: Path, log_path: Path) -> None:
+    def __init__(self, port: int, messages: Path, log_path: Path, ws: str) -> None:
         self.port = port
+        self.ws = ws  # `--ws`: the WebSocket path (tests/conftest.py's server_ws)
         self.messages = messages
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
@@ -40,7 +41,7 @@ class AppServer:
     def start(self) -> None:
         env = {**os.environ, "WIREHALL_JS_MESSAGES": str(self.messages), "PYTHONUNBUFFERED": "1"}
         command = [str(WIREHALL), "run", "tests._apps.wirehall_js_app:app", "--host", "127.0.0.1"]
-        command += ["--port", str(self.port), "--log-level", "info"]
+        command += ["--port", str(self.port), "--ws", self.ws, "--log-level", "info"]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -59,8 +60,8 @@ class AppServer:
 
 
 @pytest.fixture
-def server(tmp_path: Path, unused_port: int) -> Iterator[AppServer]:
-    app_server = AppServer(unused_port, tmp_path / "messages.jsonl", tmp_path / "server.log")
+def server(tmp_path: Path, unused_port: int, server_ws: str) -> Iterator[AppServer]:
+    app_server = AppServer(unused_port, tmp_path / "messages.jsonl", tmp_path / "server.log", server_ws)
     app_server.start()
     try:
         yield app_server
@@ -144,7 +145,7 @@ async def test_reconnects_after_a_restart_and_resumes_without_a_lost_message(
         assert states[:2] == ["connecting", "open"]
         assert "waiting" in states
     # the application-level ping is answered while the connection is quiet
-    await ann.wait_for_function("(page.pongs || 0) >= 1", timeout=WAIT_MS)
+    await expect(ann.get_by_test_id("pongs")).not_to_have_text("0", timeout=WAIT_MS)
     assert problems == []
 
 

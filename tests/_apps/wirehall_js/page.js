@@ -41,6 +41,9 @@ socket.addEventListener("state", (event) => {
 });
 socket.on("welcome", (frame) => frame.history.forEach(add));
 socket.on("said", add);
-socket.on("pong", () => { page.pongs = (page.pongs || 0) + 1; });
+socket.on("pong", () => {
+  page.pongs = (page.pongs || 0) + 1;
+  $("pongs").textContent = String(page.pongs);
+});
 window.say = (text) => socket.send({ type: "say", text });
 socket.connect();
