@@ -6,9 +6,13 @@ it asks for the `websocket_path` fixture (directly, through a server fixture tha
 with `pytest.mark.usefixtures("websocket_path")`). On `asgi` the in-process test client calls
 the app through plain ASGI and real servers use uvicorn's `websockets-sansio`; on `native`
 both go through wirehall's own WebSocket protocol. A test that opens an in-process WebSocket
-without asking for the fixture fails and says so. `--websocket-path native` runs one path only;
-`--native-protocol websockets-sansio` puts another protocol class behind `native` (to tell
-a test client's fault from the protocol's).
+without asking for the fixture fails and says so.
+
+A test parametrised over PostgreSQL runs that parameter on the native path only: the database
+and the WebSocket path are independent, and the SQLite parameter covers both paths (the
+PostgreSQL cluster tests are among the slowest to double). `--websocket-path native` runs one
+path only (with every database); `--native-protocol websockets-sansio` puts another protocol
+class behind `native` (to tell a test client's fault from the protocol's).
 """
 
 from __future__ import annotations
@@ -57,6 +61,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "websocket_path" in metafunc.fixturenames:
         paths = metafunc.config.getoption("websocket_path") or WEBSOCKET_PATHS
         metafunc.parametrize("websocket_path", list(dict.fromkeys(paths)), indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if len(set(config.getoption("websocket_path") or WEBSOCKET_PATHS)) < len(WEBSOCKET_PATHS):
+        return  # one path chosen: every database on it
+    kept: list[pytest.Item] = []
+    paired: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_asgi = callspec is not None and callspec.params.get("websocket_path") == "asgi"
+        (paired if on_asgi and item.get_closest_marker("postgres") else kept).append(item)
+    if paired:
+        config.hook.pytest_deselected(items=paired)
+        items[:] = kept
 
 
 @pytest.fixture(scope="module")
