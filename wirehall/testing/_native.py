@@ -35,6 +35,7 @@ from wirehall.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = [
     "CONNECTION_ENDED",
     "DEFAULT_WEBSOCKET_ENV",
+    "INVALID",
     "NATIVE_PROTOCOL",
     "NativeConnection",
     "WebSocketPath",
@@ -52,6 +53,9 @@ WebSocketPath = str | type[asyncio.Protocol]
 
 CONNECTION_ENDED: Message = {"type": "wirehall.testing.app_ended"}
 """Put after the last message: the app ended (ASGI path) or the server closed the connection."""
+
+INVALID = "wirehall.testing.invalid"
+"""The type of a message saying the client could not read what the server wrote (its `error`)."""
 
 # what the server adds to a 101 answer on its own: the session reports the app's headers only
 _HANDSHAKE_HEADERS = frozenset(
@@ -387,9 +391,7 @@ class NativeConnection:
                 self._frame(event)
         exc, self.client.parser_exc = self.client.parser_exc, None
         if exc is not None and not isinstance(exc, EOFError):  # an EOF: CONNECTION_ENDED says it
-            self._arrived(
-                {"type": "wirehall.testing.invalid", "error": f"the server sent invalid data: {exc}"}
-            )
+            self._arrived({"type": INVALID, "error": f"the server sent invalid data: {exc}"})
         self._flush_client()  # pongs and the echo of a close
 
     def _handshake_answer(self, response: Response) -> None:
@@ -405,9 +407,7 @@ class NativeConnection:
             )
             return
         if not isinstance(failure, InvalidStatus):
-            self._arrived(
-                {"type": "wirehall.testing.invalid", "error": f"the server's handshake is invalid: {failure}"}
-            )
+            self._arrived({"type": INVALID, "error": f"the server's handshake is invalid: {failure}"})
             return
         if response.status_code == 500 and self.watch.error is not None:
             return  # the app crashed before answering: CONNECTION_ENDED reports its error
@@ -444,9 +444,7 @@ class NativeConnection:
             try:
                 text = data.decode()
             except UnicodeDecodeError as exc:
-                self._arrived(
-                    {"type": "wirehall.testing.invalid", "error": f"a text frame is not UTF-8: {exc}"}
-                )
+                self._arrived({"type": INVALID, "error": f"a text frame is not UTF-8: {exc}"})
                 return
             self._arrived({"type": "websocket.send", "text": text})
         else:

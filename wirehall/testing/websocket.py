@@ -25,14 +25,19 @@ from typing import Any
 import msgspec
 
 from wirehall.errors import WebSocketDisconnectError, WebSocketStateError, WirehallError
-from wirehall.testing._native import CONNECTION_ENDED, NativeConnection, WebSocketPath, websocket_protocol
+from wirehall.testing._native import (
+    CONNECTION_ENDED,
+    INVALID,
+    NativeConnection,
+    WebSocketPath,
+    websocket_protocol,
+)
 from wirehall.types import ASGIApp, Message, Scope
 from wirehall.websocket.codes import CloseCode
 
 __all__ = ["HandshakeRejectedError", "WebSocketPath", "WebSocketTestSession"]
 
 _APP_ENDED: Message = CONNECTION_ENDED
-_INVALID = "wirehall.testing.invalid"  # the native client could not read what the server wrote
 _encode_json = msgspec.json.Encoder().encode
 
 
@@ -216,7 +221,7 @@ class WebSocketTestSession:
             native.resume_writing()
         if message is _APP_ENDED:
             self._from_app.put_nowait(_APP_ENDED)  # every later call sees it too
-        elif message["type"] == _INVALID:
+        elif message["type"] == INVALID:
             raise WebSocketStateError(message["error"])
         return message
 
