@@ -85,3 +85,10 @@ async def test_the_client_names_the_path_its_sessions_take() -> None:
             assert ws.is_native is native
             await ws.send_text("hi")
             assert await ws.receive_text() == "hi"
+
+
+def test_a_test_that_does_not_ask_for_both_paths_cannot_open_a_default_websocket() -> None:
+    # tests/conftest.py: only a test with the websocket_path fixture gets a default path
+    with pytest.raises(pytest.fail.Exception, match="without the websocket_path fixture"):
+        WebSocketTestSession(echo, ws_scope())
+    assert WebSocketTestSession(echo, ws_scope(), websocket="asgi").is_native is False
