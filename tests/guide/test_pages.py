@@ -1,0 +1,104 @@
+"""Every code block of the guide is run or allowed (tests/guide/pages.py says which), and every
+Python example runs, on both WebSocket paths: the guide cannot show code that does not work."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from tests.guide.pages import (
+    CONFIG_LANGUAGES,
+    EXAMPLES,
+    GUIDE,
+    INCLUDED_LANGUAGES,
+    Block,
+    blocks_of,
+    guide_pages,
+)
+
+PAGES = guide_pages()
+
+
+def page_id(page: Path) -> str:
+    return page.relative_to(GUIDE).with_suffix("").as_posix()
+
+
+def problem_of(block: Block) -> str | None:
+    """Why `block` may not stand in the guide, or None."""
+    page = block.page.relative_to(GUIDE) if block.page.is_relative_to(GUIDE) else block.page
+    where = f"{page}:{block.line}"
+    if block.language == "python" or block.language in CONFIG_LANGUAGES:
+        return None
+    if block.language in INCLUDED_LANGUAGES:
+        if block.snippet is not None and block.snippet.is_relative_to(EXAMPLES):
+            return None
+        return f"{where}: a {block.language} block must be a file of guide/examples/ included with --8<--"
+    if not block.language:
+        return f"{where}: a code block without a language; say python (run), or one of {sorted(CONFIG_LANGUAGES)}"
+    return f"{where}: {block.language!r} blocks are neither run nor allowed ({sorted(CONFIG_LANGUAGES)})"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_every_block_is_run_or_allowed(page: Path) -> None:
+    problems = [problem for block in blocks_of(page) if (problem := problem_of(block)) is not None]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_rule_catches_an_unrun_block(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("```\nprint(1)\n```\n\n```js\nalert(1)\n```\n\n```python\nx = 1\n```\n")
+    first, second, third = (problem_of(block) for block in blocks_of(page))
+    assert "without a language" in str(first)
+    assert "'js'" in str(second)
+    assert third is None
+
+
+def run_page(page: Path, workdir: Path) -> list[str]:
+    """Run the page's Python blocks in one fresh module, then its `test_*` functions; their names."""
+    examples = EXAMPLES / page.relative_to(GUIDE).with_suffix("")
+    if examples.is_dir():
+        shutil.copytree(examples, workdir, dirs_exist_ok=True)
+    name = "guide_" + page_id(page).replace("/", "_").replace("-", "_")
+    module = types.ModuleType(name)
+    module.__file__ = str(workdir / f"{name}.py")
+    sys.modules[name] = module
+    try:
+        for block in blocks_of(page):
+            if block.language != "python":
+                continue
+            # line numbers of a failure point into the page (or the included file)
+            origin = block.snippet or page
+            padding = "" if block.snippet else "\n" * block.line
+            exec(compile(padding + block.source, str(origin), "exec"), module.__dict__)
+        ran = []
+        for attribute, value in list(vars(module).items()):
+            if attribute.startswith("test_") and callable(value):
+                if inspect.iscoroutinefunction(value):
+                    asyncio.run(value())
+                else:
+                    value()
+                ran.append(attribute)
+        return ran
+    finally:
+        del sys.modules[name]
+        for loaded, imported in list(sys.modules.items()):  # the example's own modules (`app`)
+            source = getattr(imported, "__file__", None)
+            if source is not None and Path(source).is_relative_to(workdir):
+                del sys.modules[loaded]
+
+
+@pytest.mark.parametrize(
+    "page", [p for p in PAGES if any(b.language == "python" for b in blocks_of(p))], ids=page_id
+)
+def test_page_examples_run(
+    page: Path, websocket_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run_page(page, tmp_path)
