@@ -122,12 +122,14 @@ class HandshakeFace(ProtocolBase):
         return task
 
     async def _run_asgi(self) -> None:
+        code = 1000  # an app that returns without closing: a normal close on its behalf
         try:
             result = await self._server.app(self.scope, self.receive, self.send)
         except ClientDisconnected:
             pass
-        except BaseException:  # noqa: BLE001  # the server's boundary: logged, answered 500
+        except BaseException:  # noqa: BLE001  # the server's boundary: logged, answered 500 / 1011
             logger.exception("Exception in ASGI application\n")
+            code = 1011
             if self._state is _ACCEPTING:
                 self._respond(500, [], b"Internal Server Error")
         else:
@@ -137,9 +139,9 @@ class HandshakeFace(ProtocolBase):
             elif result is not None:
                 logger.error("ASGI callable should return None, but returned '%s'.", result)
         state = self._state
-        if state is _OPEN and self._reader is None:  # returned without closing: close it for the app
-            self._write_close(1000, "")
-            self._tell_closed(1000, "")
+        if state is _OPEN and self._reader is None:  # returned (or failed) without closing
+            self._write_close(code, "")
+            self._tell_closed(code, "")
             self._state = _CLOSED
             self.transport.close()
         elif state is _CLOSED and not self._lost:
