@@ -69,7 +69,7 @@ class _Peer:
         self.protocol.data_received(b"".join(self.client.data_to_send()))
         self.read = 0
 
-    def events(self) -> list[Response | Frame]:
+    def events(self) -> list[Any]:
         data = bytes(self.transport.written[self.read :])
         self.read = len(self.transport.written)
         self.client.receive_data(data)
@@ -174,7 +174,7 @@ class _lifespan:  # noqa: N801  # used as a context manager, like a function
     async def __aenter__(self) -> None:
         self.received.put_nowait({"type": "lifespan.startup"})
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: Any) -> None:
             self.sent.put_nowait(message)
 
         self.task = asyncio.create_task(
