@@ -7,7 +7,7 @@ Every fenced block of a guide page is one of:
   then every `test_*` function they defined is called (an `async def` one on its own loop);
 - shell or configuration text (`CONFIG_LANGUAGES`): shown, not run;
 - an `html` / `javascript` file the page includes whole from `guide/examples/` with a
-  snippet line (`--8<-- "tutorial/static/chat.js"`): the tests that use the example (the
+  snippet (`--8<--`, `tutorial/static/chat.js`, `--8<--` on three lines): the tests that use the example (the
   tutorial's browser test, the templates the HTTP page renders) exercise it.
 
 Anything else (no language, another language, HTML or JavaScript written in the page)
@@ -69,6 +69,17 @@ def _resolve_snippet(name: str) -> Path:
     raise FileNotFoundError(f"snippet {name!r} is in none of {[str(b) for b in SNIPPET_BASES]}")
 
 
+def _included(body: list[str]) -> str | None:
+    """The file a block includes whole: `--8<-- "name"`, or the block form that ruff's
+    Markdown formatting leaves alone (`--8<--`, the name, `--8<--` on three lines)."""
+    lines = [line.strip() for line in body]
+    if len(lines) == 1 and (match := _SNIPPET.match(lines[0])) is not None:
+        return match["path"]
+    if len(lines) == 3 and lines[0] == lines[2] == "--8<--" and lines[1]:
+        return lines[1].strip("\"'")
+    return None
+
+
 def blocks_of(page: Path) -> list[Block]:
     """The fenced code blocks of `page`, in order."""
     lines = page.read_text(encoding="utf-8").splitlines()
@@ -93,9 +104,9 @@ def blocks_of(page: Path) -> list[Block]:
             raise ValueError(f"{page}:{index + 1}: a code block is never closed")
         snippet: Path | None = None
         source = "\n".join(body) + "\n"
-        included = _SNIPPET.match(body[0].strip()) if len(body) == 1 else None
+        included = _included(body)
         if included is not None:
-            snippet = _resolve_snippet(included["path"])
+            snippet = _resolve_snippet(included)
             source = snippet.read_text(encoding="utf-8")
         blocks.append(Block(page, index + 1, language, source, snippet))
         index = end + 1

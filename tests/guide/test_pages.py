@@ -3,6 +3,7 @@ Python example runs, on both WebSocket paths: the guide cannot show code that do
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import inspect
 import shutil
@@ -11,6 +12,7 @@ import types
 from pathlib import Path
 
 import pytest
+from _pytest.assertion.rewrite import rewrite_asserts  # what pytest does to test modules
 
 from tests.guide.pages import (
     CONFIG_LANGUAGES,
@@ -59,8 +61,16 @@ def test_the_rule_catches_an_unrun_block(tmp_path: Path) -> None:
     assert third is None
 
 
+def compile_block(source: str, origin: Path) -> types.CodeType:
+    """Compile a block with pytest's assertion rewriting, so a failing example says why."""
+    tree = ast.parse(source, str(origin))
+    rewrite_asserts(tree, source.encode(), str(origin))
+    return compile(tree, str(origin), "exec")
+
+
 def run_page(page: Path, workdir: Path) -> list[str]:
-    """Run the page's Python blocks in one fresh module, then its `test_*` functions; their names."""
+    """Run the page's Python blocks in order in one fresh module; after each block, the
+    `test_*` functions it defined (so a test sees the names as they were then). Their names."""
     examples = EXAMPLES / page.relative_to(GUIDE).with_suffix("")
     if examples.is_dir():
         shutil.copytree(examples, workdir, dirs_exist_ok=True)
@@ -68,22 +78,23 @@ def run_page(page: Path, workdir: Path) -> list[str]:
     module = types.ModuleType(name)
     module.__file__ = str(workdir / f"{name}.py")
     sys.modules[name] = module
+    ran: list[str] = []
     try:
         for block in blocks_of(page):
             if block.language != "python":
                 continue
+            before = {key: value for key, value in vars(module).items() if key.startswith("test_")}
             # line numbers of a failure point into the page (or the included file)
             origin = block.snippet or page
             padding = "" if block.snippet else "\n" * block.line
-            exec(compile(padding + block.source, str(origin), "exec"), module.__dict__)
-        ran = []
-        for attribute, value in list(vars(module).items()):
-            if attribute.startswith("test_") and callable(value):
-                if inspect.iscoroutinefunction(value):
-                    asyncio.run(value())
-                else:
-                    value()
-                ran.append(attribute)
+            exec(compile_block(padding + block.source, origin), module.__dict__)
+            for attribute, value in list(vars(module).items()):
+                if attribute.startswith("test_") and callable(value) and before.get(attribute) is not value:
+                    if inspect.iscoroutinefunction(value):
+                        asyncio.run(value())
+                    else:
+                        value()
+                    ran.append(f"{page.name}:{block.line}:{attribute}")
         return ran
     finally:
         del sys.modules[name]
