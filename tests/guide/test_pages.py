@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import inspect
 import shutil
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _pytest.assertion.rewrite import rewrite_asserts  # what pytest does to test modules
@@ -68,6 +71,54 @@ def compile_block(source: str, origin: Path) -> types.CodeType:
     return compile(tree, str(origin), "exec")
 
 
+def fixtures_of(module: types.ModuleType, test: Callable[..., Any]) -> list[Callable[..., Any]]:
+    """The functions behind the `@pytest.fixture`s of the page that `test` asks for by name."""
+    found = []
+    for name in inspect.signature(test).parameters:
+        fixture = getattr(module, name, None)
+        wrapped = getattr(fixture, "__wrapped__", None)
+        if wrapped is None:
+            raise LookupError(f"{test.__name__} asks for {name!r}, which is no fixture of the page")
+        found.append(wrapped)
+    return found
+
+
+def call_test(module: types.ModuleType, test: Callable[..., Any]) -> None:
+    """Call a test of the page as pytest would: with the page's fixtures (plain or generator
+    ones for a plain test; async ones too for an `async def` test, on one event loop)."""
+    fixtures = fixtures_of(module, test)
+    if not inspect.iscoroutinefunction(test):
+        with contextlib.ExitStack() as stack:
+            values = []
+            for fixture in fixtures:
+                made = fixture()
+                if inspect.isgenerator(made):
+                    values.append(stack.enter_context(contextlib.contextmanager(lambda made=made: made)()))
+                else:
+                    values.append(made)
+            test(*values)
+        return
+
+    async def run() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            values = []
+            for fixture in fixtures:
+                made = fixture()
+                if inspect.isasyncgen(made):
+                    values.append(
+                        await stack.enter_async_context(
+                            contextlib.asynccontextmanager(lambda made=made: made)()
+                        )
+                    )
+                elif inspect.isgenerator(made):
+                    values.append(stack.enter_context(contextlib.contextmanager(lambda made=made: made)()))
+                else:
+                    values.append(await made if inspect.isawaitable(made) else made)
+            await test(*values)
+
+    asyncio.run(run())
+
+
 def run_page(page: Path, workdir: Path) -> list[str]:
     """Run the page's Python blocks in order in one fresh module; after each block, the
     `test_*` functions it defined (so a test sees the names as they were then). Their names."""
@@ -90,10 +141,7 @@ def run_page(page: Path, workdir: Path) -> list[str]:
             exec(compile_block(padding + block.source, origin), module.__dict__)
             for attribute, value in list(vars(module).items()):
                 if attribute.startswith("test_") and callable(value) and before.get(attribute) is not value:
-                    if inspect.iscoroutinefunction(value):
-                        asyncio.run(value())
-                    else:
-                        value()
+                    call_test(module, value)
                     ran.append(f"{page.name}:{block.line}:{attribute}")
         return ran
     finally:
