@@ -178,6 +178,84 @@ def compile_binder(params: Sequence[ParamInfo]) -> Callable[[ValueSource], dict[
     return bind
 
 
+def compile_scope_binder(
+    params: Sequence[ParamInfo], path_names: Sequence[str] = ()
+) -> Callable[[Mapping[str, Any]], dict[str, Any]] | None:
+    """What `compile_binder` reads, read from the ASGI scope alone, in one function generated
+    for these parameters, plus the path parameters named in `path_names` passed as they are.
+
+    For the HTTP fast path: no `Request` to build, no loop over bindings, no per-value
+    branching on where a value comes from. Same values, same errors, in the same order as
+    `compile_binder`. None when a parameter needs more than the scope's path and query
+    (headers, cookies, a dependency's path-first value): use `compile_binder` then.
+    """
+    bindings = tuple(_binding(p) for p in params)
+    if any(b.path_first or b.source not in ("query", "path") for b in bindings):
+        return None
+    many = any(b.many for b in bindings if b.source == "query")
+    namespace: dict[str, Any] = {
+        "_SLOW": _SLOW,
+        "_NO_PATH": _NO_PATH,
+        "_NO_QUERY": _NO_QUERY,
+        "_query": _query_values if many else _query_last,
+        "_convert": convert,
+        "_ValidationError": msgspec.ValidationError,
+        "_invalid": _invalid,
+        "RequestValidationError": RequestValidationError,
+    }
+    lines = ["def bind(scope):"]
+    if any(b.source == "query" for b in bindings):
+        lines += [
+            '    raw_query = scope.get("query_string", b"")',
+            "    query = _query(raw_query) if raw_query else _NO_QUERY",
+        ]
+    if any(b.source == "path" for b in bindings) or path_names:
+        lines.append('    path = scope.get("path_params", _NO_PATH)')
+    lines += ["    errors = None", "    values = {}"]
+    for name in path_names:
+        lines.append(f"    values[{name!r}] = path[{name!r}]")
+    for index, b in enumerate(bindings):
+        namespace[f"_b{index}"] = b
+        namespace[f"_t{index}"] = b.type_
+        namespace[f"_q{index}"] = b.quick
+        namespace[f"_d{index}"] = b.default
+        where = "query" if b.source == "query" else "path"
+        lines.append(f"    raw = {where}.get({b.alias!r})")
+        if b.source == "query" and many and not b.many:
+            lines.append("    if raw is not None:")
+            lines.append("        raw = raw[-1]")
+        lines.append("    if raw is None or not raw:" if b.many else "    if raw is None:")
+        if b.default is MISSING:
+            lines += [
+                "        if errors is None:",
+                "            errors = []",
+                f'        errors.append({{"loc": [{b.source!r}, {b.alias!r}], "msg": "field required"}})',
+            ]
+        else:
+            lines.append(f"        values[{b.name!r}] = _d{index}")
+        lines += [f"    elif type(raw) is _t{index}:", f"        values[{b.name!r}] = raw", "    else:"]
+        if b.quick is not None:
+            lines.append(f"        value = _q{index}(raw)")
+        else:
+            lines.append("        value = _SLOW")
+        lines += [
+            "        if value is _SLOW:",
+            "            try:",
+            f"                values[{b.name!r}] = _convert(raw, _t{index})",
+            "            except _ValidationError as exc:",
+            "                if errors is None:",
+            "                    errors = []",
+            f"                errors.append(_invalid(_b{index}, {b.source!r}, raw, exc))",
+            "        else:",
+            f"            values[{b.name!r}] = value",
+        ]
+    lines += ["    if errors:", "        raise RequestValidationError(errors)", "    return values"]
+    # generated from the route's own parameter names and aliases (as literals), nothing a request sends
+    exec(compile("\n".join(lines), f"<binder of {', '.join(p.name for p in params)}>", "exec"), namespace)
+    bind: Callable[[Mapping[str, Any]], dict[str, Any]] = namespace["bind"]
+    return bind
+
+
 def _invalid(b: _Binding, kind: str, raw: Any, exc: msgspec.ValidationError) -> ErrorDetail:
     """The problem with a value msgspec refused: where, and why (with the value when it is text)."""
     loc, message = location(str(exc))
@@ -208,6 +286,21 @@ def _query_values(raw: bytes) -> dict[str, list[str]]:
             found[name] = [value]
         else:
             values.append(value)
+    return found
+
+
+def _query_last(raw: bytes) -> dict[str, str]:
+    """The last value of each name in the query string: what `_query_values` gives as each
+    list's last item, for routes that take no repeated keys."""
+    found: dict[str, str] = {}
+    for part in raw.decode("latin-1").split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        if "%" in part or "+" in part:
+            name = unquote(name.replace("+", " "))
+            value = unquote(value.replace("+", " "))
+        found[name] = value
     return found
 
 

@@ -36,7 +36,7 @@ from wirehall.events import (
     RequestCompleted,
     RequestStarted,
 )
-from wirehall.http._fast import DefaultHeaders, Encode, Finisher
+from wirehall.http._fast import DefaultHeaders, Encode, Finisher, prepare
 from wirehall.http.browser_client import CLIENT_PATH, client_endpoint
 from wirehall.http.controller import HTTPController, build_http_endpoint, controller_methods
 from wirehall.http.request import DEFAULT_MAX_BODY_SIZE, Request
@@ -54,7 +54,7 @@ from wirehall.security.connection_limit import ConnectionLimitMiddleware
 from wirehall.security.headers import SecurityHeadersMiddleware
 from wirehall.security.hosts import HostAllowlist, TrustedHostMiddleware, allowed_hosts_from_env
 from wirehall.security.origin import WebSocketOriginMiddleware
-from wirehall.security.same_site import SameSiteGuard
+from wirehall.security.same_site import SAME_SITE_ATTRIBUTE, SameSiteGuard
 from wirehall.types import ASGIApp, Message, Receive, Scope, Send
 from wirehall.websocket.controller import build_websocket_endpoint
 from wirehall.websocket.handler import WebSocketHandler
@@ -200,6 +200,7 @@ class Wirehall(Registrar):
         self._started = False
         self._events_version = -1
         self._observed_requests = False
+        self._plain_requests = False
         self._start_lock = asyncio.Lock()
         self._metrics_path = ""
         self._http_meter: HttpMeter | None = None
@@ -441,6 +442,10 @@ class Wirehall(Registrar):
                 self._asgi = self._build_stack()
                 self._stack_built = True
             self._log_context = log_context_enabled()  # logging is set up before the app starts
+            self._events_version = -1  # `_route` decides again what each request goes through
+            for route in self.router.routes():
+                # endpoint marks are read now: routes without one skip the access check
+                prepare(route.handler, _same_site_marked)
             try:
                 await self.container.start()
                 await self.websockets.start()
@@ -534,13 +539,12 @@ class Wirehall(Registrar):
                 scope["route"] = route  # what tracing reads for `http.route`
                 handler = route.handler
             scope["path_params"] = params
+            if self._events_version != self.events.version:
+                self._watch_requests()
+            if self._plain_requests:  # no log context, no request events, no metrics
+                return handler(scope, receive, send)
             if self._log_context:
                 enter_log_context(scope, route.path if route is not None else None)
-            if self._events_version != self.events.version:
-                self._events_version = self.events.version
-                self._observed_requests = self.events.wants(RequestStarted) or self.events.wants(
-                    RequestCompleted
-                )
             if self._observed_requests:
                 return self._observed(handler, scope, receive, send)
             if self._http_meter is not None:
@@ -552,6 +556,15 @@ class Wirehall(Registrar):
         if kind == "lifespan":
             return self._lifespan(receive, send)
         return _ignored(kind)
+
+    def _watch_requests(self) -> None:
+        """Whether requests are observed (events), logged with a context or metered: asked
+        again whenever the event bus's subscriptions change, and at startup."""
+        self._events_version = self.events.version
+        self._observed_requests = self.events.wants(RequestStarted) or self.events.wants(RequestCompleted)
+        self._plain_requests = not (
+            self._observed_requests or self._log_context or self._http_meter is not None
+        )
 
     def _dispatch_websocket(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         match = self.router.match("websocket", "", scope["path"])
@@ -658,6 +671,11 @@ class Wirehall(Registrar):
             if handler is not None:
                 return handler
         return None
+
+
+def _same_site_marked(targets: tuple[object, ...]) -> bool:
+    """Whether the app's `SameSiteGuard` has anything to check for these targets."""
+    return any(getattr(target, SAME_SITE_ATTRIBUTE, None) is not None for target in targets)
 
 
 async def _ignored(kind: str) -> None:

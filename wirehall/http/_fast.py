@@ -23,10 +23,12 @@ from typing import Any, Protocol
 
 import msgspec
 
+from wirehall._param_binding import compile_scope_binder
 from wirehall.di import CallPlan
-from wirehall.http.request import Request
+from wirehall.errors import HTTPError
+from wirehall.http.request import DEFAULT_MAX_BODY_SIZE, Request
 from wirehall.http.response import JSONResponse, PlainTextResponse, Response, error_response
-from wirehall.security.access import access_denied
+from wirehall.security.access import AUTH_ATTRIBUTE, access_denied
 from wirehall.types import Receive, Scope, Send
 
 __all__ = [
@@ -35,9 +37,11 @@ __all__ = [
     "ErrorAnswer",
     "Finisher",
     "Guard",
+    "GuardScope",
     "Handler",
     "direct_handler",
     "plain_endpoint",
+    "prepare",
     "refusal_of",
     "refuse",
     "to_response",
@@ -111,14 +115,18 @@ class HeaderSource(Protocol):
 class DefaultHeaders:
     """A `Finisher` adding `source`'s headers to every response the app builds itself."""
 
-    __slots__ = ("_plain", "_source")
+    __slots__ = ("_plain", "_source", "tails")
 
     def __init__(self, source: HeaderSource) -> None:
         self._source = source
-        # what any non-HTML response over http gets, computed once
-        plain = [(b"content-type", b"text/plain")]
+        # what any non-HTML response without headers of its own gets, computed once
+        plain = [(b"content-length", b"0"), (b"content-type", b"text/plain")]
         source.add_headers(plain, https=False)
-        self._plain = tuple(plain[1:])
+        self._plain = tuple(plain[2:])
+        secure = [(b"content-length", b"0"), (b"content-type", b"text/plain")]
+        source.add_headers(secure, https=True)
+        self.tails = (self._plain, tuple(secure[2:]))
+        """The headers added to a plain text or JSON response over http, and over https."""
 
     def __call__(self, response: Response, scope: Scope) -> None:
         headers = response.raw_headers
@@ -146,49 +154,135 @@ async def refuse(
     await refusal(scope, receive, send)
 
 
+GuardScope = Callable[[tuple[object, ...]], bool]
+"""Whether the app's `Guard` has anything to check for these targets (the endpoint, or the
+controller class and method): for a mark-driven guard, whether one of them is marked."""
+
+
+def _guarded(targets: tuple[object, ...], guard: Guard | None, guard_scope: GuardScope | None) -> bool:
+    """Whether a request to `targets` must ask `refusal_of`: an auth mark, or a guard that
+    applies to them (any guard, when the app does not say which targets it concerns)."""
+    if any(getattr(target, AUTH_ATTRIBUTE, None) is not None for target in targets):
+        return True
+    return guard is not None and (guard_scope is None or guard_scope(targets))
+
+
+def prepare(handler: Handler, guard_scope: GuardScope | None = None) -> None:
+    """Tell a handler of this module that the app starts: it reads its endpoint's marks
+    (`requires_auth`, and through `guard_scope` the guard's own) now, and from then on checks
+    access only when one is there. Until then (a handler used without an app) it checks
+    every request."""
+    ready: Callable[[GuardScope | None], None] | None = getattr(handler, _PREPARE, None)
+    if ready is not None:
+        ready(guard_scope)
+
+
+_PREPARE = "_wirehall_prepare"
+_LENGTHS = tuple((b"content-length", str(n).encode()) for n in range(1024))
+_NO_TAILS: tuple[tuple[tuple[bytes, bytes], ...], tuple[tuple[bytes, bytes], ...]] = ((), ())
+
+
+def _quick_setup(
+    finish: Finisher | None, status_code: int | None, encode: Encode | None
+) -> tuple[bool, Any, Encode]:
+    """(whether a returned str / dict / list / Struct can be sent without a Response object,
+    the default headers for http and for https, the JSON encoder)."""
+    if finish is None:
+        tails = _NO_TAILS
+    elif type(finish) is DefaultHeaders:
+        tails = finish.tails
+    else:
+        return False, _NO_TAILS, _encode
+    return True, tails, encode or _encode
+
+
+def _quick_body(value: Any, encode: Encode) -> tuple[bytes, tuple[bytes, bytes]] | None:
+    """The body and content type `to_response` gives a str, dict, list or Struct (None for
+    anything else, or a value the encoder refuses: `to_response` then says why)."""
+    kind = type(value)
+    if kind is str:
+        return value.encode(), _TEXT
+    if kind is dict or kind is list or isinstance(value, msgspec.Struct):
+        try:
+            return encode(value), _JSON
+        except (TypeError, msgspec.EncodeError):
+            return None
+    return None
+
+
 def plain_endpoint(
     endpoint: Callable[[], Awaitable[Any]],
     finish: Finisher | None,
     guard: Guard | None,
     on_error: ErrorAnswer | None,
     answer: Callable[[Any], Response] = to_response,
+    *,
+    status_code: int | None = None,
+    encode: Encode | None = None,
 ) -> Handler:
     """The handler of a function endpoint that takes no parameters.
 
     `answer` turns the returned value into the Response (`to_response` unless the route sets a
-    status code or the app an encoder).
+    status code or the app an encoder: `status_code` and `encode`, which it was made from).
+    A returned str, dict, list or Struct is sent as the two messages that Response would
+    send, built directly.
     """
     targets = (endpoint,)
+    guarded = True
+    quick, tails, encoder = _quick_setup(finish, status_code, encode)
+    status = 200 if status_code is None else status_code
 
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            # checked on every request, so `@requires_auth` works above or below the route decorator
-            status = access_denied(endpoint, scope)
-            if status is not None:
-                await refuse(status, scope, receive, send, finish)
-                return
-            if guard is not None:
-                refusal = guard(targets, scope)
+            if guarded:
+                refusal = refusal_of(targets, scope, guard)
                 if refusal is not None:
                     await refuse(refusal[0], scope, receive, send, finish, refusal[1])
                     return
-            response = answer(await endpoint())
-            if finish is not None:
-                finish(response, scope)
-            if type(response).__call__ is not _send_whole:
-                await response(scope, receive, send)  # streams, files: their own sending
+            value = await endpoint()
+            found = _quick_body(value, encoder) if quick else None
+            if found is not None:
+                body, content_type = found
+                size = len(body)
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": status,
+                        "headers": [
+                            _LENGTHS[size] if size < 1024 else (b"content-length", str(size).encode()),
+                            content_type,
+                            *tails[scope.get("scheme") == "https"],
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
                 return
-            await send(
-                {"type": "http.response.start", "status": response.status, "headers": response.raw_headers}
-            )
-            body = b"" if scope["method"] == "HEAD" else response.body
-            await send({"type": "http.response.body", "body": body})
+            await _send_response(answer(value), scope, receive, send, finish)
         except Exception as exc:
             if on_error is None:
                 raise
             await on_error(exc, scope, receive, send)
 
+    def ready(guard_scope: GuardScope | None) -> None:
+        nonlocal guarded
+        guarded = _guarded(targets, guard, guard_scope)
+
+    setattr(handle, _PREPARE, ready)
     return handle
+
+
+async def _send_response(
+    response: Response, scope: Scope, receive: Receive, send: Send, finish: Finisher | None
+) -> None:
+    """Send a Response: a complete body as its two messages, else through its own `__call__`."""
+    if finish is not None:
+        finish(response, scope)
+    if type(response).__call__ is not _send_whole:
+        await response(scope, receive, send)  # streams, files: their own sending
+        return
+    await send({"type": "http.response.start", "status": response.status, "headers": response.raw_headers})
+    body = b"" if scope["method"] == "HEAD" else response.body
+    await send({"type": "http.response.body", "body": body})
 
 
 def direct_handler(
@@ -198,24 +292,137 @@ def direct_handler(
     guard: Guard | None,
     on_error: ErrorAnswer | None,
     answer: Callable[..., Response],
+    *,
+    status_code: int | None = None,
+    encode: Encode | None = None,
 ) -> Handler:
     """`_function_handler` for an endpoint that takes nothing from the container (only path,
     query, header and cookie values, the body, the request): no resolution scope, the JSON
     body decoded from its bytes, and a complete response sent as its two messages, as
-    `plain_endpoint` does. Same order, answers and errors."""
+    `plain_endpoint` does. Same order, answers and errors.
+
+    When it takes no `Request` and nothing but path and query values and a JSON body, no
+    `Request` is built either: the values come from one function generated for the route
+    (`compile_scope_binder`), the body from `receive` directly.
+    """
+    values = [p for p in plan.request_params if p.source != "body"]
+    bind = None
+    if not plan.takes_context and (plan.read_body is None or plan.json_body is not None):
+        bind = compile_scope_binder(values, [p.name for p in plan.params])
+    if bind is None:
+        return _request_handler(endpoint, plan, finish, guard, on_error, answer, status_code, encode)
+    return _scope_handler(endpoint, plan, bind, finish, guard, on_error, answer, status_code, encode)
+
+
+def _scope_handler(
+    endpoint: Callable[..., Any],
+    plan: CallPlan,
+    bind: Callable[[Scope], dict[str, Any]],
+    finish: Finisher | None,
+    guard: Guard | None,
+    on_error: ErrorAnswer | None,
+    answer: Callable[..., Response],
+    status_code: int | None,
+    encode: Encode | None,
+) -> Handler:
+    """`direct_handler` for an endpoint that takes path and query values and a JSON body only."""
     targets = (endpoint,)
+    guarded = True
+    body_name = plan.body_name
+    decode_json = plan.json_body
+    quick, tails, encoder = _quick_setup(finish, status_code, encode)
+    status = 200 if status_code is None else status_code
+
+    async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            if guarded:
+                refusal = refusal_of(targets, scope, guard)
+                if refusal is not None:
+                    await refuse(refusal[0], scope, receive, send, finish, refusal[1])
+                    return
+            kwargs = bind(scope)
+            if decode_json is not None:
+                # what Request.body() does, without a Request: the body is usually one message
+                limit = _body_limit(scope)
+                message = await receive()
+                if message["type"] == "http.request" and not message.get("more_body", False):
+                    body = message.get("body", b"")
+                    if len(body) > limit:
+                        raise HTTPError(413, f"request body is larger than {limit} bytes")
+                else:
+                    body = await Request(scope, receive)._gather(message, limit)
+                kwargs[body_name] = decode_json(body)
+            value = await endpoint(**kwargs)
+            found = _quick_body(value, encoder) if quick else None
+            if found is not None:
+                body, content_type = found
+                size = len(body)
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": status,
+                        "headers": [
+                            _LENGTHS[size] if size < 1024 else (b"content-length", str(size).encode()),
+                            content_type,
+                            *tails[scope.get("scheme") == "https"],
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+                return
+            await _send_response(answer(value), scope, receive, send, finish)
+        except Exception as exc:  # the boundary that runs user code
+            if on_error is None:
+                raise
+            await on_error(exc, scope, receive, send)
+
+    def ready(guard_scope: GuardScope | None) -> None:
+        nonlocal guarded
+        guarded = _guarded(targets, guard, guard_scope)
+
+    setattr(handle, _PREPARE, ready)
+    return handle
+
+
+def _body_limit(scope: Scope) -> int:
+    """The largest body the request may have; HTTPError 413 when it says it has more."""
+    limit: int = getattr(scope.get("app"), "max_body_size", DEFAULT_MAX_BODY_SIZE)
+    for name, declared in scope.get("headers", ()):
+        if name == b"content-length":
+            if declared.isdigit() and int(declared) > limit:
+                raise HTTPError(413, f"request body is larger than {limit} bytes")
+            break
+    return limit
+
+
+def _request_handler(
+    endpoint: Callable[..., Any],
+    plan: CallPlan,
+    finish: Finisher | None,
+    guard: Guard | None,
+    on_error: ErrorAnswer | None,
+    answer: Callable[..., Response],
+    status_code: int | None,
+    encode: Encode | None,
+) -> Handler:
+    """`direct_handler` for an endpoint that takes the `Request`, headers, cookies or a form."""
+    targets = (endpoint,)
+    guarded = True
     kwargs_for = plan.direct_kwargs
     body_name = plan.body_name
     decode_json = plan.json_body
     read_body = plan.read_body if decode_json is None else None
     needs_path = plan.takes_path_params
+    quick, tails, encoder = _quick_setup(finish, status_code, encode)
+    status = 200 if status_code is None else status_code
 
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            refusal = refusal_of(targets, scope, guard)
-            if refusal is not None:
-                await refuse(refusal[0], scope, receive, send, finish, refusal[1])
-                return
+            if guarded:
+                refusal = refusal_of(targets, scope, guard)
+                if refusal is not None:
+                    await refuse(refusal[0], scope, receive, send, finish, refusal[1])
+                    return
             request = Request(scope, receive)
             try:
                 kwargs = kwargs_for(request, scope["path_params"] if needs_path else None)
@@ -223,21 +430,27 @@ def direct_handler(
                     kwargs[body_name] = decode_json(await request.body())
                 elif read_body is not None:
                     kwargs[body_name] = await read_body(request)
-                response = answer(await endpoint(**kwargs))
-                if finish is not None:
-                    finish(response, scope)
-                if type(response).__call__ is not _send_whole:
-                    await response(scope, receive, send)  # streams, files: their own sending
-                else:
+                value = await endpoint(**kwargs)
+                found = _quick_body(value, encoder) if quick else None
+                if found is not None:
+                    body, content_type = found
+                    size = len(body)
                     await send(
                         {
                             "type": "http.response.start",
-                            "status": response.status,
-                            "headers": response.raw_headers,
+                            "status": status,
+                            "headers": [
+                                _LENGTHS[size] if size < 1024 else (b"content-length", str(size).encode()),
+                                content_type,
+                                *tails[scope.get("scheme") == "https"],
+                            ],
                         }
                     )
-                    body = b"" if scope["method"] == "HEAD" else response.body
-                    await send({"type": "http.response.body", "body": body})
+                    await send(
+                        {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+                    )
+                else:
+                    await _send_response(answer(value), scope, receive, send, finish)
             finally:
                 if request.holds_files:
                     await request.close()
@@ -246,6 +459,11 @@ def direct_handler(
                 raise
             await on_error(exc, scope, receive, send)
 
+    def ready(guard_scope: GuardScope | None) -> None:
+        nonlocal guarded
+        guarded = _guarded(targets, guard, guard_scope)
+
+    setattr(handle, _PREPARE, ready)
     return handle
 
 

@@ -209,9 +209,15 @@ def build_http_endpoint(
     plan = container.plan(endpoint, path_params=path_params, context=(Request,), bodies=True)
     spec = _spec(plan, endpoint, status_code)
     if not plan.params and not plan.request_params:
-        return plain_endpoint(endpoint, finish, guard, on_error, answer), spec
+        handler = plain_endpoint(
+            endpoint, finish, guard, on_error, answer, status_code=status_code, encode=encode
+        )
+        return handler, spec
     if not plan.needs_container:
-        return direct_handler(endpoint, plan, finish, guard, on_error, answer), spec
+        handler = direct_handler(
+            endpoint, plan, finish, guard, on_error, answer, status_code=status_code, encode=encode
+        )
+        return handler, spec
     return _function_handler(endpoint, plan, finish, guard, on_error, answer), spec
 
 
