@@ -74,6 +74,10 @@ def render_http(http: dict[str, Any]) -> str:
 
 REFERENCE = "socketify"
 
+Getter = Callable[[dict[str, Any]], Any]
+# a row: label, value, digits, ratio to socketify too, raw ASGI's value beside it (None: raw's column)
+_Metric = tuple[str, Getter, int, bool, Getter | None]
+
 
 def _present(r: dict[str, Any] | None) -> bool:
     return bool(r) and "error" not in (r or {})
@@ -94,8 +98,10 @@ def _cell(
     get: Callable[[dict[str, Any]], Any],
     digits: int = 1,
     vs_reference: bool = False,
+    base_of: Callable[[dict[str, Any]], Any] | None = None,
 ) -> str:
-    """The value, then its ratio to raw ASGI, and to socketify when `vs_reference`."""
+    """The value, then its ratio to raw ASGI (`base_of(r)` when given: raw ASGI as measured
+    beside this framework), and to socketify when `vs_reference`."""
     r = fws[name]
     if not _present(r):
         return "left out"
@@ -105,7 +111,7 @@ def _cell(
             return "-"
         return {True: "yes", False: "no"}.get(value, str(value)) if isinstance(value, bool) else str(value)
     ratios = []
-    base = _get(fws.get(BASELINE), get)
+    base = _get(r, base_of) if base_of else _get(fws.get(BASELINE), get)
     if name != BASELINE and isinstance(base, (int, float)) and base:
         ratios.append(f"{value / base:.2f}x")
     ref = _get(fws.get(REFERENCE), get)
@@ -132,41 +138,53 @@ def render_ws(ws: dict[str, Any]) -> str:
     small, big = s["small_room"], s["big_room"]
     conns = s.get("memory_connections_measured", s.get("memory_connections"))
     cpu = "server CPU us/delivery"
-    metrics: list[tuple[str, Callable[[dict[str, Any]], Any], int, bool]] = [
-        (f"echo round trips/s ({s['echo_clients']} clients)", lambda r: r["echo_per_s"], 0, False),
-        ("echo p99 ms", lambda r: r["echo_p99_ms"], 2, False),
-        ("server CPU us/echo round trip", lambda r: r["server_cpu_us"]["echo_round_trip"], 1, True),
-        (f"fan-out {small} median ms", lambda r: r["fanout_small"]["median_ms"], 1, False),
-        (f"fan-out {small} p95 ms", lambda r: r["fanout_small"]["p95_ms"], 1, False),
-        (f"fan-out {small} min ms", lambda r: r["fanout_small"]["min_ms"], 1, False),
-        (f"{cpu}, fan-out {small}", lambda r: r["server_cpu_us"]["fanout_small_delivery"], 2, True),
-        (f"fan-out {big} median ms", lambda r: r["fanout_big"]["median_ms"], 1, False),
-        (f"fan-out {big} p95 ms", lambda r: r["fanout_big"]["p95_ms"], 1, False),
-        (f"fan-out {big} min ms", lambda r: r["fanout_big"]["min_ms"], 1, False),
-        (f"{cpu}, fan-out {big}", lambda r: r["server_cpu_us"]["fanout_big_delivery"], 2, True),
+
+    def big_base(r: dict[str, Any]) -> Any:
+        return r["fanout_big"]["baseline_median_ms"]
+
+    def big_cpu_base(r: dict[str, Any]) -> Any:
+        return r["fanout_big"]["baseline_cpu_us_per_delivery"]
+
+    metrics: list[_Metric] = [
+        (f"echo round trips/s ({s['echo_clients']} clients)", lambda r: r["echo_per_s"], 0, False, None),
+        ("echo p99 ms", lambda r: r["echo_p99_ms"], 2, False, None),
+        ("server CPU us/echo round trip", lambda r: r["server_cpu_us"]["echo_round_trip"], 1, True, None),
+        (f"fan-out {small} median ms", lambda r: r["fanout_small"]["median_ms"], 1, False, None),
+        (f"fan-out {small} p95 ms", lambda r: r["fanout_small"]["p95_ms"], 1, False, None),
+        (f"fan-out {small} min ms", lambda r: r["fanout_small"]["min_ms"], 1, False, None),
+        (f"{cpu}, fan-out {small}", lambda r: r["server_cpu_us"]["fanout_small_delivery"], 2, True, None),
+        (f"fan-out {big} median ms", lambda r: r["fanout_big"]["median_ms"], 1, False, big_base),
+        (f"fan-out {big} p95 ms", lambda r: r["fanout_big"]["p95_ms"], 1, False, None),
+        (f"fan-out {big} min ms", lambda r: r["fanout_big"]["min_ms"], 1, False, None),
+        (f"{cpu}, fan-out {big}", lambda r: r["server_cpu_us"]["fanout_big_delivery"], 2, True, big_cpu_base),
         (
             f"fan-out {small} median ms, {s.get('compressed_size', 64)} B, deflate clients",
             lambda r: r["fanout_compressed"]["median_ms"],
             1,
             False,
+            None,
         ),
         (
             f"{cpu}, fan-out {small}, deflate",
             lambda r: r["server_cpu_us"]["fanout_compressed_delivery"],
             2,
             False,
+            None,
         ),
-        (f"idle memory KiB/conn ({conns} conns)", mem, 2, True),
+        (f"idle memory KiB/conn ({conns} conns)", mem, 2, True, None),
         (
             f"slow consumer: {s['slow_size'] // 1024} KiB fan-out {small} median ms",
             lambda r: r["slow_consumer"]["baseline"]["median_ms"],
             1,
             False,
+            None,
         ),
-        ("slow consumer: added ms with 1 stalled", slow, 2, False),
-        ("slow consumer: stalled client evicted", lambda r: r["slow_consumer"]["evicted"], 0, False),
+        ("slow consumer: added ms with 1 stalled", slow, 2, False, None),
+        ("slow consumer: stalled client evicted", lambda r: r["slow_consumer"]["evicted"], 0, False, None),
     ]
-    rows = [[label, *(_cell(fws, n, get, d, ref) for n in names)] for label, get, d, ref in metrics]
+    rows = [
+        [label, *(_cell(fws, n, get, d, ref, base) for n in names)] for label, get, d, ref, base in metrics
+    ]
     title = (
         f"WebSocket ({s['rounds']} room runs, framework order rotated; in brackets the ratio to "
         f"{BASELINE} and, for CPU and memory, to {REFERENCE} (uWS); lower is better but for round trips/s)"
@@ -388,9 +406,12 @@ def _ws_targets(ws: dict[str, Any]) -> list[Target]:
             )
         )
         for key, n in (("fanout_small", size["small_room"]), ("fanout_big", size["big_room"])):
-            a = (wh.get(key) or {}).get("median_ms")
-            b = (raw.get(key) or {}).get("median_ms")
-            by_cpu = _cpu_ratio(wcpu[f"{key}_delivery"], rcpu[f"{key}_delivery"])
+            mine = wh.get(key) or {}
+            a = mine.get("median_ms")
+            # at the big room, raw ASGI as measured by the same client process
+            b = mine.get("baseline_median_ms") or (raw.get(key) or {}).get("median_ms")
+            base_cpu = mine.get("baseline_cpu_us_per_delivery") or rcpu[f"{key}_delivery"]
+            by_cpu = _cpu_ratio(wcpu[f"{key}_delivery"], base_cpu)
             if a is None or b is None:
                 targets.append(
                     Target(f"{name}: fan-out {n} median", f"<= {fan_x:g}x raw ASGI", "no samples", False)

@@ -351,6 +351,12 @@ def _run_scale(
                     r["fanout"]["batches"] = [{**r["fanout"], "samples_ms": list(r["fanout"]["samples_ms"])}]
                     r["fanout"]["batch"] = index + 1
                     scale[name] = r
+                # the baseline measured by the same client, taking turns with this one:
+                # what its ratio is judged against (batches run minutes apart)
+                if name != BASELINE:
+                    same = result.get(BASELINE, {}).get("fanout", {})
+                    r["fanout"]["baseline_median_ms"] = same.get("median_ms")
+                    r["fanout"]["baseline_cpu_us_per_delivery"] = same.get("server_cpu_us_per_delivery")
                 progress(
                     f"  ws scale {name:>15}: fan-out({s.big_room}) {_fmt_ms(r['fanout']['median_ms'])} "
                     f"(client {index + 1}, opened in {r['connect_s']:.1f} s)"
@@ -440,7 +446,14 @@ def _framework(
         "echo_per_s": statistics.median(w["per_s"] for w in echo_rounds),
         "echo_p99_ms": _median(w["p99_ms"] for w in echo_rounds),
         "fanout_small": _summary(small, sum(r["fanout"]["timeouts"] for r in runs)),
-        "fanout_big": _summary(big_fan["samples_ms"], big_fan["timeouts"]) if big_fan else None,
+        "fanout_big": {
+            **_summary(big_fan["samples_ms"], big_fan["timeouts"]),
+            # raw ASGI's median in the same client process (None for raw ASGI itself)
+            "baseline_median_ms": big_fan.get("baseline_median_ms"),
+            "baseline_cpu_us_per_delivery": big_fan.get("baseline_cpu_us_per_delivery"),
+        }
+        if big_fan
+        else None,
         "fanout_compressed": compressed,
         "memory_per_connection_bytes": memory["per_connection_bytes"] if memory else None,
         "memory": memory,
