@@ -112,3 +112,18 @@ def test_the_readme_links_to_the_guide() -> None:
     assert "## Documentation" in readme
     assert "make docs" in readme
     assert Path("guide/tutorial.md").as_posix() in readme
+
+
+def test_the_browser_client_page_covers_the_module() -> None:
+    script = (PACKAGE / "static" / "wirehall.js").read_text()
+    page = (GUIDE / "browser-client.md").read_text()
+    exports = re.findall(r"^export (?:async )?(?:function|class) (\w+)", script, re.MULTILINE)
+    options = re.findall(
+        r"^\s+\*\s+(\w+)(?:\(.*?\))?:", script, re.MULTILINE
+    )  # the constructor's doc comment
+    events = re.findall(r'new CustomEvent\("(\w+)"', script)
+    assert "WirehallSocket" in exports
+    assert {"resume", "backoff", "ping", "isFinal"} <= set(options)
+    assert {"state", "message", "close"} <= set(events)
+    missing = [name for name in {*exports, *options, *events} if f"`{name}" not in page]
+    assert not missing, f"browser-client.md does not name {sorted(missing)}"
