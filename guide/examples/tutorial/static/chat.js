@@ -1,4 +1,5 @@
-// The tutorial's chat page: wirehall.js connects, reconnects with backoff and shows why it stopped.
+// The tutorial's chat page, on wirehall.js: it connects, reconnects with
+// backoff and jitter, and shows why it stopped.
 import { WirehallSocket } from "/wirehall.js";
 
 const $ = (id) => document.getElementById(id);
@@ -10,10 +11,12 @@ $("join").addEventListener("submit", (event) => {
   const room = encodeURIComponent($("room").value.trim());
   const name = encodeURIComponent($("name").value);
   socket = new WirehallSocket(`/ws/${room}?name=${name}`);
-  // every state change: connecting, open, waiting (to reconnect), refused (with the server's reason)
+  // every state change: connecting, open, waiting (to reconnect),
+  // refused (final, with the server's reason as `text`)
   socket.addEventListener("state", (event) => {
     const { state, text } = event.detail;
-    $("status").textContent = state === "refused" || state === "waiting" ? `${state}: ${text}` : state;
+    const why = state === "refused" || state === "waiting";
+    $("status").textContent = why ? `${state}: ${text}` : state;
   });
   socket.on("said", (frame) => {
     const line = document.createElement("li");
@@ -27,5 +30,6 @@ $("join").addEventListener("submit", (event) => {
 
 $("say").addEventListener("submit", (event) => {
   event.preventDefault();
-  if (socket && socket.send({ type: "say", text: $("text").value })) $("text").value = "";
+  const sent = socket && socket.send({ type: "say", text: $("text").value });
+  if (sent) $("text").value = "";
 });
