@@ -221,7 +221,11 @@ def test_run_serves_websockets_with_uvicorns_protocol_when_asked(
     ("package", "version"), [("uvicorn", "0.99.0"), ("websockets", "99.0"), ("uvicorn", "0.20.0")]
 )
 def test_run_refuses_the_native_protocol_on_untested_versions(
-    runner: CliRunner, uvicorn_run: dict[str, Any], monkeypatch: pytest.MonkeyPatch, package: str, version: str
+    runner: CliRunner,
+    uvicorn_run: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    package: str,
+    version: str,
 ) -> None:
     import uvicorn
     import websockets.version
