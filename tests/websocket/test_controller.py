@@ -78,6 +78,31 @@ def make_app() -> Wirehall:
 # --- dependency injection -----------------------------------------------------------
 
 
+async def test_hooks_get_query_values_on_a_route_without_path_params() -> None:
+    app = make_app()
+
+    @app.websocket("/lobby")
+    class Lobby(WebSocketController):
+        async def on_connect(self, name: str = "", seats: int = 1) -> None:
+            await self.accept()
+            await self.send_json({"name": name, "seats": seats})
+
+        async def on_message(self, message: str, name: str) -> None:
+            await self.send_text(f"{name}: {message}")
+
+    async with TestClient(app) as client:
+        async with client.websocket_connect("/lobby?name=ada&seats=3") as ws:
+            assert await ws.receive_json() == {"name": "ada", "seats": 3}
+            await ws.send_text("hi")
+            assert await ws.receive_text() == "ada: hi"
+        async with client.websocket_connect("/lobby") as ws:  # the defaults
+            assert await ws.receive_json() == {"name": "", "seats": 1}
+        with pytest.raises(HandshakeRejectedError) as refused:  # a value that does not fit: refused
+            async with client.websocket_connect("/lobby?seats=many"):
+                pass
+        assert refused.value.status == 403
+
+
 async def test_hooks_get_path_params_and_container_values_by_type() -> None:
     app = make_app()
     app.container.singleton(Greeter)

@@ -467,7 +467,7 @@ def _hook_plan(
     container: Container, hook: Callable[..., Any], names: tuple[str, ...], skip: int, where: str
 ) -> CallPlan | None:
     plan = container.plan(hook, path_params=names, context=(WebSocketHandler,), skip=skip, where=where)
-    return plan if plan.params else None
+    return plan if plan.params or plan.request_params else None
 
 
 async def _kwargs(
