@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -195,3 +196,33 @@ async def test_a_raw_lifespan_app_gets_startup_and_shutdown() -> None:
         assert seen == ["lifespan.startup"]
         assert (await client.get("/y")).status_code == 200
     assert seen == ["lifespan.startup", "lifespan.shutdown"]
+
+
+def test_one_app_is_served_again_in_a_later_event_loop(websocket_path: str) -> None:
+    # a module-level app used by several tests: each test runs its lifespan on its own loop
+    from wirehall import WebSocketController
+
+    app = Wirehall()
+
+    @app.get("/hi")
+    async def hi() -> str:
+        return "hi"
+
+    @app.websocket("/ws")
+    class Echo(WebSocketController):
+        async def on_connect(self) -> None:
+            await self.accept()
+            await self.join("room")
+
+        async def on_message(self, message: str) -> None:
+            await self.service.broadcast("room", message)
+
+    async def serve_once(text: str) -> str:
+        async with TestClient(app) as client:
+            assert (await client.get("/hi")).text == "hi"
+            async with client.websocket_connect("/ws") as ws:
+                await ws.send_text(text)
+                return await ws.receive_text()
+
+    assert asyncio.run(serve_once("first")) == "first"
+    assert asyncio.run(serve_once("second")) == "second"  # the service starts again, on a new loop

@@ -228,6 +228,11 @@ class WebSocketService(Membership, PresenceWiring, Delivery, PositionedDelivery)
         """Connect the backplane and start delivering (idempotent)."""
         if self._started:
             return
+        old = self.backplane
+        if self._stopping and isinstance(old, MemoryBackplane):
+            # served again (an app in a second test): a closed memory backplane is not
+            # restarted, so this node joins the same hub on a fresh one
+            self.backplane = MemoryBackplane(old.hub, heartbeat_interval=old.heartbeat_interval)
         await self.backplane.start()
         self._node_id = self.backplane.node_id
         await self.backplane.subscribe("node:" + self._node_id)
