@@ -98,13 +98,18 @@ def _first_segment(path: str) -> str | None:
 class _Pattern:
     """A compiled path shared by the HTTP methods of one route."""
 
-    __slots__ = ("_steps", "converters", "format", "path", "regex")
+    __slots__ = ("_single", "_steps", "converters", "format", "path", "regex")
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.regex, self.format, self.converters = compile_path(path)
-        # (name, convert) of each parameter, for `match`
-        self._steps = tuple((name, converter.convert) for name, converter in self.converters.items())
+        # (name, convert) of each parameter, for `match`; convert is None where the matched
+        # text is the value (str and path parameters)
+        self._steps = tuple(
+            (name, None if converter.convert is str else converter.convert)
+            for name, converter in self.converters.items()
+        )
+        self._single = self._steps[0] if len(self._steps) == 1 else None
 
     def match(self, path: str) -> dict[str, Any] | None:
         if self.regex is None:
@@ -113,7 +118,13 @@ class _Pattern:
         if found is None:
             return None
         try:
-            return {name: convert(found[name]) for name, convert in self._steps}
+            if self._single is not None:  # the commonest dynamic route: one parameter
+                name, convert = self._single
+                return {name: found[1] if convert is None else convert(found[1])}
+            values: dict[str, Any] = {}
+            for (name, convert), text in zip(self._steps, found.groups(), strict=True):
+                values[name] = text if convert is None else convert(text)
+            return values
         except (ValueError, OverflowError):
             return None
 
@@ -334,14 +345,20 @@ class Router:
         # what `_candidates` yields after the static entry, without a generator, and without
         # matching the paths of entries that do not serve the method
         slash = path.find("/", 1)
-        first = path[1:] if slash == -1 else path[1:slash]
-        for group in (self._buckets.get(first, ()), self._wild):
-            for entry in group:
+        bucket = self._buckets.get(path[1:] if slash == -1 else path[1:slash])
+        if bucket is not None:
+            for entry in bucket:
                 route = entry.http.get(method)
                 if route is not None:
                     params = entry.pattern.match(path)
                     if params is not None:
                         return route, params
+        for entry in self._wild:
+            route = entry.http.get(method)
+            if route is not None:
+                params = entry.pattern.match(path)
+                if params is not None:
+                    return route, params
         return None, {}
 
     def match(self, scope_type: str, method: str, path: str) -> Match:
