@@ -59,10 +59,8 @@ _BOUNDS = ("gt", "ge", "lt", "le")
 _NOT_QUICK = ("multiple_of", "pattern", "min_length", "max_length", "tz")
 
 
-def _quick_converter(annotation: Any) -> Callable[[Any], Any] | None:
-    """A converter of a query/header/cookie string into an int or a bool giving what
-    `convert` gives for the spellings it accepts (`_SLOW` for any other, or a value outside
-    the bounds: msgspec then converts it, or words the error); None for other types."""
+def _quick_kind(annotation: Any) -> tuple[str, dict[str, Any]] | None:
+    """("bool", {}) or ("int", its bounds) when `_quick_converter` has a shortcut for the type."""
     base: Any = annotation
     metas: tuple[msgspec.Meta, ...] = ()
     if typing.get_origin(annotation) is Annotated:
@@ -71,11 +69,46 @@ def _quick_converter(annotation: Any) -> Callable[[Any], Any] | None:
             return None
         metas = tuple(extras)
     if base is bool and not metas:
-        return _quick_bool
+        return "bool", {}
     if base is not int:
         return None
     bounds = _int_bounds(metas)
-    return None if bounds is None else _quick_int(**bounds)
+    return None if bounds is None else ("int", bounds)
+
+
+def _quick_converter(annotation: Any) -> Callable[[Any], Any] | None:
+    """A converter of a query/header/cookie string into an int or a bool giving what
+    `convert` gives for the spellings it accepts (`_SLOW` for any other, or a value outside
+    the bounds: msgspec then converts it, or words the error); None for other types."""
+    kind = _quick_kind(annotation)
+    if kind is None:
+        return None
+    return _quick_bool if kind[0] == "bool" else _quick_int(**kind[1])
+
+
+_COMPARE = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
+def _quick_lines(b: _Binding, index: int, namespace: dict[str, Any]) -> list[str]:
+    """The generated binder's lines setting `value` for a query string `raw`: what `b.quick`
+    gives, inline (no call per value)."""
+    kind = None if b.many or b.source != "query" else _quick_kind(b.type_)
+    if kind is None:
+        return [f"        value = _q{index}(raw)" if b.quick is not None else "        value = _SLOW"]
+    if kind[0] == "bool":
+        return ["        value = _BOOLS.get(raw, _SLOW)"]
+    lines = [
+        "        value = _SLOW",
+        '        if raw.isdigit() and raw.isascii() and len(raw) <= 18 and (raw[0] != "0" or len(raw) == 1):',
+        "            value = int(raw)",
+    ]
+    checks = []
+    for name, bound in kind[1].items():
+        namespace[f"_{name}{index}"] = bound
+        checks.append(f"value {_COMPARE[name]} _{name}{index}")
+    if checks:
+        lines += [f"            if not ({' and '.join(checks)}):", "                value = _SLOW"]
+    return lines
 
 
 def _quick_bool(raw: Any) -> Any:
@@ -195,6 +228,7 @@ def compile_scope_binder(
     many = any(b.many for b in bindings if b.source == "query")
     namespace: dict[str, Any] = {
         "_SLOW": _SLOW,
+        "_BOOLS": _BOOLS,
         "_NO_PATH": _NO_PATH,
         "_NO_QUERY": _NO_QUERY,
         "_query": _query_values if many else _query_last,
@@ -234,10 +268,7 @@ def compile_scope_binder(
         else:
             lines.append(f"        values[{b.name!r}] = _d{index}")
         lines += [f"    elif type(raw) is _t{index}:", f"        values[{b.name!r}] = raw", "    else:"]
-        if b.quick is not None:
-            lines.append(f"        value = _q{index}(raw)")
-        else:
-            lines.append("        value = _SLOW")
+        lines += _quick_lines(b, index, namespace)
         lines += [
             "        if value is _SLOW:",
             "            try:",
@@ -292,15 +323,14 @@ def _query_values(raw: bytes) -> dict[str, list[str]]:
 def _query_last(raw: bytes) -> dict[str, str]:
     """The last value of each name in the query string: what `_query_values` gives as each
     list's last item, for routes that take no repeated keys."""
+    text = raw.decode("latin-1")
+    if "%" in text or "+" in text:
+        return {name: values[-1] for name, values in _query_values(raw).items()}
     found: dict[str, str] = {}
-    for part in raw.decode("latin-1").split("&"):
-        if not part:
-            continue
-        name, _, value = part.partition("=")
-        if "%" in part or "+" in part:
-            name = unquote(name.replace("+", " "))
-            value = unquote(value.replace("+", " "))
-        found[name] = value
+    for part in text.split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            found[name] = value
     return found
 
 
