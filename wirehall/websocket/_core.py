@@ -278,9 +278,12 @@ class ConnectionCore:
     def closed(self, code: int) -> None:
         """The connection is gone: the peer closed (or left), our close was sent, or the socket died.
 
-        The first close code stays (ours, when we started the close).
+        The first close code stays (ours, when we started the close). No broadcast is
+        written from here on (awaited writes are answered by the server's refusal).
         """
         self.state = _CLOSED
+        self.idle = False
+        self.broadcasts = False
         if self.close_code is None:
             self.close_code = code
 

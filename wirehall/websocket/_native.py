@@ -32,7 +32,7 @@ from wirehall.websocket._core import (
     OutputLimits,
     SlowConsumerPolicy,
 )
-from wirehall.websocket._frames import frame_of
+from wirehall.websocket._frames import Broadcast, frame_of
 from wirehall.websocket.codes import CloseCode
 
 __all__ = [
@@ -76,6 +76,8 @@ class NativeSocket(Protocol):
     """The server-to-client compression window (0: no compression was negotiated)."""
     closed_with: int | None
     """The close code the app was told (None while the connection is open)."""
+    transport: Any
+    """The connection's asyncio transport."""
     paused: bool
     """Whether the transport's write buffer is over its high-water mark (the peer is slow)."""
 
@@ -174,7 +176,7 @@ OutboxReport = Callable[[Outgoing | None, str, BaseException | None], None]
 class NativeOutbox:
     """`Outbox` for the native path: frames straight to the transport, queued only while it is paused."""
 
-    __slots__ = ("_bits", "_clock", "_core", "_deadline", "_queue", "_report", "_sock")
+    __slots__ = ("_bits", "_clock", "_core", "_deadline", "_queue", "_report", "_sock", "_transport_write")
 
     def __init__(
         self,
@@ -189,6 +191,7 @@ class NativeOutbox:
         self._report = report
         self._clock = clock
         self._bits = 0
+        self._transport_write: Callable[[bytes], None] = sock.write
         self._queue: deque[Message | _Pending] | None = None
         self._deadline: asyncio.TimerHandle | None = None
         sock.set_writer(self._writable)
@@ -222,6 +225,9 @@ class NativeOutbox:
     def open(self) -> None:
         """The handshake was accepted: write what was queued before it, then write directly."""
         self._bits = self._sock.deflate_bits
+        # the transport's own write (one call less per delivery): the hot path checks
+        # `closed_with` itself
+        self._transport_write = self._sock.transport.write
         if self._sock.paused:
             self._backed_up()
         elif self._queue:
@@ -234,7 +240,11 @@ class NativeOutbox:
         core = self._core
         if core.idle:  # the hot path: one frame (shared by a broadcast), one transport write
             sock = self._sock
-            sock.write(frame_of(message, self._bits))
+            if sock.closed_with is not None:  # closed, the app not told yet (a function endpoint)
+                return
+            frames = message.frames if type(message) is Broadcast else None
+            built = frames.get(self._bits) if frames is not None else None
+            self._transport_write(built if built is not None else frame_of(message, self._bits))
             if sock.paused:
                 self._backed_up()
             return
