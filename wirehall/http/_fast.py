@@ -240,7 +240,12 @@ def plain_endpoint(
                     await refuse(refusal[0], scope, receive, send, finish, refusal[1])
                     return
             value = await endpoint()
-            found = _quick_body(value, encoder) if quick else None
+            if not quick:
+                found = None
+            elif type(value) is str:  # the commonest answer of a parameterless endpoint
+                found = value.encode(), _TEXT
+            else:
+                found = _quick_body(value, encoder)
             if found is not None:
                 body, content_type = found
                 size = len(body)
