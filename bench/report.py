@@ -147,6 +147,7 @@ def render_ws(ws: dict[str, Any]) -> str:
 
     metrics: list[_Metric] = [
         (f"echo round trips/s ({s['echo_clients']} clients)", lambda r: r["echo_per_s"], 0, False, None),
+        ("echo round trips/s, best window", lambda r: r["echo_best_per_s"], 0, False, None),
         ("echo p99 ms", lambda r: r["echo_p99_ms"], 2, False, None),
         ("echo: server busy (share of its CPU)", lambda r: r["echo_server_cpu_share"], 2, False, None),
         ("server CPU us/echo round trip", lambda r: r["server_cpu_us"]["echo_round_trip"], 1, True, None),

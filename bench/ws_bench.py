@@ -448,6 +448,8 @@ def _framework(
         # the share of the echo windows the server spent on a CPU: well under 1 means other
         # work took its core, and the round trips/s say little (its CPU per round trip still does)
         "echo_server_cpu_share": _median(w["server_cpu_share"] for w in echo_rounds),
+        # the best window: what the server does when nothing else took its core or the client's
+        "echo_best_per_s": max(w["per_s"] for w in echo_rounds),
         "fanout_small": _summary(small, sum(r["fanout"]["timeouts"] for r in runs)),
         "fanout_big": {
             **_summary(big_fan["samples_ms"], big_fan["timeouts"]),
