@@ -146,35 +146,40 @@ class HttpMeter:
         self._duration = duration
         self._tallies: dict[tuple[str | None, str, int], tuple[Tally, Counter, Histogram]] = {}
 
-    async def serve(
+    def serve(
         self,
         handler: Callable[[Scope, Receive, Send], Awaitable[None]],
         route: str | None,
         scope: Scope,
         receive: Receive,
         send: Send,
-    ) -> None:
-        """Run `handler` for one request, timed and counted as `route` (a template; None: unmatched)."""
+    ) -> Awaitable[None]:
+        """Run `handler` for one request, timed and counted as `route` (a template; None: unmatched).
+
+        Counted when the response's last body message is sent (no coroutine of its own
+        around the handler: that would cost more than the counting). A handler that fails
+        before answering is answered 500 by wirehall's error handling, which is counted.
+        """
+        started = perf_counter()
         status = 500
+        tallies = self._tallies
 
         def watching(message: Message) -> Awaitable[None]:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif not message.get("more_body", False):
+                seconds = perf_counter() - started
+                found = tallies.get((route, scope["method"], status))
+                if found is None:
+                    found = self._add(route, scope["method"], status)
+                tally = found[0]  # Tally.add, inlined: this runs for every request
+                tally.count += 1
+                tally.total += seconds
+                tally.buckets[bisect_left(HTTP_BUCKETS, seconds)] += 1
             return send(message)
 
-        started = perf_counter()
-        try:
-            await handler(scope, receive, watching)
-        finally:
-            seconds = perf_counter() - started
-            found = self._tallies.get((route, scope["method"], status))
-            if found is None:
-                found = self._add(route, scope["method"], status)
-            tally = found[0]  # Tally.add, inlined: this runs for every request
-            tally.count += 1
-            tally.total += seconds
-            tally.buckets[bisect_left(HTTP_BUCKETS, seconds)] += 1
+        return handler(scope, receive, watching)
 
     def record(self, route: str | None, method: str, status: int, seconds: float) -> None:
         """Count one request answered with `status` after `seconds`."""
