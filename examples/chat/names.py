@@ -65,13 +65,21 @@ def check_room(value: str) -> str:
     return value
 
 
+WHITE_SPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+"""Unicode's White_Space characters: what trimming a name removes. Python's `str.strip()` also
+removes U+001C-U+001F (information separators), which are control characters, refused anywhere."""
+
+
 def check_user(value: str) -> str:
     """Return the trimmed user name: 1 to 32 characters, at least one of them visible.
 
     Control, invisible formatting (zero-width, bidirectional, BOM, tags), line and
     paragraph separator, private-use and unassigned characters are refused anywhere.
     """
-    name = value.strip()
+    name = value.strip(WHITE_SPACE)
     if not name:
         raise InvalidInputError("user name is empty: choose a name of 1 to 32 characters")
     if len(name) > USER_MAX:

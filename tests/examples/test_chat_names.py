@@ -6,7 +6,7 @@ import string
 import unicodedata
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from examples.chat.names import (
@@ -107,6 +107,21 @@ VISIBLE_NAME_CHARS = st.characters(categories=["Lu", "Ll", "Lo", "Nd", "Po", "Sm
     lambda char: char not in BLANK
 )
 INVISIBLE_OR_CONTROL = st.characters(categories=["Cc", "Cf", "Zl", "Zp", "Co", "Cn", "Cs"])
+# Unicode's White_Space property (not Python's str.isspace, which adds U+001C-U+001F)
+UNICODE_WHITE_SPACE = frozenset(
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000"
+    + "".join(chr(code) for code in range(0x2000, 0x200B))
+)
+
+
+def trimmed(text: str) -> str:
+    """`text` without Unicode white space at either end (what the spec's trimming means)."""
+    start, end = 0, len(text)
+    while start < end and text[start] in UNICODE_WHITE_SPACE:
+        start += 1
+    while end > start and text[end - 1] in UNICODE_WHITE_SPACE:
+        end -= 1
+    return text[start:end]
 
 
 def is_visible(char: str) -> bool:
@@ -115,7 +130,7 @@ def is_visible(char: str) -> bool:
 
 @given(st.text(max_size=USER_MAX + 8))
 def test_user_name_rule_holds_for_any_text(raw: str) -> None:
-    name = raw.strip()
+    name = trimmed(raw)
     valid = (
         1 <= len(name) <= USER_MAX
         and not any(unicodedata.category(char) in REFUSED_IN_NAMES for char in name)
@@ -137,8 +152,19 @@ def test_one_invisible_or_control_character_anywhere_refuses_the_name(
     before: str, bad: str, after: str
 ) -> None:
     assert check_user(before + after) == before + after  # visible characters only: accepted
+    # white space (tab, line separator...) at the end is trimmed, as the spec says; anything
+    # else, and white space inside the name, is refused
+    assume(after or bad not in UNICODE_WHITE_SPACE)
     with pytest.raises(InvalidInputError, match="user name"):
         check_user(before + bad + after)
+
+
+def test_information_separators_at_the_end_are_refused_not_trimmed() -> None:
+    # Python's str.strip() takes U+001C-U+001F for white space; they are control characters
+    for bad in "\x1c\x1d\x1e\x1f":
+        with pytest.raises(InvalidInputError, match="control"):
+            check_user("ann" + bad)
+    assert check_user("\tann\u3000") == "ann"
 
 
 @given(
