@@ -61,7 +61,10 @@ class ChatRoom(WebSocketController):
         # lock held while waiting on the backplane or the database.
         try:
             await self.join(room, identity=user, hold=True)
-            history = await store.history(room, since, WELCOME_HISTORY if since is None else RESUME_LIMIT)
+            if since is None:  # the room's latest page, which a crowd of joiners shares
+                history = await rooms.recent_history(room, WELCOME_HISTORY)
+            else:
+                history = await store.history(room, since, RESUME_LIMIT)
         except BackplaneError as exc:
             logger.warning("%r could not join %r: %s", user, room, exc)
             await self.close(CloseCode.TRY_AGAIN_LATER, "the chat is unavailable; try again")

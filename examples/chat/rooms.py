@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from examples.chat.frames import Presence
-from examples.chat.store import Message, Store
+from examples.chat.store import History, Message, Store
 from wirehall import EventBus, PresenceDiff, WebSocketService
 
 __all__ = ["ChatRooms", "PostError", "chat_rooms"]
 
 logger = logging.getLogger(__name__)
+
+RECENT_ROOMS = 1024
+"""Rooms whose last welcome history is kept for the next joiner (the least recently joined go first)."""
 
 
 class PostError(Exception):
@@ -36,6 +39,33 @@ class ChatRooms:
         # room -> how many connections of each name are in it (on every process), kept
         # from the service's presence diffs, for the rooms with members on this process
         self._names: dict[str, Counter[str]] = {}
+        # room -> the last welcome history read for it (see `recent_history`), newest rooms last
+        self._recent: OrderedDict[str, tuple[int, History]] = OrderedDict()
+
+    async def recent_history(self, room: str, limit: int) -> History:
+        """The room's last `limit` messages for a joiner (who already joined, holding the room).
+
+        A crowd joining one room would read the same page once per person; the page read
+        last is reused while no newer message has been delivered on this process
+        (`WebSocketService.delivered_position`): whatever came after it is still to be
+        delivered, so the joiner gets it live, after the page. Otherwise it is read again.
+        """
+        cached = self._recent.get(room)
+        delivered = self.service.delivered_position(room)
+        if (
+            cached is not None
+            and cached[0] == limit
+            and delivered is not None
+            and cached[1].position >= delivered
+        ):
+            self._recent.move_to_end(room)
+            return cached[1]
+        history = await self.store.history(room, None, limit)
+        self._recent[room] = (limit, history)
+        self._recent.move_to_end(room)
+        while len(self._recent) > RECENT_ROOMS:
+            self._recent.popitem(last=False)
+        return history
 
     async def post(self, room: str, user: str, text: str) -> Message:
         """Store the message, then broadcast it to the room; returns it as stored.

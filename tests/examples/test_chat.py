@@ -212,6 +212,37 @@ async def test_messages_posted_while_people_join_are_never_lost(client: TestClie
         assert got == posted
 
 
+async def test_joiners_share_the_last_page_until_a_newer_message_is_delivered(client: TestClient) -> None:
+    # A crowd joining one room reads its latest page once: the next joiners reuse it while
+    # nothing newer was delivered here, and read again once something was.
+    store = await store_of(client)
+    reads: list[str] = []
+    history = store.history
+
+    async def counted(room: str, since: int | None, limit: int) -> Any:
+        reads.append(room)
+        return await history(room, since, limit)
+
+    store.history = counted  # type: ignore[method-assign]
+    first = (await post(client, "crowd", "ann", "one"))["id"]
+    async with (
+        joined(client, "crowd", "bob") as (bob, welcome_bob),
+        joined(client, "crowd", "cid") as (cid, welcome_cid),
+    ):
+        assert [m["id"] for m in welcome_bob["history"]] == [first]
+        assert welcome_cid["history"] == welcome_bob["history"]
+        assert reads == ["crowd"]  # cid got bob's page
+        second = (await post(client, "crowd", "ann", "two"))["id"]
+        for ws in (bob, cid):  # delivered live to those who joined before it
+            assert (await next_frame(ws, "message"))["id"] == second
+        async with joined(client, "crowd", "dan") as (_, welcome_dan):
+            assert [m["id"] for m in welcome_dan["history"]] == [first, second]
+        assert reads == ["crowd", "crowd"]  # a newer message was delivered: read again
+        async with joined(client, "crowd", "eve") as (_, welcome_eve):
+            assert welcome_eve["history"] == welcome_dan["history"]
+        assert reads == ["crowd", "crowd"]
+
+
 # ---- WebSocket: messages, ping, presence ---------------------------------------------------
 
 

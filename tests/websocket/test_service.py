@@ -556,6 +556,23 @@ async def test_a_held_member_gets_nothing_until_release_then_what_follows_its_hi
     await assert_nothing_more(live, joiner)
 
 
+async def test_delivered_position_follows_what_this_node_delivered_or_released_past(
+    node: Node, stack: contextlib.AsyncExitStack
+) -> None:
+    assert node.service.delivered_position("room") is None  # nothing known yet
+    joiner, joiner_id = await member(stack, node.app)
+    await node.service.join(joiner_id, "room", "first", hold=True)
+    assert node.service.delivered_position("room") is None
+    node.service.release(joiner_id, "room", after=5)  # its history went up to 5
+    assert node.service.delivered_position("room") == 5
+    await node.service.broadcast("room", "m7", position=7)  # 6 is missing: held behind the gap
+    await assert_nothing_more(joiner)
+    assert node.service.delivered_position("room") == 5
+    await node.service.broadcast("room", "m6", position=6)
+    assert await receive_texts(joiner, 2) == ["m6", "m7"]
+    assert node.service.delivered_position("room") == 7
+
+
 async def test_release_starts_a_held_room_after_the_history_and_sends_what_waited(
     node: Node, stack: contextlib.AsyncExitStack
 ) -> None:

@@ -104,6 +104,20 @@ class PositionedDelivery(ServiceState):
             self._ahead.setdefault(room, {})[connection_id] = after
         return ready
 
+    def delivered_position(self, room: str) -> int | None:
+        """The room's last position delivered (or released past) on this node; None when unknown.
+
+        Every positioned message of `room` after it has yet to reach this node's members, so
+        a joiner holding the room (`join(..., hold=True)`) will get it. An app may reuse a
+        history it read at position `p >= delivered_position(room)` instead of reading it
+        again: nothing after `p` has been delivered here, and nothing up to `p` is missing from
+        it. None (no positioned message or release here yet, or the room emptied): read anew.
+        """
+        order = self._orders.get(room)
+        if order is None or order.next is None:
+            return None
+        return order.next - 1
+
     def replay_from(self, source: ReplaySource | None) -> None:
         """Where missed positioned broadcasts are fetched: `source(room, after, limit)`.
 
