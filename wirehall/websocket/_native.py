@@ -18,21 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from wirehall.errors import WebSocketDisconnectError
 from wirehall.types import Message, Scope
-from wirehall.websocket._core import (
-    DEFAULT_DRAIN_TIMEOUT,
-    DEFAULT_MAX_PENDING_BYTES,
-    ConnectionCore,
-    Outgoing,
-    OutputLimits,
-    SlowConsumerPolicy,
-)
+from wirehall.websocket._core import ConnectionCore, Outgoing
 from wirehall.websocket._frames import Broadcast, frame_of
+from wirehall.websocket._outbox import OutboxBase, OutboxReport, Pending, queued_size
 from wirehall.websocket.codes import CloseCode
 
 __all__ = [
@@ -152,31 +145,10 @@ def defer_until_closed(scope: Scope, callback: Callable[[], None]) -> bool:
     return True
 
 
-class _Pending:
-    """A message whose sender awaits its writing (`NativeOutbox.put`)."""
-
-    __slots__ = ("future", "message")
-
-    def __init__(self, message: Message, future: asyncio.Future[None]) -> None:
-        self.message = message
-        self.future = future
-
-
-def _size(item: Message | _Pending) -> int:
-    message = item.message if type(item) is _Pending else item
-    data: str | bytes | None = message.get("text")  # type: ignore[union-attr]
-    if data is None:
-        data = message.get("bytes")  # type: ignore[union-attr]
-    return len(data) if data is not None else 0
-
-
-OutboxReport = Callable[[Outgoing | None, str, BaseException | None], None]
-
-
-class NativeOutbox:
+class NativeOutbox(OutboxBase):
     """`Outbox` for the native path: frames straight to the transport, queued only while it is paused."""
 
-    __slots__ = ("_bits", "_clock", "_core", "_deadline", "_queue", "_report", "_sock", "_transport_write")
+    __slots__ = ("_bits", "_sock", "_transport_write")
 
     def __init__(
         self,
@@ -186,41 +158,16 @@ class NativeOutbox:
         *,
         clock: Callable[[], float] | None = None,
     ) -> None:
+        super().__init__(core, report, clock)
         self._sock = sock
-        self._core = core
-        self._report = report
-        self._clock = clock
         self._bits = 0
         self._transport_write: Callable[[bytes], None] = sock.write
-        self._queue: deque[Message | _Pending] | None = None
-        self._deadline: asyncio.TimerHandle | None = None
         sock.set_writer(self._writable)
-
-    @property
-    def depth(self) -> int:
-        """How many messages wait to be written."""
-        return len(self._queue) if self._queue else 0
-
-    @property
-    def pending_bytes(self) -> int:
-        """The payload bytes (characters for text) of the messages waiting to be written."""
-        return self._core.pending_bytes
 
     @property
     def is_backed_up(self) -> bool:
         """Whether the transport is paused with messages owed."""
         return self._core.writing and not self._core.dead and self._core.accepted
-
-    def configure(
-        self,
-        max_queue: int,
-        policy: SlowConsumerPolicy,
-        *,
-        max_pending_bytes: int | None = DEFAULT_MAX_PENDING_BYTES,
-        drain_timeout: float | None = DEFAULT_DRAIN_TIMEOUT,
-    ) -> None:
-        """Set the limits and the slow-consumer policy."""
-        self._core.set_limits(OutputLimits(max_queue, policy, max_pending_bytes, drain_timeout))
 
     def open(self) -> None:
         """The handshake was accepted: write what was queued before it, then write directly."""
@@ -248,7 +195,7 @@ class NativeOutbox:
             if sock.paused:
                 self._backed_up()
             return
-        verdict = core.offer(_size(message), self._now())
+        verdict = core.offer(queued_size(message), self._now())
         if verdict is _QUEUE:
             self._enqueue(message)
         elif verdict is _WRITE:
@@ -266,7 +213,7 @@ class NativeOutbox:
             WebSocketDisconnectError: the connection closed before the message was written.
         """
         core = self._core
-        verdict = _WRITE if core.idle else core.offer(_size(message), self._now(), awaited=True)
+        verdict = _WRITE if core.idle else core.offer(queued_size(message), self._now(), awaited=True)
         if verdict is _WRITE:
             self._write(message)
             return
@@ -274,7 +221,7 @@ class NativeOutbox:
             raise WebSocketDisconnectError(CloseCode.ABNORMAL, "the connection is closed")
         if verdict is _QUEUE:
             future = asyncio.get_running_loop().create_future()
-            self._enqueue(_Pending(message, future))
+            self._enqueue(Pending(message, future))
             await future
             return
         self._evict(verdict)
@@ -288,24 +235,6 @@ class NativeOutbox:
             sock.send_close(int(message.get("code", CloseCode.NORMAL)), message.get("reason") or "")
         if sock.paused:
             self._backed_up()
-
-    def _enqueue(self, item: Message | _Pending) -> None:
-        queue = self._queue
-        if queue is None:
-            queue = self._queue = deque()
-        queue.append(item)
-        if self._deadline is None and self._core.drain_by is not None:
-            self._start_timer()
-
-    def _drop_oldest(self) -> bool:
-        queue = self._queue
-        if queue:
-            for index, item in enumerate(queue):
-                if type(item) is not _Pending:
-                    del queue[index]
-                    self._core.dequeued(_size(item))
-                    return True
-        return False
 
     def _backed_up(self) -> None:
         """The transport paused under a write: what follows queues until it resumes."""
@@ -335,8 +264,8 @@ class NativeOutbox:
                 core.write_started(self._now())
                 return
             item = queue.popleft()
-            core.dequeued(_size(item))
-            if type(item) is _Pending:
+            core.dequeued(queued_size(item))
+            if type(item) is Pending:
                 if not item.future.done():
                     self._write(item.message)
                     item.future.set_result(None)
@@ -348,72 +277,3 @@ class NativeOutbox:
             core.write_started(self._now())
         else:
             self._drained()
-
-    # the drain deadline ----------------------------------------------------------
-
-    def _now(self) -> float:
-        clock = self._clock
-        return clock() if clock is not None else asyncio.get_running_loop().time()
-
-    def _start_timer(self) -> None:
-        left = self._core.deadline_left(self._now())
-        if left is not None:
-            self._deadline = asyncio.get_running_loop().call_later(max(left, 0.0), self._check_drained)
-
-    def _drained(self) -> None:
-        self._core.drained()
-        deadline = self._deadline
-        if deadline is not None:
-            self._deadline = None
-            deadline.cancel()
-
-    def _check_drained(self) -> None:
-        self._deadline = None
-        left = self._core.deadline_left(self._now())
-        if left is None:
-            return
-        if left > 0:
-            self._deadline = asyncio.get_running_loop().call_later(left, self._check_drained)
-            return
-        self._core.eviction = self._core.drain_reason()
-        self._evict(Outgoing.EVICT_STALLED)
-
-    def _evict(self, verdict: Outgoing) -> None:
-        depth, size = self.depth, self._core.pending_bytes
-        reason = self._core.eviction
-        self.abort()
-        report = self._report
-        if report is None:
-            return
-        if verdict is _EVICT_FULL:
-            report(verdict, f"{depth} messages queued, the limit", None)
-        else:
-            report(verdict, f"{reason} ({depth} messages, {size} bytes waiting)", None)
-
-    # ending --------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Take no more broadcasts; queued messages and later `put` calls are still written."""
-        self._core.stop_broadcasts()
-
-    def abort(self) -> None:
-        """Drop what is queued; waiting `put` calls get a disconnect."""
-        self._core.abandon()
-        deadline, self._deadline = self._deadline, None
-        if deadline is not None:
-            deadline.cancel()
-        queue, self._queue = self._queue, None
-        if queue:
-            for item in queue:
-                if type(item) is _Pending and not item.future.done():
-                    item.future.set_exception(
-                        WebSocketDisconnectError(CloseCode.ABNORMAL, "the connection closed before the write")
-                    )
-
-    def _fail(self, error: BaseException) -> None:
-        if self._core.dead:
-            return
-        logger.debug("the connection is gone: %r", error)
-        self.abort()
-        if self._report is not None:
-            self._report(None, "", error)

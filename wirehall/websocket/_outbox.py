@@ -38,8 +38,12 @@ __all__ = [
     "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_MAX_PENDING_BYTES",
     "Outbox",
+    "OutboxBase",
     "OutboxReport",
+    "Pending",
     "SlowConsumerPolicy",
+    "fail_pending",
+    "queued_size",
 ]
 
 logger = logging.getLogger(__name__)
@@ -61,7 +65,7 @@ OutboxReport = Callable[[Outgoing | None, str, BaseException | None], None]
 callbacks: it is kept per connection, and idle connections are many."""
 
 
-class _Pending:
+class Pending:
     """A message whose sender awaits its writing (`Outbox.put`)."""
 
     __slots__ = ("future", "message")
@@ -71,40 +75,31 @@ class _Pending:
         self.future = future
 
 
-def _size(item: Message | _Pending) -> int:
+def queued_size(item: Message | Pending) -> int:
     """What a queued message puts on the wire, roughly: its payload's length (text in characters)."""
-    message = item.message if isinstance(item, _Pending) else item
+    message = item.message if isinstance(item, Pending) else item
     data: str | bytes | None = message.get("text")
     if data is None:
         data = message.get("bytes")
     return len(data) if data is not None else 0
 
 
-class Outbox:
-    """Bounded, ordered outbound messages of one connection.
+class OutboxBase:
+    """What both outboxes share: the queue, the drain deadline, eviction and the end.
 
-    `put_nowait` (broadcasts) never waits; `put` waits until its message was written,
-    keeping order with what was queued before it. The connection core decides what
-    happens to each message (`ConnectionCore.offer`); a slow consumer's backlog is
-    dropped and the connection told (`OutboxReport`).
+    `Outbox` (any ASGI server) and `NativeOutbox` (`_native.py`, wirehall's own protocol)
+    differ only in how a message is written.
     """
 
-    __slots__ = ("_clock", "_core", "_deadline", "_queue", "_report", "_send", "_writer")
+    __slots__ = ("_clock", "_core", "_deadline", "_queue", "_report")
 
     def __init__(
-        self,
-        send: Send,
-        core: ConnectionCore,
-        report: OutboxReport | None = None,
-        *,
-        clock: Callable[[], float] | None = None,
+        self, core: ConnectionCore, report: OutboxReport | None, clock: Callable[[], float] | None
     ) -> None:
-        self._send = send
         self._core = core
         self._report = report
         self._clock = clock  # None: the event loop's clock
-        self._queue: deque[Message | _Pending] | None = None
-        self._writer: asyncio.Task[None] | None = None
+        self._queue: deque[Message | Pending] | None = None
         self._deadline: asyncio.TimerHandle | None = None  # while backed up: checks the drain
 
     @property
@@ -117,11 +112,6 @@ class Outbox:
         """The payload bytes (characters for text) of the messages waiting to be written."""
         return self._core.pending_bytes
 
-    @property
-    def is_backed_up(self) -> bool:
-        """Whether a write is in flight in a writer task (the socket is not keeping up)."""
-        return self._writer is not None
-
     def configure(
         self,
         max_queue: int,
@@ -133,53 +123,19 @@ class Outbox:
         """Set the limits and the slow-consumer policy."""
         self._core.set_limits(OutputLimits(max_queue, policy, max_pending_bytes, drain_timeout))
 
-    def open(self) -> None:
-        """The core accepted the handshake: write what was queued before it, then write directly."""
-        if self._queue:
-            self._flush()
+    def abort(self) -> None:
+        """Drop what is queued; waiting `put` calls get a disconnect."""
+        self._core.abandon()
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None:
+            deadline.cancel()
+        queue, self._queue = self._queue, None
+        if queue:
+            for item in queue:
+                if type(item) is Pending:
+                    fail_pending(item, None)
 
-    # writing -----------------------------------------------------------------
-
-    def put_nowait(self, message: Message) -> None:
-        """Write `message` now if the socket takes it, else queue it. Never waits."""
-        core = self._core
-        if core.idle:  # the hot path: nothing in flight, nothing queued
-            try:
-                in_flight = start_send(self._send, message)
-            except Exception as exc:  # noqa: BLE001  # any error from the server's send means the socket is gone
-                self._fail(exc)
-                return
-            if in_flight is not None:
-                self._hand_over(in_flight, None)
-            return
-        verdict = core.offer(_size(message), self._now())
-        if verdict is _QUEUE:
-            self._enqueue(message)
-        elif verdict is _WRITE:
-            self._write_eagerly(message, None)
-        elif verdict is _DROP_OLDEST:
-            if self._drop_oldest():
-                self.put_nowait(message)
-        elif verdict is not _DROP:
-            self._evict(verdict)
-
-    def _write_eagerly(self, message: Message, pending: _Pending | None) -> bool:
-        """Start writing `message`; True when it is still in flight (handed to a writer task)."""
-        try:
-            in_flight = start_send(self._send, message)
-        except Exception as exc:  # noqa: BLE001  # any error from the server's send means the socket is gone
-            if pending is not None:
-                _fail_pending(pending, exc)
-            self._fail(exc)
-            return True
-        if in_flight is None:
-            if pending is not None:
-                pending.future.set_result(None)
-            return False
-        self._hand_over(in_flight, pending)
-        return True
-
-    def _enqueue(self, item: Message | _Pending) -> None:
+    def _enqueue(self, item: Message | Pending) -> None:
         queue = self._queue
         if queue is None:
             queue = self._queue = deque()
@@ -192,111 +148,11 @@ class Outbox:
         queue = self._queue
         if queue:
             for index, item in enumerate(queue):
-                if type(item) is not _Pending:
+                if type(item) is not Pending:
                     del queue[index]
-                    self._core.dequeued(_size(item))
+                    self._core.dequeued(queued_size(item))
                     return True
         return False
-
-    async def put(self, message: Message) -> None:
-        """Write `message` after everything queued before it; return once it was written.
-
-        Raises:
-            WebSocketDisconnectError: the connection closed before the message was written.
-        """
-        core = self._core
-        # the hot path (a reply on a connection that keeps up) asks the core nothing more
-        verdict = _WRITE if core.idle else core.offer(_size(message), self._now(), awaited=True)
-        if verdict is _DROP:
-            raise WebSocketDisconnectError(CloseCode.ABNORMAL, "the connection is closed")
-        if verdict is _QUEUE:
-            future = asyncio.get_running_loop().create_future()
-            self._enqueue(_Pending(message, future))
-            await future
-            return
-        if verdict is not _WRITE:
-            self._evict(verdict)
-            raise WebSocketDisconnectError(CloseCode.TRY_AGAIN_LATER, "closed as a slow consumer")
-        # core.write_started() and, after the write, core.drained() as attributes: the
-        # per-message path of an echo; no deadline runs for a write that was not backed up
-        core.writing = True
-        core.idle = False
-        try:
-            await self._send(message)
-        except Exception as exc:
-            self._fail(exc)
-            raise WebSocketDisconnectError(CloseCode.ABNORMAL, "the connection was lost") from exc
-        finally:
-            if not core.dead:
-                if self._queue:
-                    self._flush()
-                elif self._deadline is None and core.drain_by is None:
-                    core.writing = False
-                    core.idle = core.broadcasts
-                else:
-                    self._drained()
-
-    def _flush(self) -> None:
-        """Write queued messages eagerly until one has to wait."""
-        queue = self._queue
-        core = self._core
-        core.write_finished()
-        while queue and not core.dead:
-            item = queue.popleft()
-            core.dequeued(_size(item))
-            if type(item) is _Pending:
-                if item.future.done():  # its sender was cancelled
-                    continue
-                if self._write_eagerly(item.message, item):
-                    return
-            elif self._write_eagerly(item, None):  # type: ignore[arg-type]
-                return
-        if not core.dead:
-            self._drained()
-
-    def _hand_over(self, in_flight: SendInFlight, pending: _Pending | None) -> None:
-        self._core.write_started(self._now())
-        if self._queue is None:
-            self._queue = deque()
-        if self._deadline is None and self._core.drain_by is not None:
-            self._start_timer()
-        self._writer = asyncio.get_running_loop().create_task(self._write_backlog(in_flight, pending))
-
-    async def _write_backlog(self, first: SendInFlight, pending: _Pending | None) -> None:
-        queue = self._queue
-        assert queue is not None
-        send = self._send
-        core = self._core
-        try:
-            await first
-            if pending is not None and not pending.future.done():
-                pending.future.set_result(None)
-            while queue:
-                item = queue.popleft()
-                core.dequeued(_size(item))
-                if type(item) is _Pending:
-                    pending = item
-                    if pending.future.done():
-                        continue
-                    await send(pending.message)
-                    if not pending.future.done():
-                        pending.future.set_result(None)
-                else:
-                    pending = None
-                    await send(item)  # type: ignore[arg-type]
-        except asyncio.CancelledError:
-            if pending is not None:
-                _fail_pending(pending, None)
-            raise
-        except Exception as exc:  # noqa: BLE001  # the socket died under a queued write
-            if pending is not None:
-                _fail_pending(pending, exc)
-            self._fail(exc)
-        finally:
-            if self._writer is asyncio.current_task():
-                self._writer = None
-                if not core.dead:
-                    self._drained()
 
     # the drain deadline ----------------------------------------------------------
 
@@ -346,31 +202,200 @@ class Outbox:
         """Take no more broadcasts; queued messages and later `put` calls are still written."""
         self._core.stop_broadcasts()
 
-    def abort(self) -> None:
-        """Drop what is queued and stop the writer; waiting `put` calls get a disconnect."""
-        self._core.abandon()
-        deadline, self._deadline = self._deadline, None
-        if deadline is not None:
-            deadline.cancel()
-        writer, self._writer = self._writer, None
-        if writer is not None and not writer.done() and writer is not asyncio.current_task():
-            writer.cancel()
-        queue, self._queue = self._queue, None
-        if queue:
-            for item in queue:
-                if type(item) is _Pending:
-                    _fail_pending(item, None)
-
     def _fail(self, error: BaseException) -> None:
         if self._core.dead:
             return
-        logger.debug("write failed, the connection is gone: %r", error)
+        logger.debug("the connection is gone (a write failed or the transport was lost): %r", error)
         self.abort()
         if self._report is not None:
             self._report(None, "", error)
 
 
-def _fail_pending(pending: _Pending, error: BaseException | None) -> None:
+class Outbox(OutboxBase):
+    """Bounded, ordered outbound messages of one connection.
+
+    `put_nowait` (broadcasts) never waits; `put` waits until its message was written,
+    keeping order with what was queued before it. The connection core decides what
+    happens to each message (`ConnectionCore.offer`); a slow consumer's backlog is
+    dropped and the connection told (`OutboxReport`).
+    """
+
+    __slots__ = ("_send", "_writer")
+
+    def __init__(
+        self,
+        send: Send,
+        core: ConnectionCore,
+        report: OutboxReport | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        super().__init__(core, report, clock)
+        self._send = send
+        self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def is_backed_up(self) -> bool:
+        """Whether a write is in flight in a writer task (the socket is not keeping up)."""
+        return self._writer is not None
+
+    def open(self) -> None:
+        """The core accepted the handshake: write what was queued before it, then write directly."""
+        if self._queue:
+            self._flush()
+
+    # writing -----------------------------------------------------------------
+
+    def put_nowait(self, message: Message) -> None:
+        """Write `message` now if the socket takes it, else queue it. Never waits."""
+        core = self._core
+        if core.idle:  # the hot path: nothing in flight, nothing queued
+            try:
+                in_flight = start_send(self._send, message)
+            except Exception as exc:  # noqa: BLE001  # any error from the server's send means the socket is gone
+                self._fail(exc)
+                return
+            if in_flight is not None:
+                self._hand_over(in_flight, None)
+            return
+        verdict = core.offer(queued_size(message), self._now())
+        if verdict is _QUEUE:
+            self._enqueue(message)
+        elif verdict is _WRITE:
+            self._write_eagerly(message, None)
+        elif verdict is _DROP_OLDEST:
+            if self._drop_oldest():
+                self.put_nowait(message)
+        elif verdict is not _DROP:
+            self._evict(verdict)
+
+    def _write_eagerly(self, message: Message, pending: Pending | None) -> bool:
+        """Start writing `message`; True when it is still in flight (handed to a writer task)."""
+        try:
+            in_flight = start_send(self._send, message)
+        except Exception as exc:  # noqa: BLE001  # any error from the server's send means the socket is gone
+            if pending is not None:
+                fail_pending(pending, exc)
+            self._fail(exc)
+            return True
+        if in_flight is None:
+            if pending is not None:
+                pending.future.set_result(None)
+            return False
+        self._hand_over(in_flight, pending)
+        return True
+
+    async def put(self, message: Message) -> None:
+        """Write `message` after everything queued before it; return once it was written.
+
+        Raises:
+            WebSocketDisconnectError: the connection closed before the message was written.
+        """
+        core = self._core
+        # the hot path (a reply on a connection that keeps up) asks the core nothing more
+        verdict = _WRITE if core.idle else core.offer(queued_size(message), self._now(), awaited=True)
+        if verdict is _DROP:
+            raise WebSocketDisconnectError(CloseCode.ABNORMAL, "the connection is closed")
+        if verdict is _QUEUE:
+            future = asyncio.get_running_loop().create_future()
+            self._enqueue(Pending(message, future))
+            await future
+            return
+        if verdict is not _WRITE:
+            self._evict(verdict)
+            raise WebSocketDisconnectError(CloseCode.TRY_AGAIN_LATER, "closed as a slow consumer")
+        # core.write_started() and, after the write, core.drained() as attributes: the
+        # per-message path of an echo; no deadline runs for a write that was not backed up
+        core.writing = True
+        core.idle = False
+        try:
+            await self._send(message)
+        except Exception as exc:
+            self._fail(exc)
+            raise WebSocketDisconnectError(CloseCode.ABNORMAL, "the connection was lost") from exc
+        finally:
+            if not core.dead:
+                if self._queue:
+                    self._flush()
+                elif self._deadline is None and core.drain_by is None:
+                    core.writing = False
+                    core.idle = core.broadcasts
+                else:
+                    self._drained()
+
+    def _flush(self) -> None:
+        """Write queued messages eagerly until one has to wait."""
+        queue = self._queue
+        core = self._core
+        core.write_finished()
+        while queue and not core.dead:
+            item = queue.popleft()
+            core.dequeued(queued_size(item))
+            if type(item) is Pending:
+                if item.future.done():  # its sender was cancelled
+                    continue
+                if self._write_eagerly(item.message, item):
+                    return
+            elif self._write_eagerly(item, None):  # type: ignore[arg-type]
+                return
+        if not core.dead:
+            self._drained()
+
+    def _hand_over(self, in_flight: SendInFlight, pending: Pending | None) -> None:
+        self._core.write_started(self._now())
+        if self._queue is None:
+            self._queue = deque()
+        if self._deadline is None and self._core.drain_by is not None:
+            self._start_timer()
+        self._writer = asyncio.get_running_loop().create_task(self._write_backlog(in_flight, pending))
+
+    async def _write_backlog(self, first: SendInFlight, pending: Pending | None) -> None:
+        queue = self._queue
+        assert queue is not None
+        send = self._send
+        core = self._core
+        try:
+            await first
+            if pending is not None and not pending.future.done():
+                pending.future.set_result(None)
+            while queue:
+                item = queue.popleft()
+                core.dequeued(queued_size(item))
+                if type(item) is Pending:
+                    pending = item
+                    if pending.future.done():
+                        continue
+                    await send(pending.message)
+                    if not pending.future.done():
+                        pending.future.set_result(None)
+                else:
+                    pending = None
+                    await send(item)  # type: ignore[arg-type]
+        except asyncio.CancelledError:
+            if pending is not None:
+                fail_pending(pending, None)
+            raise
+        except Exception as exc:  # noqa: BLE001  # the socket died under a queued write
+            if pending is not None:
+                fail_pending(pending, exc)
+            self._fail(exc)
+        finally:
+            if self._writer is asyncio.current_task():
+                self._writer = None
+                if not core.dead:
+                    self._drained()
+
+    # ending --------------------------------------------------------------------
+
+    def abort(self) -> None:
+        """Drop what is queued and stop the writer; waiting `put` calls get a disconnect."""
+        writer, self._writer = self._writer, None
+        if writer is not None and not writer.done() and writer is not asyncio.current_task():
+            writer.cancel()
+        super().abort()
+
+
+def fail_pending(pending: Pending, error: BaseException | None) -> None:
     future = pending.future
     if not future.done():
         disconnect = WebSocketDisconnectError(CloseCode.ABNORMAL, "the connection closed before the write")
