@@ -12,6 +12,9 @@ What to do with each message (write now, queue, drop, evict) is the connection c
 decision (`ConnectionCore.offer`, in `_core.py`, with the slow-consumer limits and the
 drain deadline); this module carries it out: the deque, the writer task and the one
 `loop.call_later` timer that exists only while the socket is backed up.
+
+A little over 400 lines: `OutboxBase` (the queue, the drain deadline, eviction, shared with
+the native outbox in `_native.py`) and the ASGI writer belong together.
 """
 
 from __future__ import annotations
