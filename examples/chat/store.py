@@ -96,15 +96,20 @@ _INSERT_MESSAGE = text(
 _SET_LAST_ID = text("UPDATE rooms SET last_id = :id WHERE room = :room")
 # PostgreSQL, in one round trip: the id is drawn while the row is locked (in the update, or
 # by the insert that creates the row), never before, so ids still follow the commit order.
+# `:id_seq` is the id column's own sequence, as the database names it (see `Store.start`).
 _PG_ADD = text(
     "WITH bumped AS ("
-    " INSERT INTO rooms (room, last_seq, last_id) VALUES (:room, 1, nextval('messages_id_seq'))"
-    " ON CONFLICT (room) DO UPDATE SET last_seq = rooms.last_seq + 1, last_id = nextval('messages_id_seq')"
+    " INSERT INTO rooms (room, last_seq, last_id) VALUES (:room, 1, nextval(CAST(:id_seq AS regclass)))"
+    " ON CONFLICT (room) DO UPDATE SET last_seq = rooms.last_seq + 1,"
+    " last_id = nextval(CAST(:id_seq AS regclass))"
     " RETURNING last_seq, last_id)"
     ' INSERT INTO messages (id, room, seq, "user", text, ts)'
     " SELECT last_id, :room, last_seq, :user, :text, :ts FROM bumped RETURNING id, seq"
 )
-
+# Schema creation on PostgreSQL takes turns between processes (a fixed advisory lock key,
+# released at the commit), and then reads the name of the id column's sequence.
+_PG_SCHEMA_LOCK = text("SELECT pg_advisory_xact_lock(7771001017)")
+_PG_ID_SEQUENCE = text("SELECT pg_get_serial_sequence('messages', 'id')")
 
 # A joiner's history: the room's count (the row without an id) and its messages.
 _HISTORY_COLUMNS = 'seq, id, "user", text, ts'
@@ -157,6 +162,7 @@ class Store:
             engine_options.setdefault("max_overflow", POSTGRES_POOL_SIZE)
         self.engine: AsyncEngine = create_async_engine(url, **engine_options)
         self.dialect = self.engine.dialect.name
+        self._id_sequence = "messages_id_seq"  # PostgreSQL: read again by `start`
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _configure_sqlite)
         elif self.dialect != "postgresql":
@@ -165,12 +171,19 @@ class Store:
     async def start(self) -> None:
         """Create the schema when it is missing (and number the messages of an older schema)."""
         # Several processes may start at once on a new database (`--workers`, several
-        # machines): one creates a table and the others' CREATE fails because it appeared
+        # machines). On PostgreSQL they take turns on an advisory lock held until the commit;
+        # on SQLite one creates a table and the others' CREATE fails because it appeared
         # meanwhile. Each try that fails so found tables another process created: look again.
         for attempt in range(1, _SCHEMA_ATTEMPTS + 1):
             try:
                 async with self.engine.begin() as conn:
+                    if self.dialect == "postgresql":
+                        await conn.execute(_PG_SCHEMA_LOCK)
                     await conn.run_sync(_create_or_upgrade)
+                    if self.dialect == "postgresql":
+                        # The serial column's sequence is `messages_id_seq` unless a process
+                        # racing an older version renamed it: ask the database, never assume.
+                        self._id_sequence = (await conn.execute(_PG_ID_SEQUENCE)).scalar_one()
             except DBAPIError as exc:
                 if attempt == _SCHEMA_ATTEMPTS:
                     raise
@@ -203,7 +216,8 @@ class Store:
         values = {"room": room, "user": user, "text": text, "ts": ts}
         async with self.engine.begin() as conn:
             if self.dialect == "postgresql":
-                message_id, seq = (await conn.execute(_PG_ADD, values)).one()
+                pg_values = {**values, "id_seq": self._id_sequence}
+                message_id, seq = (await conn.execute(_PG_ADD, pg_values)).one()
             else:
                 seq = (await conn.execute(_BUMP_ROOM, values)).scalar_one()
                 message_id = (await conn.execute(_INSERT_MESSAGE, {**values, "seq": seq})).scalar_one()

@@ -247,6 +247,28 @@ async def test_several_processes_starting_at_once_on_a_new_database_all_start(da
             await store.close()
 
 
+@pytest.mark.postgres
+async def test_a_database_whose_id_sequence_got_another_name_still_takes_posts(
+    postgres_database_url: str,
+) -> None:
+    # Processes racing to create the schema could leave the serial column's sequence named
+    # `messages_id_seq1`: the store asks the database for the name instead of assuming it.
+    first = Store(postgres_database_url)
+    await first.start()
+    before = await first.add("lobby", "ann", "before")
+    async with first.engine.begin() as conn:
+        await conn.exec_driver_sql("ALTER SEQUENCE messages_id_seq RENAME TO messages_id_seq1")
+    await first.close()
+    again = Store(postgres_database_url)
+    await again.start()
+    try:
+        message, seq = await again.add_numbered("lobby", "bob", "after")
+        assert seq == 2
+        assert message.id > before.id
+    finally:
+        await again.close()
+
+
 async def test_ids_are_not_reused_after_the_newest_row_is_deleted(store: Store) -> None:
     first = await store.add("lobby", "ann", "one")
     second = await store.add("lobby", "ann", "two")

@@ -99,11 +99,38 @@ def wirehall_run(
 
 
 async def exchange(port: int, request: bytes, *, timeout: float = 5.0) -> bytes:
-    """Send raw `request` bytes to 127.0.0.1:`port`; the first answer (up to 64 KiB; b"" on a close)."""
+    """Send raw `request` bytes to 127.0.0.1:`port`; the first answer, head and body (b"" on a close).
+
+    The head and the body may arrive in separate reads: reads go on until the head is
+    complete and then until `content-length` bytes of body (none for a 101 or a head without
+    a length), or until the server closes, or `timeout` seconds in all.
+    """
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(request)
         await writer.drain()
-        return await asyncio.wait_for(reader.read(65536), timeout)
+        return await asyncio.wait_for(_read_answer(reader), timeout)
     finally:
         writer.close()
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> bytes:
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = await reader.read(65536)
+        if not chunk:
+            return answer
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        chunk = await reader.read(65536)
+        if not chunk:
+            break
+        body += chunk
+        answer += chunk
+    return answer
