@@ -28,10 +28,17 @@ class _Transport(asyncio.Transport):
         self.written = bytearray()
         self.closing = False
         self.writes = 0
+        self.protocol: WebSocketProtocol | None = None
+        self.pause_after: int | None = (
+            None  # pause the protocol's writing (as uvloop does) after so many writes
+        )
 
     def write(self, data: Any) -> None:
         self.writes += 1
         self.written += data
+        if self.pause_after is not None and self.writes >= self.pause_after and self.protocol is not None:
+            self.pause_after = None
+            self.protocol.pause_writing()  # from inside the write, as uvloop and asyncio do
 
     def is_closing(self) -> bool:
         return self.closing
@@ -63,6 +70,7 @@ class _Peer:
         config.load()
         self.protocol = WebSocketProtocol(config, ServerState(), {})
         self.transport = _Transport()
+        self.transport.protocol = self.protocol
         self.client = ClientProtocol(parse_uri(f"ws://127.0.0.1:8000{path}"))
         self.protocol.connection_made(self.transport)
         self.client.send_request(self.client.connect())
@@ -162,6 +170,72 @@ async def test_a_broadcast_builds_its_frame_once_for_every_member(monkeypatch: p
         assert len(built) == 1  # one frame for the five members (nobody negotiated compression)
         for peer in peers:
             assert bytes(peer.transport.written[peer.read :]) == built[0]  # the very same bytes
+
+
+def _texts(peer: _Peer) -> list[str]:
+    return [
+        bytes(event.data).decode()
+        for event in peer.events()
+        if isinstance(event, Frame) and event.opcode is Opcode.TEXT
+    ]
+
+
+def _opcodes_after(peer: _Peer) -> list[Opcode]:
+    return [event.opcode for event in peer.events() if isinstance(event, Frame)]
+
+
+async def test_a_transport_that_pauses_under_a_broadcast_gets_the_rest_in_order_when_it_resumes() -> None:
+    app, _ = _room_app()
+    async with _lifespan(app):
+        slow, other = _Peer(app), _Peer(app)
+        await _settle()
+        slow.events(), other.events()
+        await app.websockets.broadcast("room", "one")  # both now take frames directly
+        await _settle()
+        assert _texts(slow) == _texts(other) == ["one"]
+        slow.transport.pause_after = slow.transport.writes + 1
+        for text in ("two", "three", "four"):
+            await app.websockets.broadcast("room", text)
+        await _settle()
+        assert _texts(other) == ["two", "three", "four"]
+        assert _texts(slow) == ["two"]  # the write that paused it went out; the rest wait
+        slow.protocol.resume_writing()
+        await _settle()
+        assert _texts(slow) == ["three", "four"]
+        await app.websockets.broadcast("room", "five")
+        await _settle()
+        assert _texts(slow) == _texts(other) == ["five"]
+
+
+@pytest.mark.parametrize("closer", ["server", "peer", "lost"])
+async def test_no_broadcast_frame_follows_the_close(closer: str) -> None:
+    app, _ = _room_app()
+    async with _lifespan(app):
+        leaving, staying = _Peer(app), _Peer(app)
+        await _settle()
+        leaving.events(), staying.events()
+        await app.websockets.broadcast("room", "before")  # direct writes for both
+        await _settle()
+        assert _texts(leaving) == ["before"]
+        _texts(staying)
+        written = len(leaving.transport.written)
+        if closer == "server":
+            leaving.protocol.send_close(1001, "going away")
+        elif closer == "peer":
+            leaving.client.send_close(1000)
+            leaving.protocol.data_received(b"".join(leaving.client.data_to_send()))
+        else:
+            leaving.protocol.connection_lost(ConnectionResetError())
+        after_close = len(leaving.transport.written)
+        await app.websockets.broadcast("room", "after")  # before the service learnt of the close
+        await _settle()
+        await app.websockets.broadcast("room", "later")
+        await _settle()
+        assert _texts(staying) == ["after", "later"]
+        assert len(leaving.transport.written) == after_close
+        if closer != "lost":
+            assert after_close > written
+            assert _opcodes_after(leaving) == [Opcode.CLOSE]
 
 
 class _lifespan:  # noqa: N801  # used as a context manager, like a function

@@ -120,6 +120,7 @@ class ProtocolBase(asyncio.Protocol):
     """The state of one connection, as every part of the protocol sees it."""
 
     __slots__ = (
+        "_blocked",
         "_buf",
         "_close_timer",
         "_drain",
@@ -169,11 +170,19 @@ class ProtocolBase(asyncio.Protocol):
     _waiter: asyncio.Future[None] | None
     _reader: NativeReader | None
     _writer: Callable[[bool], None] | None
+    _blocked: Callable[[], None] | None
     _drain: asyncio.Future[None] | None
     _ping_payload: bytes | None
     _read_paused: bool
     _lost: bool
     _peer_closed: bool
+
+    def _stop_direct(self) -> None:
+        """The app must stop writing to the transport directly: it paused, or the connection is
+        closing or gone (see `WebSocketProtocol.direct_transport`)."""
+        blocked = self._blocked
+        if blocked is not None:
+            blocked()
 
     def _tell_closed(self, code: int, reason: str) -> None:
         raise NotImplementedError

@@ -177,6 +177,7 @@ class FrameReader(ProtocolBase):
             self.transport.close()
             return
         self._state = _CLOSED
+        self._stop_direct()
         self._stop_timers()
         self.transport.write(close_frame(code))
         self.transport.close()

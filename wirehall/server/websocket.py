@@ -106,6 +106,7 @@ class WebSocketProtocol(HandshakeFace, FrameReader):
         self._waiter: asyncio.Future[None] | None = None
         self._reader: NativeReader | None = None
         self._writer: Callable[[bool], None] | None = None
+        self._blocked: Callable[[], None] | None = None
         self._drain: asyncio.Future[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._ping_timer: asyncio.TimerHandle | None = None
@@ -129,6 +130,7 @@ class WebSocketProtocol(HandshakeFace, FrameReader):
         self._lost = True
         state = self._state
         self._state = _CLOSED
+        self._stop_direct()
         self._server.connections.discard(self)
         self._stop_timers()
         self._hs = None
@@ -136,6 +138,7 @@ class WebSocketProtocol(HandshakeFace, FrameReader):
         drain, self._drain = self._drain, None
         if drain is not None and not drain.done():
             drain.set_result(None)
+        self._blocked = None
         writer, self._writer = self._writer, None
         if writer is not None:
             writer(False)
@@ -147,6 +150,7 @@ class WebSocketProtocol(HandshakeFace, FrameReader):
 
     def pause_writing(self) -> None:
         self.paused = True
+        self._stop_direct()
 
     def resume_writing(self) -> None:
         self.paused = False
@@ -177,6 +181,7 @@ class WebSocketProtocol(HandshakeFace, FrameReader):
             self._respond(500, [], b"Internal Server Error")
             self._tell_closed(1006, "")
         self._state = _CLOSED
+        self._stop_direct()
         self.transport.close()
 
     # the native face (wirehall.websocket._native.NativeSocket) ---------------------------
@@ -190,18 +195,32 @@ class WebSocketProtocol(HandshakeFace, FrameReader):
         """Start the closing handshake with `code`; the app is told at once (as ASGI does)."""
         if self._state is not _OPEN:
             return
-        self._write_close(code, reason)
         self._state = _CLOSING
+        self._stop_direct()
+        self._write_close(code, reason)
         self._close_timer = self._server.loop.call_later(self.close_timeout, self._close_expired)
         if self._read_paused:  # read on, to see the peer's answer
             self.resume_reading()
         self._tell_closed(code, reason)
 
-    def set_writer(self, writable: Callable[[bool], None] | None) -> None:
-        """`writable(True)` on resume, `writable(False)` when the connection is gone."""
+    def set_writer(
+        self, writable: Callable[[bool], None] | None, blocked: Callable[[], None] | None = None
+    ) -> None:
+        """`writable(True)` on resume, `writable(False)` when the connection is gone; `blocked()`
+        each time direct writes must stop (see `direct_transport`)."""
         self._writer = writable
+        self._blocked = blocked
         if writable is not None and self._lost:
             writable(False)
+
+    @property
+    def direct_transport(self) -> asyncio.Transport | None:
+        """The transport while the app may write whole frames to it directly (open, not paused,
+        the app not told of a close); None otherwise. Until `blocked()` (see `set_writer`) is
+        called, it stays so: a broadcast writes to it without asking again."""
+        if self._state is _OPEN and not self.paused and self.closed_with is None:
+            return self.transport
+        return None
 
     def set_reader(self, reader: NativeReader) -> None:
         """Hand messages to `reader` from now on, starting with those that wait in the inbox."""
@@ -242,6 +261,7 @@ class WebSocketProtocol(HandshakeFace, FrameReader):
         if self.closed_with is not None:
             return
         self.closed_with = code
+        self._stop_direct()
         reader = self._reader
         if reader is not None:
             reader.closed(code, reason)
@@ -254,6 +274,7 @@ class WebSocketProtocol(HandshakeFace, FrameReader):
         if self._state is _OPEN:
             self._write_close(code, reason)
         self._state = _CLOSED
+        self._stop_direct()
         self._stop_timers()
         self._buf = b""
         self._frag = None
@@ -302,6 +323,7 @@ class WebSocketProtocol(HandshakeFace, FrameReader):
             return
         logger.debug("closing %s: keepalive ping timeout", self.client)
         self._state = _CLOSED
+        self._stop_direct()
         if self.transport.get_write_buffer_size():
             self._tell_closed(1011, "keepalive ping timeout")
             self.abort()  # its buffers are full: a close frame would never reach it

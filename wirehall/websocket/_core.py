@@ -206,6 +206,7 @@ class ConnectionCore:
         "drain_by",
         "eviction",
         "idle",
+        "on_busy",
         "pending_bytes",
         "queued",
         "state",
@@ -236,6 +237,8 @@ class ConnectionCore:
         # output: `idle` is the hot path's one check (no write in flight, taking broadcasts,
         # alive); the rest says when a connection is a slow consumer
         self.idle = False
+        # called each time `idle` turns False (the native outbox stops writing past it)
+        self.on_busy: Callable[[], None] | None = None
         self.writing = True  # a write is in flight; also until the handshake: messages wait for it
         self.broadcasts = True  # False once closing: no more broadcasts are taken
         self.dead = False  # nothing more is written (evicted, aborted, the socket failed)
@@ -282,8 +285,8 @@ class ConnectionCore:
         written from here on (awaited writes are answered by the server's refusal).
         """
         self.state = _CLOSED
-        self.idle = False
         self.broadcasts = False
+        self._busy()
         if self.close_code is None:
             self.close_code = code
 
@@ -410,7 +413,7 @@ class ConnectionCore:
         deadline starts, unless it runs already.
         """
         self.writing = True
-        self.idle = False
+        self._busy()
         drain_timeout = self._limits.drain_timeout
         if now is not None and self.drain_by is None and drain_timeout is not None and self.accepted:
             self.drain_by = now + drain_timeout
@@ -442,17 +445,23 @@ class ConnectionCore:
     def stop_broadcasts(self) -> None:
         """The close started: no more broadcasts; what is queued and awaited writes still go."""
         self.broadcasts = False
-        self.idle = False
+        self._busy()
 
     def abandon(self) -> None:
         """The output is dead (evicted, aborted, or the socket failed): nothing more is written."""
         self.broadcasts = False
-        self.idle = False
         self.writing = True
         self.dead = True
+        self._busy()
         self.queued = 0
         self.pending_bytes = 0
         self.drain_by = None
+
+    def _busy(self) -> None:
+        self.idle = False
+        on_busy = self.on_busy
+        if on_busy is not None:
+            on_busy()
 
     def __repr__(self) -> str:
         return (

@@ -74,15 +74,23 @@ class NativeSocket(Protocol):
     paused: bool
     """Whether the transport's write buffer is over its high-water mark (the peer is slow)."""
 
+    @property
+    def direct_transport(self) -> Any:
+        """The transport while whole frames may be written to it directly (open, not paused,
+        the app not told of a close), else None; valid until `blocked()` is called."""
+
     def write(self, frame: bytes) -> None:
         """Write a ready frame now (ignored once the connection is closing or gone)."""
 
     def send_close(self, code: int, reason: str) -> None:
         """Write a close frame after what was written; the connection is closing."""
 
-    def set_writer(self, writable: Callable[[bool], None] | None) -> None:
+    def set_writer(
+        self, writable: Callable[[bool], None] | None, blocked: Callable[[], None] | None = None
+    ) -> None:
         """Call `writable(True)` when a paused transport resumes, `writable(False)` when the
-        connection is gone."""
+        connection is gone, and `blocked()` each time direct writes must stop (the transport
+        paused, or the connection is closing or gone)."""
 
     def set_reader(self, reader: NativeReader) -> None:
         """From now on hand messages to `reader` instead of the ASGI `receive` (and what waited
@@ -162,7 +170,8 @@ class NativeOutbox(OutboxBase):
         self._sock = sock
         self._bits = 0
         self._transport_write: Callable[[bytes], None] = sock.write
-        sock.set_writer(self._writable)
+        sock.set_writer(self._writable, self._sock_blocked)
+        core.on_busy = self._stop_direct
 
     @property
     def is_backed_up(self) -> bool:
@@ -184,16 +193,22 @@ class NativeOutbox(OutboxBase):
 
     def put_nowait(self, message: Message) -> None:
         """Write `message` now if the transport takes it, else queue it. Never waits."""
+        direct = self._direct
+        if direct is not None:  # the hot path: one frame (shared by a broadcast), one write
+            frames = message.frames if type(message) is Broadcast else None
+            built = frames.get(self._bits) if frames is not None else None
+            direct.write(built if built is not None else frame_of(message, self._bits))
+            return
         core = self._core
-        if core.idle:  # the hot path: one frame (shared by a broadcast), one transport write
+        if core.idle:
             sock = self._sock
             if sock.closed_with is not None:  # closed, the app not told yet (a function endpoint)
                 return
-            frames = message.frames if type(message) is Broadcast else None
-            built = frames.get(self._bits) if frames is not None else None
-            self._transport_write(built if built is not None else frame_of(message, self._bits))
+            self._transport_write(frame_of(message, self._bits))
             if sock.paused:
                 self._backed_up()
+            else:  # writes go straight to the transport until something changes
+                self._direct = sock.direct_transport
             return
         verdict = core.offer(queued_size(message), self._now())
         if verdict is _QUEUE:
@@ -244,6 +259,22 @@ class NativeOutbox(OutboxBase):
         core.write_started(self._now())
         if self._deadline is None and core.drain_by is not None:
             self._start_timer()
+
+    # direct writes: `_direct` is the transport while nothing else needs checking (the core
+    # idle, the connection open, the transport not paused); whatever changes one of them
+    # clears it, and the next message finds it again through `put_nowait`'s checks.
+
+    def _stop_direct(self) -> None:
+        # the core: the connection is no longer idle (a write backed up, closing, closed)
+        self._direct = None
+
+    def _sock_blocked(self) -> None:
+        # the server: the transport paused (under a direct write, most often), or the
+        # connection is closing or gone
+        if self._direct is not None:
+            self._direct = None
+            if self._sock.paused:
+                self._backed_up()
 
     def _writable(self, alive: bool) -> None:
         # the server: the transport resumed (alive) or the connection is gone

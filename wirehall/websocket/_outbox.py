@@ -23,6 +23,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from wirehall.errors import WebSocketDisconnectError
 from wirehall.types import Message, Send
@@ -94,7 +95,7 @@ class OutboxBase:
     differ only in how a message is written.
     """
 
-    __slots__ = ("_clock", "_core", "_deadline", "_queue", "_report")
+    __slots__ = ("_clock", "_core", "_deadline", "_direct", "_queue", "_report")
 
     def __init__(
         self, core: ConnectionCore, report: OutboxReport | None, clock: Callable[[], float] | None
@@ -104,6 +105,9 @@ class OutboxBase:
         self._clock = clock  # None: the event loop's clock
         self._queue: deque[Message | Pending] | None = None
         self._deadline: asyncio.TimerHandle | None = None  # while backed up: checks the drain
+        # the native path: the transport, while a frame may be written to it with no other
+        # check (see `NativeOutbox`); always None through plain ASGI
+        self._direct: Any = None
 
     @property
     def depth(self) -> int:

@@ -24,6 +24,7 @@ from wirehall.events import EventBus
 from wirehall.types import Message
 from wirehall.websocket._core import OutputLimits, SlowConsumerPolicy
 from wirehall.websocket._envelope import Envelope, SeenWindow
+from wirehall.websocket._frames import Broadcast, frame_of
 from wirehall.websocket._ordering import RoomOrder
 from wirehall.websocket._presence import PresenceBook, PresenceNotice
 from wirehall.websocket.handler import WebSocketHandler, send_message
@@ -185,15 +186,33 @@ def send_all(members: dict[str, WebSocketHandler], message: Message, exclude: tu
     # Copies (no per-member tuples): a slow or dead consumer leaves the room during the loop.
     if exclude:
         excluded = frozenset(exclude)
-        sent = 0
-        for connection_id, handler in zip(tuple(members), tuple(members.values()), strict=True):
-            if connection_id not in excluded:
-                handler.send_nowait(message)
-                sent += 1
-        return sent
-    handlers = tuple(members.values())
+        handlers = tuple(
+            h for i, h in zip(tuple(members), tuple(members.values()), strict=True) if i not in excluded
+        )
+    else:
+        handlers = tuple(members.values())
+    if type(message) is not Broadcast:
+        for handler in handlers:
+            handler.send_nowait(message)
+        return len(handlers)
+    # The hot loop of a fan-out: a member on the native path whose transport takes frames
+    # now gets the shared frame written at once (see `NativeOutbox`); the rest through
+    # their outboxes, which queue, drop or evict.
+    frames = message.frames
+    if frames is None:
+        frame_of(message, 0)
+        frames = message.frames
+    assert frames is not None
+    get = frames.get
     for handler in handlers:
-        handler.send_nowait(message)
+        outbox = handler._outbox
+        direct = outbox._direct
+        if direct is not None:
+            built = get(outbox._bits)  # type: ignore[union-attr]
+            if built is not None:
+                direct.write(built)
+                continue
+        outbox.put_nowait(message)
     return len(handlers)
 
 
