@@ -14,7 +14,15 @@ from wirehall.events import DeliveryInterrupted
 from wirehall.types import Message
 from wirehall.websocket._envelope import Envelope, Kind, encode_envelope
 from wirehall.websocket._ordering import RoomOrder
-from wirehall.websocket._service_state import Hold, Positioned, ReplaySource, ServiceState, encode, frame
+from wirehall.websocket._service_state import (
+    Hold,
+    Positioned,
+    ReplaySource,
+    ServiceState,
+    encode,
+    frame,
+    send_all,
+)
 from wirehall.websocket.codes import CloseCode
 from wirehall.websocket.handler import WebSocketHandler
 
@@ -228,12 +236,7 @@ class PositionedDelivery(ServiceState):
                     del ahead[connection_id]
             if not ahead:
                 del self._ahead[room]
-        sent = 0
-        for connection_id, handler in tuple(members.items()):
-            if connection_id not in skip:
-                handler.send_nowait(message)
-                sent += 1
-        return sent
+        return send_all(members, message, skip)
 
     def _gap_timer_fired(self, room: str) -> None:
         self._gap_timers.pop(room, None)

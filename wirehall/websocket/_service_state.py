@@ -36,6 +36,7 @@ __all__ = [
     "ReplaySource",
     "ServiceMetrics",
     "ServiceState",
+    "deliver",
     "encode",
     "frame",
     "send_all",
@@ -181,7 +182,7 @@ class ServiceState:
         raise NotImplementedError  # PresenceWiring
 
 
-def send_all(members: dict[str, WebSocketHandler], message: Message, exclude: tuple[str, ...]) -> int:
+def send_all(members: dict[str, WebSocketHandler], message: Message, exclude: Iterable[str]) -> int:
     """Queue `message` for `members` (id -> connection) but `exclude`; never waits. Returns how many."""
     # Copies (no per-member tuples): a slow or dead consumer leaves the room during the loop.
     if exclude:
@@ -191,13 +192,21 @@ def send_all(members: dict[str, WebSocketHandler], message: Message, exclude: tu
         )
     else:
         handlers = tuple(members.values())
+    deliver(handlers, message)
+    return len(handlers)
+
+
+def deliver(handlers: Sequence[WebSocketHandler], message: Message) -> None:
+    """Queue `message` for each of `handlers`, never waiting: the hot loop of every fan-out.
+
+    A member on the native path whose transport takes frames now gets the broadcast's
+    shared frame written at once (see `NativeOutbox`); the others go through their
+    outboxes, which write, queue, drop or evict.
+    """
     if type(message) is not Broadcast:
         for handler in handlers:
             handler.send_nowait(message)
-        return len(handlers)
-    # The hot loop of a fan-out: a member on the native path whose transport takes frames
-    # now gets the shared frame written at once (see `NativeOutbox`); the rest through
-    # their outboxes, which queue, drop or evict.
+        return
     frames = message.frames
     if frames is None:
         frame_of(message, 0)
@@ -213,7 +222,6 @@ def send_all(members: dict[str, WebSocketHandler], message: Message, exclude: tu
                 direct.write(built)
                 continue
         outbox.put_nowait(message)
-    return len(handlers)
 
 
 def encode(message: Any) -> tuple[str | None, bytes | None]:
