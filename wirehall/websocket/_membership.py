@@ -143,7 +143,7 @@ class Membership(ServiceState):
             if connection_id not in self._rooms.get(room, {}):
                 self._holding.setdefault(room, {})[connection_id] = Hold(handler)
         else:
-            self._rooms.setdefault(room, {})[connection_id] = handler
+            self._room_members(room)[connection_id] = handler
         joined = self._joined.get(connection_id, ())
         if room not in joined:
             self._joined[connection_id] = (*joined, room)
@@ -168,7 +168,8 @@ class Membership(ServiceState):
         await self._presence_changed(room)
 
     def _is_member(self, room: str, connection_id: str, handler: WebSocketHandler) -> bool:
-        if self._rooms.get(room, {}).get(connection_id) is handler:
+        members = self._rooms.get(room)
+        if members is not None and members.get(connection_id) is handler:
             return True
         hold = self._holding.get(room, {}).get(connection_id)
         return hold is not None and hold.handler is handler

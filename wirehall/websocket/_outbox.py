@@ -109,6 +109,10 @@ class OutboxBase:
         # check (see `NativeOutbox`); always None through plain ASGI
         self._direct: Any = None
 
+    def put_nowait(self, message: Message) -> None:
+        """Write `message` now if the connection takes it, else queue it. Never waits."""
+        raise NotImplementedError
+
     @property
     def depth(self) -> int:
         """How many messages wait to be written."""

@@ -53,7 +53,7 @@ class PositionedDelivery(ServiceState):
         if holds is not None and not holds:
             del self._holding[room]
         handler = hold.handler
-        self._rooms.setdefault(room, {})[connection_id] = handler
+        self._room_members(room)[connection_id] = handler
         ready: list[tuple[int, Positioned]] = []
         if after is not None:
             ready_or_none = self._go_live(room, connection_id, hold, after)

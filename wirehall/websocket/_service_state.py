@@ -26,12 +26,14 @@ from wirehall.websocket._core import OutputLimits, SlowConsumerPolicy
 from wirehall.websocket._envelope import Envelope, SeenWindow
 from wirehall.websocket._frames import Broadcast, frame_of
 from wirehall.websocket._ordering import RoomOrder
+from wirehall.websocket._outbox import OutboxBase
 from wirehall.websocket._presence import PresenceBook, PresenceNotice
 from wirehall.websocket.handler import WebSocketHandler, send_message
 
 __all__ = [
     "ALL_CHANNEL",
     "Hold",
+    "Members",
     "Positioned",
     "ReplaySource",
     "ServiceMetrics",
@@ -100,7 +102,7 @@ class ServiceState:
     _stopping: bool
     # the registry: connections, rooms, each connection's rooms, subscribed room channels
     _connections: dict[str, WebSocketHandler]
-    _rooms: dict[str, dict[str, WebSocketHandler]]
+    _rooms: dict[str, Members]
     _joined: dict[str, tuple[str, ...]]
     _subscribed: set[str]
     _subscription_lock: asyncio.Lock
@@ -132,6 +134,13 @@ class ServiceState:
         return self._node_id
 
     # implemented by one part, called by another -------------------------------------------
+
+    def _room_members(self, room: str) -> Members:
+        """The members of `room` on this node, created empty when it has none."""
+        members = self._rooms.get(room)
+        if members is None:
+            members = self._rooms[room] = Members()
+        return members
 
     def _has_local(self, room: str) -> bool:
         return room in self._rooms or room in self._holding
@@ -182,30 +191,82 @@ class ServiceState:
         raise NotImplementedError  # PresenceWiring
 
 
+class Members(dict[str, WebSocketHandler]):
+    """A room's members (connection id -> connection) that keeps their outboxes for the
+    fan-out loop: built on the first broadcast after a change, and dropped by any change."""
+
+    __slots__ = ("_outboxes",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._outboxes: tuple[tuple[str, ...], tuple[OutboxBase, ...]] | None = None
+
+    def outboxes(self) -> tuple[tuple[str, ...], tuple[OutboxBase, ...]]:
+        """(the members' ids, their outboxes), in the same order."""
+        kept = self._outboxes
+        if kept is None:
+            kept = self._outboxes = (tuple(self), tuple(handler._outbox for handler in self.values()))
+        return kept
+
+    def __setitem__(self, key: str, value: WebSocketHandler) -> None:
+        self._outboxes = None
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._outboxes = None
+        super().__delitem__(key)
+
+    def pop(self, *args: Any) -> Any:
+        self._outboxes = None
+        return super().pop(*args)
+
+    def popitem(self) -> tuple[str, WebSocketHandler]:
+        self._outboxes = None
+        return super().popitem()
+
+    def setdefault(self, *args: Any) -> Any:
+        self._outboxes = None
+        return super().setdefault(*args)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._outboxes = None
+        super().update(*args, **kwargs)
+
+    def clear(self) -> None:
+        self._outboxes = None
+        super().clear()
+
+    def __ior__(self, other: Any) -> Any:  # type: ignore[misc]  # typeshed's __or__ is narrower
+        self._outboxes = None
+        return super().__ior__(other)
+
+
 def send_all(members: dict[str, WebSocketHandler], message: Message, exclude: Iterable[str]) -> int:
     """Queue `message` for `members` (id -> connection) but `exclude`; never waits. Returns how many."""
-    # Copies (no per-member tuples): a slow or dead consumer leaves the room during the loop.
+    # A copy (the room's kept one, or a tuple): a slow or dead consumer leaves the room during the loop.
+    if type(members) is Members:
+        ids, outboxes = members.outboxes()
+    else:
+        ids, outboxes = tuple(members), tuple(handler._outbox for handler in members.values())
     if exclude:
         excluded = frozenset(exclude)
-        handlers = tuple(
-            h for i, h in zip(tuple(members), tuple(members.values()), strict=True) if i not in excluded
-        )
-    else:
-        handlers = tuple(members.values())
-    deliver(handlers, message)
-    return len(handlers)
+        outboxes = tuple(outbox for i, outbox in zip(ids, outboxes, strict=True) if i not in excluded)
+    deliver(outboxes, message)
+    return len(outboxes)
 
 
-def deliver(handlers: Sequence[WebSocketHandler], message: Message) -> None:
-    """Queue `message` for each of `handlers`, never waiting: the hot loop of every fan-out.
+def deliver(outboxes: Sequence[OutboxBase], message: Message) -> None:
+    """Queue `message` in each of `outboxes`, never waiting: the hot loop of every fan-out.
 
     A member on the native path whose transport takes frames now gets the broadcast's
-    shared frame written at once (see `NativeOutbox`); the others go through their
-    outboxes, which write, queue, drop or evict.
+    shared frame written at once (see `NativeOutbox`); the others go through `put_nowait`,
+    which writes, queues, drops or evicts. With thousands of members each one's objects
+    are out of the CPU's caches by the time the loop reaches them, so the loop reads as
+    few of them as it can: the outbox, then the transport.
     """
     if type(message) is not Broadcast:
-        for handler in handlers:
-            handler.send_nowait(message)
+        for outbox in outboxes:
+            outbox.put_nowait(message)
         return
     frames = message.frames
     if frames is None:
@@ -213,11 +274,10 @@ def deliver(handlers: Sequence[WebSocketHandler], message: Message) -> None:
         frames = message.frames
     assert frames is not None
     get = frames.get
-    for handler in handlers:
-        outbox = handler._outbox
+    for outbox in outboxes:
         direct = outbox._direct
         if direct is not None:
-            built = get(outbox._bits)  # type: ignore[union-attr]
+            built = get(outbox._bits)  # type: ignore[attr-defined]  # `_direct` is only ever set by NativeOutbox
             if built is not None:
                 direct.write(built)
                 continue

@@ -28,6 +28,7 @@ from wirehall.websocket._presence_wiring import PresenceWiring
 from wirehall.websocket._service_state import (
     ALL_CHANNEL,
     Hold,
+    Members,
     Positioned,
     ReplaySource,
     ServiceMetrics,
@@ -114,7 +115,7 @@ class WebSocketService(Membership, PresenceWiring, Delivery, PositionedDelivery)
         self._notice_sender: asyncio.Task[None] | None = None
         self._presence_retry: set[str] = set()
         self._connections: dict[str, WebSocketHandler] = {}
-        self._rooms: dict[str, dict[str, WebSocketHandler]] = {}
+        self._rooms: dict[str, Members] = {}
         # connection id -> its rooms (a tuple: most connections are in one or two)
         self._joined: dict[str, tuple[str, ...]] = {}
         self._subscribed: set[str] = set()
