@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 __all__ = ["History", "Message", "RoomStats", "Store", "utc_timestamp"]
 
@@ -211,30 +211,62 @@ class Store:
         statement to the commit; nothing else is awaited meanwhile. On PostgreSQL that is one
         statement (the room's bump, a fresh id taken while the row is locked, the insert),
         so the row is locked for one round trip and the commit.
+
+        A pooled connection that the database cut meanwhile (it restarted while this
+        process was idle) fails the first statement: the post is tried once more on a fresh
+        connection. A failure at the commit is never retried (the commit may have happened).
         """
         ts = utc_timestamp()
         values = {"room": room, "user": user, "text": text, "ts": ts}
-        async with self.engine.begin() as conn:
-            if self.dialect == "postgresql":
-                pg_values = {**values, "id_seq": self._id_sequence}
-                message_id, seq = (await conn.execute(_PG_ADD, pg_values)).one()
-            else:
-                seq = (await conn.execute(_BUMP_ROOM, values)).scalar_one()
-                message_id = (await conn.execute(_INSERT_MESSAGE, {**values, "seq": seq})).scalar_one()
-                await conn.execute(_SET_LAST_ID, {"room": room, "id": message_id})
-        return Message(id=int(message_id), room=room, user=user, text=text, ts=ts), int(seq)
+        for attempt in (1, 2):
+            committing = False
+            try:
+                async with self.engine.begin() as conn:
+                    if self.dialect == "postgresql":
+                        pg_values = {**values, "id_seq": self._id_sequence}
+                        message_id, seq = (await conn.execute(_PG_ADD, pg_values)).one()
+                    else:
+                        seq = (await conn.execute(_BUMP_ROOM, values)).scalar_one()
+                        message_id = (
+                            await conn.execute(_INSERT_MESSAGE, {**values, "seq": seq})
+                        ).scalar_one()
+                        await conn.execute(_SET_LAST_ID, {"room": room, "id": message_id})
+                    committing = True
+            except DBAPIError as exc:
+                if committing or attempt == 2 or not exc.connection_invalidated:
+                    raise
+                logger.info("the database cut the connection (%s); posting again on a fresh one", exc.orig)
+                continue
+            return Message(id=int(message_id), room=room, user=user, text=text, ts=ts), int(seq)
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    async def _read(self, statement: Any, values: dict[str, Any] | None = None) -> list[Any]:
+        """The rows of one read; read again once on a fresh connection when the pooled one
+        was cut (the database restarted while this process was idle)."""
+        for attempt in (1, 2):
+            try:
+                async with self.engine.connect() as conn:
+                    return list((await conn.execute(statement, values or {})).all())
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+                logger.info("the database cut the connection (%s); reading again on a fresh one", exc.orig)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     async def recent(self, room: str, limit: int) -> list[Message]:
         """The room's last `limit` messages, oldest first."""
-        async with self.engine.connect() as conn:
-            rows = await _rows_recent(conn, room, limit)
-        return [_message(row) for row in rows]
+        query = select(messages).where(messages.c.room == room).order_by(messages.c.id.desc()).limit(limit)
+        return [_message(row) for row in reversed(await self._read(query))]
 
     async def since(self, room: str, after: int, limit: int) -> list[Message]:
         """The room's first `limit` messages whose id is greater than `after`, oldest first."""
-        async with self.engine.connect() as conn:
-            rows = await _rows_since(conn, room, after, limit)
-        return [_message(row) for row in rows]
+        query = (
+            select(messages)
+            .where(messages.c.room == room, messages.c.id > after)
+            .order_by(messages.c.id)
+            .limit(limit)
+        )
+        return [_message(row) for row in await self._read(query)]
 
     async def history(self, room: str, since: int | None, limit: int) -> History:
         """What a joining client is sent: the last `limit` messages, or the first `limit` after id `since`.
@@ -247,8 +279,7 @@ class Store:
             statement, values = _HISTORY_RECENT, {"room": room, "limit": limit}
         else:
             statement, values = _HISTORY_SINCE, {"room": room, "since": since, "limit": limit}
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(statement, values)).all()
+        rows = await self._read(statement, values)
         position = 0
         found: list[tuple[int, Message]] = []
         for seq, message_id, user, text_, ts in rows:
@@ -270,40 +301,19 @@ class Store:
             .order_by(messages.c.seq)
             .limit(limit)
         )
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [(row.seq, _message(row)) for row in rows]
+        return [(row.seq, _message(row)) for row in await self._read(query)]
 
     async def latest_rooms(self, limit: int) -> list[RoomStats]:
         """The `limit` rooms with the newest messages, newest first."""
         query = select(rooms).order_by(rooms.c.last_id.desc()).limit(limit)
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [RoomStats(row.room, row.last_seq, row.last_id) for row in rows]
+        return [RoomStats(row.room, row.last_seq, row.last_id) for row in await self._read(query)]
 
     async def room_stats(self, names: list[str]) -> dict[str, RoomStats]:
         """Message count and newest id of each named room that has messages."""
         if not names:
             return {}
         query = select(rooms).where(rooms.c.room.in_(names))
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return {row.room: RoomStats(row.room, row.last_seq, row.last_id) for row in rows}
-
-
-async def _rows_recent(conn: AsyncConnection, room: str, limit: int) -> list[Any]:
-    query = select(messages).where(messages.c.room == room).order_by(messages.c.id.desc()).limit(limit)
-    return list(reversed((await conn.execute(query)).all()))
-
-
-async def _rows_since(conn: AsyncConnection, room: str, after: int, limit: int) -> list[Any]:
-    query = (
-        select(messages)
-        .where(messages.c.room == room, messages.c.id > after)
-        .order_by(messages.c.id)
-        .limit(limit)
-    )
-    return list((await conn.execute(query)).all())
+        return {row.room: RoomStats(row.room, row.last_seq, row.last_id) for row in await self._read(query)}
 
 
 def _create_or_upgrade(sync_conn: Any) -> None:
