@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from tests.websocket._support import eventually, session, ws_scope
 from wirehall.app import Wirehall
 from wirehall.di import Container
-from wirehall.errors import ConfigurationError, WebSocketError
+from wirehall.errors import ConfigurationError, WebSocketDisconnectError, WebSocketError
 from wirehall.events import (
     ErrorRaised,
     EventBus,
@@ -151,6 +152,46 @@ async def test_function_endpoint_runs_the_whole_connection() -> None:
     async with TestClient(app) as client, client.websocket_connect("/echo/r") as ws:
         await ws.send_text("a")
         assert await ws.receive_text() == "r:'a'"
+
+
+class Pairing(WebSocketController):
+    """Reads the message after each one itself, in on_message."""
+
+    seen: ClassVar[list[str]]
+
+    async def on_connect(self) -> None:
+        await self.accept()
+
+    async def on_message(self, message: str) -> None:
+        try:
+            second = await self.receive()
+        except WebSocketDisconnectError as exc:
+            type(self).seen.append(f"closed while waiting ({exc.code})")
+            raise
+        await self.send_text(f"{message}+{second!s}")
+
+    async def on_disconnect(self, code: int) -> None:
+        type(self).seen.append(f"on_disconnect {code}")
+
+
+async def test_a_controller_may_read_the_next_message_itself_in_on_message() -> None:
+    app = make_app()
+    Pairing.seen = []
+    app.websocket("/pairs")(Pairing)
+
+    async with TestClient(app) as client:
+        async with client.websocket_connect("/pairs") as ws:
+            for text in ("a", "b", "c", "d"):
+                await ws.send_text(text)
+            assert await ws.receive_text() == "a+b"
+            assert await ws.receive_text() == "c+d"
+            await ws.send_text("e")  # its pair never comes: the client closes
+            await ws.close(1000)
+        for _ in range(50):
+            if Pairing.seen and Pairing.seen[-1].startswith("on_disconnect"):
+                break
+            await asyncio.sleep(0.01)
+    assert Pairing.seen == ["closed while waiting (1000)", "on_disconnect 1000"]
 
 
 class Shouting(WebSocketController):

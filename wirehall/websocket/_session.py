@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from wirehall.di import ResolutionScope
+from wirehall.types import Message
 from wirehall.websocket._core import Incoming, Phase
 from wirehall.websocket._native import EXTENSION, NativeSocket, serve_by_callback
 
@@ -73,6 +74,7 @@ class NativeSession:
         "_sock",
         "_task",
         "_vars",
+        "_waiter",
         "_ws",
     )
 
@@ -96,6 +98,7 @@ class NativeSession:
         self._reading = True
         self._vars: contextvars.Context | None = None
         self._after: list[Callable[[], None]] = []
+        self._waiter: asyncio.Future[None] | None = None  # a `receive()` waiting for a message
 
     def begin(self) -> None:
         """Take the connection over from the ASGI task, which returns after this."""
@@ -103,7 +106,36 @@ class NativeSession:
         self._vars = contextvars.copy_context()
         self._after = serve_by_callback(self._ws.scope)
         self._ws.run_in(None)
+        self._ws.receive_from(self.receive)
         self._sock.set_reader(self)
+
+    async def receive(self) -> Message:
+        """The handler's ASGI `receive` from now on: the next queued message, as the server's
+        `receive` would give it (a controller that reads the next message itself in
+        `on_message` behaves as through ASGI). A close stays queued for `on_disconnect`."""
+        inbox = self._inbox
+        while not inbox:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+            inbox = self._inbox
+        item = inbox[0]
+        if type(item) is _Closed:
+            return {"type": "websocket.disconnect", "code": item.code}
+        inbox.popleft()
+        if not self._reading and len(inbox) < HIGH_WATER // 2:
+            self._reading = True
+            self._sock.resume_reading()
+        if type(item) is str:
+            return {"type": "websocket.receive", "text": item}
+        return {"type": "websocket.receive", "bytes": item}
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # the server's callbacks ------------------------------------------------------------
 
@@ -117,6 +149,8 @@ class NativeSession:
         elif len(inbox) >= HIGH_WATER and self._reading:
             self._reading = False
             self._sock.pause_reading()
+        if self._waiter is not None:
+            self._wake()
 
     def closed(self, code: int, reason: str) -> None:
         self._ws.core.closed(code)  # now: a write failing after this does not change the code
@@ -126,6 +160,8 @@ class NativeSession:
         inbox.append(_Closed(code))
         if self._task is None:
             self._task = self._sock.start(self._work(), self._vars)
+        if self._waiter is not None:
+            self._wake()
 
     # the task that exists while there is work ---------------------------------------------
 

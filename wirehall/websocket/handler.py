@@ -201,6 +201,11 @@ class WebSocketHandler(Connection):
         self._registry = registry
         self._core.set_limits(limits)
 
+    def receive_from(self, receive: Receive) -> None:
+        """Read this connection's messages from `receive` from now on (the native path's
+        session, once it serves the connection by callback)."""
+        self._receive = receive
+
     def run_in(self, task: asyncio.Task[Any] | None) -> None:
         """`task` serves this connection: a close from elsewhere cancels it if the peer is stuck."""
         self._main_task = task
