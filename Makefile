@@ -40,7 +40,12 @@ docs: $(STAMP)
 docs-serve: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict --dev-addr $(HOST):$(PORT)
 
-bench: $(STAMP)
+# the benchmarks' own extra (FastAPI, Litestar, socketify as references); wrk comes from the OS
+$(VENV)/.bench-installed: $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $(VENV)/.bench-installed
+
+bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench
 
 clean:
