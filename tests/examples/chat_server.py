@@ -101,6 +101,16 @@ class ChatServer:
 
 
 @contextmanager
+def running(server: ChatServer) -> Iterator[ChatServer]:
+    """`server` started, and stopped (by PID) afterwards."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
 def running_pair(
     database_url: str, backplane: str, directory: Path, ws: str | None = None
 ) -> Iterator[tuple[ChatServer, ChatServer]]:

@@ -26,7 +26,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.examples._private_postgres import PrivatePostgres, running_private_postgres
-from tests.examples.chat_server import ChatClient, ChatServer, chat_client
+from tests.examples.chat_server import ChatClient, ChatServer, chat_client, running
 
 pytestmark = pytest.mark.postgres
 
@@ -46,12 +46,10 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 @pytest.fixture
 def server(tmp_path: Path, private_postgres: PrivatePostgres, server_ws: str) -> Iterator[ChatServer]:
     """One chat process on the private PostgreSQL, memory backplane, stopped (by PID) afterwards."""
-    chat = ChatServer(free_port(), private_postgres.database_url, tmp_path / "chat.log", ws=server_ws)
-    chat.start()
-    try:
+    with running(
+        ChatServer(free_port(), private_postgres.database_url, tmp_path / "chat.log", ws=server_ws)
+    ) as chat:
         yield chat
-    finally:
-        chat.stop()
 
 
 @pytest.fixture

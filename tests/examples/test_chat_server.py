@@ -25,7 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import free_port
-from tests.examples.chat_server import ChatServer
+from tests.examples.chat_server import ChatServer, running
 
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00")
 WAIT = 10.0  # seconds any single frame may take
@@ -47,12 +47,8 @@ def chat_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
 def server(
     tmp_path: Path, database_url: str, unused_port: int, chat_env: None, server_ws: str
 ) -> Iterator[ChatServer]:
-    chat = ChatServer(unused_port, database_url, tmp_path / "server.log", ws=server_ws)
-    chat.start()
-    try:
+    with running(ChatServer(unused_port, database_url, tmp_path / "server.log", ws=server_ws)) as chat:
         yield chat
-    finally:
-        chat.stop()
 
 
 @pytest.fixture

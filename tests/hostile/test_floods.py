@@ -20,7 +20,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.examples.chat_server import ChatServer
+from tests.examples.chat_server import ChatServer, running
 
 RATE = 5  # CHAT_RATE_LIMIT: messages a second per connection, bursts of 3 x 5 = 15
 BURST = 3 * RATE
@@ -34,14 +34,9 @@ def server(
 ) -> Iterator[ChatServer]:
     monkeypatch.setenv("CHAT_RATE_LIMIT", str(RATE))
     monkeypatch.setenv("CHAT_MAX_CONNECTIONS_PER_ADDRESS", str(CAP))
-    chat = ChatServer(
-        unused_port, f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}", tmp_path / "server.log", ws=server_ws
-    )
-    chat.start()
-    try:
+    database = f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}"
+    with running(ChatServer(unused_port, database, tmp_path / "server.log", ws=server_ws)) as chat:
         yield chat
-    finally:
-        chat.stop()
 
 
 @pytest.fixture
