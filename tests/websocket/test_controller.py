@@ -166,7 +166,7 @@ class Pairing(WebSocketController):
         try:
             second = await self.receive()
         except WebSocketDisconnectError as exc:
-            type(self).seen.append(f"closed while waiting ({exc.code})")
+            type(self).seen.append(f"closed while waiting ({exc.code} {exc.reason})")
             raise
         await self.send_text(f"{message}+{second!s}")
 
@@ -186,12 +186,12 @@ async def test_a_controller_may_read_the_next_message_itself_in_on_message() -> 
             assert await ws.receive_text() == "a+b"
             assert await ws.receive_text() == "c+d"
             await ws.send_text("e")  # its pair never comes: the client closes
-            await ws.close(1000)
+            await ws.close(1000, "bye")
         for _ in range(50):
             if Pairing.seen and Pairing.seen[-1].startswith("on_disconnect"):
                 break
             await asyncio.sleep(0.01)
-    assert Pairing.seen == ["closed while waiting (1000)", "on_disconnect 1000"]
+    assert Pairing.seen == ["closed while waiting (1000 bye)", "on_disconnect 1000"]
 
 
 class Shouting(WebSocketController):

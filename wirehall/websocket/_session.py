@@ -37,10 +37,11 @@ _OPEN = Phase.OPEN
 
 
 class _Closed:
-    __slots__ = ("code",)
+    __slots__ = ("code", "reason")
 
-    def __init__(self, code: int) -> None:
+    def __init__(self, code: int, reason: str) -> None:
         self.code = code
+        self.reason = reason
 
 
 class SessionRunner(Protocol):
@@ -65,6 +66,7 @@ class NativeSession:
 
     __slots__ = (
         "_after",
+        "_closed",
         "_context",
         "_inbox",
         "_path_params",
@@ -74,7 +76,7 @@ class NativeSession:
         "_sock",
         "_task",
         "_vars",
-        "_waiter",
+        "_waiters",
         "_ws",
     )
 
@@ -98,7 +100,8 @@ class NativeSession:
         self._reading = True
         self._vars: contextvars.Context | None = None
         self._after: list[Callable[[], None]] = []
-        self._waiter: asyncio.Future[None] | None = None  # a `receive()` waiting for a message
+        self._waiters: list[asyncio.Future[None]] | None = None  # `receive()` calls waiting for a message
+        self._closed: _Closed | None = None  # the close, once the server reported it
 
     def begin(self) -> None:
         """Take the connection over from the ASGI task, which returns after this."""
@@ -111,19 +114,29 @@ class NativeSession:
 
     async def receive(self) -> Message:
         """The handler's ASGI `receive` from now on: the next queued message, as the server's
-        `receive` would give it (a controller that reads the next message itself in
-        `on_message` behaves as through ASGI). A close stays queued for `on_disconnect`."""
-        inbox = self._inbox
-        while not inbox:
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
+        `receive` would give it, so that a controller that reads the next message itself in
+        `on_message` behaves as through ASGI. A close stays queued for `on_disconnect`, and
+        every `receive()` after it gets the disconnect (never waits forever)."""
+        while True:
+            inbox = self._inbox
+            if inbox:
+                break
+            closed = self._closed
+            if closed is not None:  # the close was taken off the queue already (on_disconnect runs)
+                return {"type": "websocket.disconnect", "code": closed.code, "reason": closed.reason}
+            waiter = asyncio.get_running_loop().create_future()
+            waiters = self._waiters
+            if waiters is None:
+                waiters = self._waiters = []
+            waiters.append(waiter)
             try:
                 await waiter
             finally:
-                self._waiter = None
-            inbox = self._inbox
+                if not waiter.done():  # cancelled: take it off the list
+                    waiters.remove(waiter)
         item = inbox[0]
         if type(item) is _Closed:
-            return {"type": "websocket.disconnect", "code": item.code}
+            return {"type": "websocket.disconnect", "code": item.code, "reason": item.reason}
         inbox.popleft()
         if not self._reading and len(inbox) < HIGH_WATER // 2:
             self._reading = True
@@ -133,9 +146,10 @@ class NativeSession:
         return {"type": "websocket.receive", "bytes": item}
 
     def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
 
     # the server's callbacks ------------------------------------------------------------
 
@@ -149,7 +163,7 @@ class NativeSession:
         elif len(inbox) >= HIGH_WATER and self._reading:
             self._reading = False
             self._sock.pause_reading()
-        if self._waiter is not None:
+        if self._waiters:
             self._wake()
 
     def closed(self, code: int, reason: str) -> None:
@@ -157,10 +171,11 @@ class NativeSession:
         inbox = self._inbox
         if inbox is None:
             inbox = self._inbox = deque()
-        inbox.append(_Closed(code))
+        self._closed = closed = _Closed(code, reason)
+        inbox.append(closed)
         if self._task is None:
             self._task = self._sock.start(self._work(), self._vars)
-        if self._waiter is not None:
+        if self._waiters:
             self._wake()
 
     # the task that exists while there is work ---------------------------------------------
