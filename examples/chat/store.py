@@ -233,9 +233,9 @@ class Store:
                         await conn.execute(_SET_LAST_ID, {"room": room, "id": message_id})
                     committing = True
             except DBAPIError as exc:
-                if committing or attempt == 2 or not exc.connection_invalidated:
+                if committing:
                     raise
-                logger.info("the database cut the connection (%s); posting again on a fresh one", exc.orig)
+                _again_after_cut(exc, attempt, "posting")
                 continue
             return Message(id=int(message_id), room=room, user=user, text=text, ts=ts), int(seq)
         raise AssertionError("unreachable: the second attempt returns or raises")
@@ -248,9 +248,7 @@ class Store:
                 async with self.engine.connect() as conn:
                     return list((await conn.execute(statement, values or {})).all())
             except DBAPIError as exc:
-                if attempt == 2 or not exc.connection_invalidated:
-                    raise
-                logger.info("the database cut the connection (%s); reading again on a fresh one", exc.orig)
+                _again_after_cut(exc, attempt, "reading")
         raise AssertionError("unreachable: the second attempt returns or raises")
 
     async def recent(self, room: str, limit: int) -> list[Message]:
@@ -314,6 +312,15 @@ class Store:
             return {}
         query = select(rooms).where(rooms.c.room.in_(names))
         return {row.room: RoomStats(row.room, row.last_seq, row.last_id) for row in await self._read(query)}
+
+
+def _again_after_cut(exc: DBAPIError, attempt: int, doing: str) -> None:
+    """Return when `exc` says the pooled connection was cut (the database restarted while this
+    process was idle) on a first attempt, so the caller tries once more on a fresh one; else
+    raise `exc`."""
+    if attempt > 1 or not exc.connection_invalidated:
+        raise exc
+    logger.info("the database cut the connection (%s); %s again on a fresh one", exc.orig, doing)
 
 
 def _create_or_upgrade(sync_conn: Any) -> None:

@@ -184,6 +184,12 @@ class ProtocolBase(asyncio.Protocol):
         if blocked is not None:
             blocked()
 
+    def _close_to(self, state: int) -> None:
+        """Enter CLOSING or CLOSED: every close goes through here, so that direct writes stop
+        before a close frame can be written (nothing may follow it)."""
+        self._state = state
+        self._stop_direct()
+
     def _tell_closed(self, code: int, reason: str) -> None:
         raise NotImplementedError
 

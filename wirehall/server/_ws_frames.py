@@ -172,12 +172,11 @@ class FrameReader(ProtocolBase):
                 raise FrameError(1007, "invalid UTF-8 in the close reason") from None
         self._peer_closed = True
         if self._state is _CLOSING:  # the answer to our close: the handshake is complete
-            self._state = _CLOSED
+            self._close_to(_CLOSED)
             self._stop_timers()
             self.transport.close()
             return
-        self._state = _CLOSED
-        self._stop_direct()
+        self._close_to(_CLOSED)
         self._stop_timers()
         self.transport.write(close_frame(code))
         self.transport.close()

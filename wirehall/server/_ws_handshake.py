@@ -60,7 +60,7 @@ class HandshakeFace(ProtocolBase):
                 output = hs.reject(
                     400, "Failed to open a WebSocket connection: invalid request.\n"
                 ).serialize()
-            self._state = _CLOSED
+            self._close_to(_CLOSED)
             self.transport.write(output)
             self.transport.close()
             return
@@ -72,7 +72,7 @@ class HandshakeFace(ProtocolBase):
     def _connect(self, hs: ServerProtocol, request: Request) -> None:
         response = hs.accept(request)
         if response.status_code != 101:
-            self._state = _CLOSED
+            self._close_to(_CLOSED)
             if request.headers.get("Sec-WebSocket-Version", "13") != "13":  # RFC 6455 4.4: say which
                 response = hs.reject(426, "Unsupported Sec-WebSocket-Version: this server speaks 13.\n")
                 response.headers["Sec-WebSocket-Version"] = "13"
@@ -142,7 +142,7 @@ class HandshakeFace(ProtocolBase):
         if state is _OPEN and self._reader is None:  # returned (or failed) without closing
             self._write_close(code, "")
             self._tell_closed(code, "")
-            self._state = _CLOSED
+            self._close_to(_CLOSED)
             self.transport.close()
         elif state is _CLOSED and not self._lost:
             self.transport.close()
@@ -189,7 +189,7 @@ class HandshakeFace(ProtocolBase):
         """Answer the handshake with an HTTP response instead of accepting it, and close."""
         if self._state is not _ACCEPTING:
             return
-        self._state = _CLOSED
+        self._close_to(_CLOSED)
         response_headers = Headers(headers)
         response_headers.setdefault("Date", email.utils.formatdate(usegmt=True))
         response_headers.setdefault("Connection", "close")

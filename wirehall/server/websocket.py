@@ -129,8 +129,7 @@ class WebSocketProtocol(HandshakeFace, FrameReader):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         state = self._state
-        self._state = _CLOSED
-        self._stop_direct()
+        self._close_to(_CLOSED)
         self._server.connections.discard(self)
         self._stop_timers()
         self._hs = None
@@ -180,8 +179,7 @@ class WebSocketProtocol(HandshakeFace, FrameReader):
         elif state is _ACCEPTING:
             self._respond(500, [], b"Internal Server Error")
             self._tell_closed(1006, "")
-        self._state = _CLOSED
-        self._stop_direct()
+        self._close_to(_CLOSED)
         self.transport.close()
 
     # the native face (wirehall.websocket._native.NativeSocket) ---------------------------
@@ -195,8 +193,7 @@ class WebSocketProtocol(HandshakeFace, FrameReader):
         """Start the closing handshake with `code`; the app is told at once (as ASGI does)."""
         if self._state is not _OPEN:
             return
-        self._state = _CLOSING
-        self._stop_direct()
+        self._close_to(_CLOSING)
         self._write_close(code, reason)
         self._close_timer = self._server.loop.call_later(self.close_timeout, self._close_expired)
         if self._read_paused:  # read on, to see the peer's answer
@@ -273,8 +270,7 @@ class WebSocketProtocol(HandshakeFace, FrameReader):
         logger.debug("closing %s with %d: %s", self.client, code, reason)
         if self._state is _OPEN:
             self._write_close(code, reason)
-        self._state = _CLOSED
-        self._stop_direct()
+        self._close_to(_CLOSED)
         self._stop_timers()
         self._buf = b""
         self._frag = None
@@ -288,7 +284,7 @@ class WebSocketProtocol(HandshakeFace, FrameReader):
         self._close_timer = None
         if self._lost:
             return
-        self._state = _CLOSED
+        self._close_to(_CLOSED)
         if self.transport.get_write_buffer_size():
             self.abort()  # a peer that does not read would hold a graceful close forever
         else:
@@ -322,8 +318,7 @@ class WebSocketProtocol(HandshakeFace, FrameReader):
         if self._state is not _OPEN:
             return
         logger.debug("closing %s: keepalive ping timeout", self.client)
-        self._state = _CLOSED
-        self._stop_direct()
+        self._close_to(_CLOSED)
         if self.transport.get_write_buffer_size():
             self._tell_closed(1011, "keepalive ping timeout")
             self.abort()  # its buffers are full: a close frame would never reach it

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from wirehall.errors import WebSocketDisconnectError
 from wirehall.types import Message, Scope
 from wirehall.websocket._core import ConnectionCore, Outgoing
-from wirehall.websocket._frames import Broadcast, frame_of
+from wirehall.websocket._frames import frame_of
 from wirehall.websocket._outbox import OutboxBase, OutboxReport, Pending, queued_size
 from wirehall.websocket.codes import CloseCode
 
@@ -194,10 +194,8 @@ class NativeOutbox(OutboxBase):
     def put_nowait(self, message: Message) -> None:
         """Write `message` now if the transport takes it, else queue it. Never waits."""
         direct = self._direct
-        if direct is not None:  # the hot path: one frame (shared by a broadcast), one write
-            frames = message.frames if type(message) is Broadcast else None
-            built = frames.get(self._bits) if frames is not None else None
-            direct.write(built if built is not None else frame_of(message, self._bits))
+        if direct is not None:  # one frame (a broadcast's is built once, see `deliver`), one write
+            direct.write(frame_of(message, self._bits))
             return
         core = self._core
         if core.idle:
