@@ -875,3 +875,59 @@ async def test_the_matched_route_is_in_the_scope_and_in_request_completed() -> N
         ("/items/3", "/items/{item_id:int}"),
         ("/nowhere", None),
     ]
+
+
+# parameterless endpoints on paths without parameters: run by `__call__` itself ---------------
+
+
+async def test_the_shortcut_still_puts_the_route_in_the_scope() -> None:
+    app = new_app()
+
+    @app.get("/")
+    async def home() -> str:
+        return "hi"
+
+    await app.startup()
+    try:
+        scopes = [http_scope("/") for _ in range(2)]  # the first one finds the shortcut
+        for scope in scopes:
+            messages = await call(app, scope)
+            assert messages[-1]["body"] == b"hi"
+        assert [(scope["route"].path, scope["path_params"]) for scope in scopes] == [("/", {})] * 2
+    finally:
+        await app.shutdown()
+
+
+async def test_requests_are_observed_from_the_moment_a_subscription_is_made() -> None:
+    app = new_app()
+
+    @app.get("/")
+    async def home() -> str:
+        return "hi"
+
+    completed: list[RequestCompleted] = []
+    async with TestClient(app) as client:
+        assert (await client.get("/")).text == "hi"  # nobody listens: the shortcut
+        app.events.subscribe(RequestCompleted, completed.append)
+        assert (await client.get("/")).text == "hi"
+        app.events.unsubscribe(RequestCompleted, completed.append)
+        assert (await client.get("/")).text == "hi"
+        app.events.subscribe(RequestCompleted, completed.append)
+        await client.get("/")
+    assert [(event.path, event.route, event.status) for event in completed] == [("/", "/", 200)] * 2
+
+
+async def test_a_request_after_shutdown_starts_the_app_again() -> None:
+    app = new_app()
+    starts: list[int] = []
+    app.on_startup(lambda: starts.append(1))
+
+    @app.get("/")
+    async def home() -> str:
+        return "hi"
+
+    for _ in range(2):
+        for _ in range(2):  # the second request takes the shortcut
+            assert (await call(app, http_scope("/")))[-1]["body"] == b"hi"
+        await app.shutdown()
+    assert starts == [1, 1]

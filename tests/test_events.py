@@ -122,6 +122,16 @@ async def test_wants_follows_subscriptions_including_base_classes() -> None:
     assert not bus.wants(PrivateRoomCreated)
 
 
+def test_watchers_hear_of_every_change_of_subscriptions() -> None:
+    bus = EventBus()
+    versions: list[int] = []
+    bus.watch(lambda: versions.append(bus.version))
+    subscriber = bus.on(RoomCreated)(lambda event: None)
+    bus.unsubscribe(RoomCreated, subscriber)
+    bus.unsubscribe(RoomCreated, subscriber)  # not subscribed: nothing changed
+    assert versions == [1, 2]
+
+
 async def test_subscribing_after_a_publish_is_seen_by_the_next_publish() -> None:
     bus = EventBus()
     first: list[Event] = []

@@ -70,6 +70,22 @@ def test_literal_parts_are_escaped() -> None:
     assert router.match("http", "GET", "/files/reportXtxt").handler is None
 
 
+def test_static_http_lists_the_routes_match_http_finds_first_on_paths_without_parameters() -> None:
+    router = Router()
+    router.add_http("/", ["GET"], handler_a, name=None, endpoint=handler_a)
+    router.add_http("/items", ["POST"], handler_a, name=None, endpoint=handler_a)
+    router.add_http("/items/{id:int}", ["GET"], handler_a, name=None, endpoint=handler_a)
+    router.add_websocket("/ws", handler_a, name=None, endpoint=handler_a)
+    static = router.static_http()
+    assert {path: sorted(by_method) for path, by_method in static.items()} == {
+        "/": ["GET", "HEAD"],
+        "/items": ["POST"],
+    }
+    for path, by_method in static.items():
+        for method, route in by_method.items():
+            assert router.match_http(method, path) == (route, {})
+
+
 @pytest.mark.parametrize(
     ("pattern", "path", "params"),
     [

@@ -36,7 +36,16 @@ from wirehall.events import (
     RequestCompleted,
     RequestStarted,
 )
-from wirehall.http._fast import DefaultHeaders, Encode, Finisher, prepare
+from wirehall.http._fast import (
+    LENGTH_HEADERS,
+    PLAIN_ROUTE,
+    TEXT_PLAIN,
+    DefaultHeaders,
+    Encode,
+    Finisher,
+    PlainRoute,
+    prepare,
+)
 from wirehall.http.browser_client import CLIENT_PATH, client_endpoint
 from wirehall.http.controller import HTTPController, build_http_endpoint, controller_methods
 from wirehall.http.request import DEFAULT_MAX_BODY_SIZE, Request
@@ -68,6 +77,16 @@ DEFAULT_WEBSOCKET_MESSAGE_SIZE = 1024 * 1024
 """What `max_websocket_message_size` counts for a route that does not say (1 MiB)."""
 
 F = TypeVar("F", bound=Callable[..., Any])
+_Inline = tuple[
+    RouteInfo,
+    Callable[[], Awaitable[Any]],
+    int,
+    Any,
+    Callable[[Any, Scope, Receive, Send], Awaitable[None]],
+    Callable[[Exception, Scope, Receive, Send], Awaitable[int]],
+]
+"""A route `__call__` runs itself: the route, then its `PlainRoute`'s endpoint, status,
+text_tails, rest and fail."""
 Hook = Callable[[], Awaitable[None] | None]
 ExceptionHandler = Callable[[Any, BaseException], Awaitable[Response] | Response]
 
@@ -201,6 +220,9 @@ class Wirehall(Registrar):
         self._events_version = -1
         self._observed_requests = False
         self._plain_requests = False
+        # parameterless endpoints that `__call__` runs itself: {path: {method: parts}}
+        self._inline: dict[str, dict[str, _Inline]] = {}
+        self.events.watch(self._drop_inline)
         self._start_lock = asyncio.Lock()
         self._metrics_path = ""
         self._http_meter: HttpMeter | None = None
@@ -477,6 +499,7 @@ class Wirehall(Registrar):
                     await result
         finally:
             self._started = False
+            self._inline = {}
             await self.container.aclose()
         logger.info("wirehall app stopped")
 
@@ -515,6 +538,45 @@ class Wirehall(Registrar):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self
+        if scope["type"] == "http":
+            by_method = self._inline.get(scope["path"])
+            if by_method is not None:
+                inline = by_method.get(scope["method"])
+                if inline is not None:
+                    # what `_route` and the route's `plain_endpoint` handler do, without their
+                    # frames: the same messages (tests/http/test_fast.py compares them)
+                    route, endpoint, status, text_tails, rest, fail = inline
+                    scope["route"] = route
+                    scope["path_params"] = {}
+                    try:
+                        value = await endpoint()
+                        if text_tails is not None and type(value) is str:
+                            body = value.encode()
+                            size = len(body)
+                            await send(
+                                {
+                                    "type": "http.response.start",
+                                    "status": status,
+                                    "headers": [
+                                        LENGTH_HEADERS[size]
+                                        if size < 1024
+                                        else (b"content-length", b"%d" % size),
+                                        TEXT_PLAIN,
+                                        *text_tails[scope.get("scheme") == "https"],
+                                    ],
+                                }
+                            )
+                            await send(
+                                {
+                                    "type": "http.response.body",
+                                    "body": b"" if scope["method"] == "HEAD" else body,
+                                }
+                            )
+                        else:
+                            await rest(value, scope, receive, send)
+                    except Exception as exc:  # noqa: BLE001 - answered as the route's handler would
+                        await fail(exc, scope, receive, send)
+                    return
         if not self._started:
             if scope["type"] == "lifespan":
                 await self._lifespan(receive, send)
@@ -565,6 +627,33 @@ class Wirehall(Registrar):
         self._plain_requests = not (
             self._observed_requests or self._log_context or self._http_meter is not None
         )
+        self._inline = self._inline_routes() if self._plain_requests else {}
+
+    def _inline_routes(self) -> dict[str, dict[str, _Inline]]:
+        """The routes `__call__` may run itself: parameterless endpoints on paths without
+        parameters that no access rule concerns, once the app has started, when there is no
+        middleware (which must see every request)."""
+        table: dict[str, dict[str, _Inline]] = {}
+        if not self._started or self._asgi != self._route:
+            return table
+        for path, by_method in self.router.static_http().items():
+            for method, route in by_method.items():
+                plain: PlainRoute | None = getattr(route.handler, PLAIN_ROUTE, None)
+                if plain is not None and not plain.guarded:
+                    table.setdefault(path, {})[method] = (
+                        route,
+                        plain.endpoint,
+                        plain.status,
+                        plain.text_tails,
+                        plain.rest,
+                        plain.fail,
+                    )
+        return table
+
+    def _drop_inline(self) -> None:
+        """Subscriptions changed: requests go through `_route` until it has asked again
+        whether they are observed (`_watch_requests`)."""
+        self._inline = {}
 
     def _dispatch_websocket(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         match = self.router.match("websocket", "", scope["path"])

@@ -156,20 +156,30 @@ class EventBus:
         self._cache: dict[type[Event], tuple[Subscriber, ...]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.version = 0  # changes with every (un)subscription, so callers can cache `wants`
+        self._watchers: list[Callable[[], None]] = []
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call `callback` after every (un)subscription: for a cache of `wants` that is not
+        asked again on each use (the app's shortcut past `_route`)."""
+        self._watchers.append(callback)
+
+    def _changed(self) -> None:
+        self._cache.clear()
+        self.version += 1
+        for callback in self._watchers:
+            callback()
 
     def subscribe(self, event_type: type[E], subscriber: Callable[[E], Awaitable[None] | None]) -> None:
         """Call `subscriber` (sync or async) with every event of `event_type`."""
         self._subscribers.setdefault(event_type, []).append(subscriber)
-        self._cache.clear()
-        self.version += 1
+        self._changed()
 
     def unsubscribe(self, event_type: type[E], subscriber: Callable[[E], Awaitable[None] | None]) -> None:
         """Stop calling `subscriber` for `event_type` (no error when it was not subscribed)."""
         subscribers = self._subscribers.get(event_type, [])
         if subscriber in subscribers:
             subscribers.remove(subscriber)
-            self._cache.clear()
-            self.version += 1
+            self._changed()
 
     def on(self, event_type: type[E]) -> Callable[[Callable[[E], Any]], Callable[[E], Any]]:
         """Decorator form of `subscribe`."""

@@ -403,6 +403,11 @@ class Router:
             return f"{prefix}/{rest}"
         return pattern.build(params)
 
+    def static_http(self) -> dict[str, dict[str, RouteInfo]]:
+        """The HTTP routes of each path without parameters, by method (HEAD with GET's route
+        where it has none of its own): what `match_http` answers for those paths first."""
+        return {path: dict(entry.http) for path, entry in self._static.items() if entry.http}
+
     def routes(self) -> list[RouteInfo]:
         """Every route and method as served (HEAD only where it has its own endpoint), in
         registration order: the paths, endpoints and `EndpointSpec`s documents are made from."""

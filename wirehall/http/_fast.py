@@ -29,9 +29,12 @@ from wirehall.errors import HTTPError
 from wirehall.http.request import DEFAULT_MAX_BODY_SIZE, Request
 from wirehall.http.response import JSONResponse, PlainTextResponse, Response, error_response
 from wirehall.security.access import AUTH_ATTRIBUTE, access_denied
-from wirehall.types import Receive, Scope, Send
+from wirehall.types import Message, Receive, Scope, Send
 
 __all__ = [
+    "LENGTH_HEADERS",
+    "PLAIN_ROUTE",
+    "TEXT_PLAIN",
     "DefaultHeaders",
     "Encode",
     "ErrorAnswer",
@@ -39,11 +42,14 @@ __all__ = [
     "Guard",
     "GuardScope",
     "Handler",
+    "PlainRoute",
+    "body_message",
     "direct_handler",
     "plain_endpoint",
     "prepare",
     "refusal_of",
     "refuse",
+    "start_message",
     "to_response",
 ]
 
@@ -56,9 +62,10 @@ run it, or the (status, detail) to answer instead (the app's same-site checks)."
 ErrorAnswer = Callable[[Exception, Scope, Receive, Send], Awaitable[int]]
 """Answers an exception raised by user code; returns the status sent (the app's handlers)."""
 
-_TEXT = (b"content-type", b"text/plain; charset=utf-8")
+TEXT_PLAIN = (b"content-type", b"text/plain; charset=utf-8")
+"""The content type of a returned str."""
 _JSON = (b"content-type", b"application/json")
-_PLAIN_TYPES = frozenset({_TEXT, _JSON})
+_PLAIN_TYPES = frozenset({TEXT_PLAIN, _JSON})
 _NO_CONTENT = b""
 _encode = msgspec.json.Encoder().encode
 _send_whole = Response.__call__
@@ -86,7 +93,7 @@ def to_response(value: Any, kept: Response | None = None, encode: Encode | None 
     if isinstance(value, Response):
         return value
     if isinstance(value, str):
-        return _quick(PlainTextResponse, value.encode(), _TEXT)
+        return _quick(PlainTextResponse, value.encode(), TEXT_PLAIN)
     if value is None:
         return kept if kept is not None else Response(_NO_CONTENT, 204)
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
@@ -178,7 +185,8 @@ def prepare(handler: Handler, guard_scope: GuardScope | None = None) -> None:
 
 
 _PREPARE = "_wirehall_prepare"
-_LENGTHS = tuple((b"content-length", str(n).encode()) for n in range(1024))
+LENGTH_HEADERS = tuple((b"content-length", str(n).encode()) for n in range(1024))
+"""The `content-length` header of a body of 0 to 1023 bytes, built once."""
 _NO_TAILS: tuple[tuple[tuple[bytes, bytes], ...], tuple[tuple[bytes, bytes], ...]] = ((), ())
 
 
@@ -201,13 +209,70 @@ def _quick_body(value: Any, encode: Encode) -> tuple[bytes, tuple[bytes, bytes]]
     anything else, or a value the encoder refuses: `to_response` then says why)."""
     kind = type(value)
     if kind is str:
-        return value.encode(), _TEXT
+        return value.encode(), TEXT_PLAIN
     if kind is dict or kind is list or isinstance(value, msgspec.Struct):
         try:
             return encode(value), _JSON
         except (TypeError, msgspec.EncodeError):
             return None
     return None
+
+
+def start_message(
+    status: int, body: bytes, content_type: tuple[bytes, bytes], tails: Any, scope: Scope
+) -> Message:
+    """The `http.response.start` of a complete `body`: its length and type, then the default
+    headers for the scope's scheme (`tails`, as `_quick_setup` gives them)."""
+    size = len(body)
+    return {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            LENGTH_HEADERS[size] if size < 1024 else (b"content-length", str(size).encode()),
+            content_type,
+            *tails[scope.get("scheme") == "https"],
+        ],
+    }
+
+
+def body_message(body: bytes, scope: Scope) -> Message:
+    """The `http.response.body` of a complete `body` (empty for HEAD)."""
+    return {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+
+
+class PlainRoute:
+    """A parameterless endpoint, in the parts `Wirehall.__call__` needs to run it itself on a
+    static path when nothing else sees the request (no middleware, request events, log
+    context, metrics, nor an access rule for it): the messages its handler sends, with one
+    coroutine frame fewer. `plain_endpoint` makes it; the app asks `guarded` at startup.
+    """
+
+    __slots__ = ("endpoint", "fail", "guarded", "rest", "status", "text_tails")
+
+    def __init__(
+        self,
+        endpoint: Callable[[], Awaitable[Any]],
+        status: int,
+        text_tails: Any,
+        rest: Callable[[Any, Scope, Receive, Send], Awaitable[None]],
+        fail: ErrorAnswer,
+    ) -> None:
+        self.endpoint = endpoint
+        self.status = status
+        self.text_tails = text_tails
+        """The default headers of a returned str, for http and https (`start_message`'s
+        `tails`); None when a returned str goes through `rest` too."""
+        self.rest = rest
+        """Answers any other returned value."""
+        self.fail = fail
+        """Answers what the endpoint, or sending its answer, raised (re-raises without an
+        error handler)."""
+        self.guarded = True
+        """Whether requests must ask `refusal_of` first (until the app has started: always)."""
+
+
+PLAIN_ROUTE = "_wirehall_plain_route"
+"""The attribute of a `plain_endpoint` handler that holds its `PlainRoute`."""
 
 
 def plain_endpoint(
@@ -225,54 +290,52 @@ def plain_endpoint(
     `answer` turns the returned value into the Response (`to_response` unless the route sets a
     status code or the app an encoder: `status_code` and `encode`, which it was made from).
     A returned str, dict, list or Struct is sent as the two messages that Response would
-    send, built directly.
+    send, built directly. The handler's `PlainRoute` (attribute `PLAIN_ROUTE`) holds the same
+    steps for the app to run without the handler.
     """
     targets = (endpoint,)
-    guarded = True
     quick, tails, encoder = _quick_setup(finish, status_code, encode)
     status = 200 if status_code is None else status_code
+    text_tails = tails if quick else None
+
+    async def rest(value: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        found = _quick_body(value, encoder) if quick else None
+        if found is not None:
+            body, content_type = found
+            await send(start_message(status, body, content_type, tails, scope))
+            await send(body_message(body, scope))
+            return
+        await _send_response(answer(value), scope, receive, send, finish)
+
+    async def fail(exc: Exception, scope: Scope, receive: Receive, send: Send) -> int:
+        if on_error is None:
+            raise exc
+        return await on_error(exc, scope, receive, send)
+
+    plain = PlainRoute(endpoint, status, text_tails, rest, fail)
 
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            if guarded:
+            if plain.guarded:
                 refusal = refusal_of(targets, scope, guard)
                 if refusal is not None:
                     await refuse(refusal[0], scope, receive, send, finish, refusal[1])
                     return
             value = await endpoint()
-            if not quick:
-                found = None
-            elif type(value) is str:  # the commonest answer of a parameterless endpoint
-                found = value.encode(), _TEXT
+            if text_tails is not None and type(value) is str:  # the commonest answer
+                body = value.encode()
+                await send(start_message(status, body, TEXT_PLAIN, text_tails, scope))
+                await send(body_message(body, scope))
             else:
-                found = _quick_body(value, encoder)
-            if found is not None:
-                body, content_type = found
-                size = len(body)
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": status,
-                        "headers": [
-                            _LENGTHS[size] if size < 1024 else (b"content-length", str(size).encode()),
-                            content_type,
-                            *tails[scope.get("scheme") == "https"],
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
-                return
-            await _send_response(answer(value), scope, receive, send, finish)
-        except Exception as exc:
-            if on_error is None:
-                raise
-            await on_error(exc, scope, receive, send)
+                await rest(value, scope, receive, send)
+        except Exception as exc:  # noqa: BLE001 - the boundary that runs user code
+            await fail(exc, scope, receive, send)
 
     def ready(guard_scope: GuardScope | None) -> None:
-        nonlocal guarded
-        guarded = _guarded(targets, guard, guard_scope)
+        plain.guarded = _guarded(targets, guard, guard_scope)
 
     setattr(handle, _PREPARE, ready)
+    setattr(handle, PLAIN_ROUTE, plain)
     return handle
 
 
@@ -361,19 +424,8 @@ def _scope_handler(
             found = _quick_body(value, encoder) if quick else None
             if found is not None:
                 body, content_type = found
-                size = len(body)
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": status,
-                        "headers": [
-                            _LENGTHS[size] if size < 1024 else (b"content-length", str(size).encode()),
-                            content_type,
-                            *tails[scope.get("scheme") == "https"],
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+                await send(start_message(status, body, content_type, tails, scope))
+                await send(body_message(body, scope))
                 return
             await _send_response(answer(value), scope, receive, send, finish)
         except Exception as exc:  # the boundary that runs user code
@@ -439,21 +491,8 @@ def _request_handler(
                 found = _quick_body(value, encoder) if quick else None
                 if found is not None:
                     body, content_type = found
-                    size = len(body)
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": status,
-                            "headers": [
-                                _LENGTHS[size] if size < 1024 else (b"content-length", str(size).encode()),
-                                content_type,
-                                *tails[scope.get("scheme") == "https"],
-                            ],
-                        }
-                    )
-                    await send(
-                        {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
-                    )
+                    await send(start_message(status, body, content_type, tails, scope))
+                    await send(body_message(body, scope))
                 else:
                     await _send_response(answer(value), scope, receive, send, finish)
             finally:
