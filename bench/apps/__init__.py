@@ -21,9 +21,13 @@ APPS = {
     "wirehall": "bench.apps.wirehall_app:app",
 }
 
-# HTTP only: wirehall without its default security headers (nosniff, frame options, referrer
-# policy), to separate what they cost from the framework's own path
-HTTP_ONLY_APPS = {"wirehall-bare": "bench.apps.wirehall_bare:app"}
+# HTTP only, to separate what wirehall's default security headers (nosniff, frame options,
+# referrer policy) cost from the framework's own path: wirehall without them, and the raw
+# app with them
+HTTP_ONLY_APPS = {
+    "wirehall-bare": "bench.apps.wirehall_bare:app",
+    "raw-headers": "bench.apps.raw_headers:app",
+}
 
 # the typed route: the raw floor decodes with msgspec directly
 TYPED_APPS = {
