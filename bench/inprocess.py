@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import subprocess
@@ -126,7 +127,9 @@ def per_request_instructions(app: str, *, typed: bool = False, count: int = 2_50
             *(["--typed"] if typed else []),
             app,
         ]
-        done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=1800)
+        # one hash seed for every run: dict and set layouts, and so their costs, stay the same
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=1800, env=env)
         match = re.search(r"Collected : (\d+)", done.stderr)
         if match is None:
             raise RuntimeError(f"no instruction count in callgrind's output:\n{done.stderr[-2000:]}")

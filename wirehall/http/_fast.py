@@ -228,7 +228,7 @@ def start_message(
         "type": "http.response.start",
         "status": status,
         "headers": [
-            LENGTH_HEADERS[size] if size < 1024 else (b"content-length", str(size).encode()),
+            LENGTH_HEADERS[size] if size < 1024 else (b"content-length", b"%d" % size),
             content_type,
             *tails[scope.get("scheme") == "https"],
         ],
@@ -323,9 +323,21 @@ def plain_endpoint(
                     return
             value = await endpoint()
             if text_tails is not None and type(value) is str:  # the commonest answer
+                # `start_message` and `body_message`, unrolled (as in `Wirehall.__call__`)
                 body = value.encode()
-                await send(start_message(status, body, TEXT_PLAIN, text_tails, scope))
-                await send(body_message(body, scope))
+                size = len(body)
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": status,
+                        "headers": [
+                            LENGTH_HEADERS[size] if size < 1024 else (b"content-length", b"%d" % size),
+                            TEXT_PLAIN,
+                            *text_tails[scope.get("scheme") == "https"],
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
             else:
                 await rest(value, scope, receive, send)
         except Exception as exc:  # noqa: BLE001 - the boundary that runs user code
@@ -423,9 +435,21 @@ def _scope_handler(
             value = await endpoint(**kwargs)
             found = _quick_body(value, encoder) if quick else None
             if found is not None:
+                # `start_message` and `body_message`, unrolled: the typed route's hot path
                 body, content_type = found
-                await send(start_message(status, body, content_type, tails, scope))
-                await send(body_message(body, scope))
+                size = len(body)
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": status,
+                        "headers": [
+                            LENGTH_HEADERS[size] if size < 1024 else (b"content-length", b"%d" % size),
+                            content_type,
+                            *tails[scope.get("scheme") == "https"],
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
                 return
             await _send_response(answer(value), scope, receive, send, finish)
         except Exception as exc:  # the boundary that runs user code
