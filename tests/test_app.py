@@ -907,14 +907,24 @@ async def test_requests_are_observed_from_the_moment_a_subscription_is_made() ->
 
     completed: list[RequestCompleted] = []
     async with TestClient(app) as client:
-        assert (await client.get("/")).text == "hi"  # nobody listens: the shortcut
+        for _ in range(2):  # the first builds the shortcut, the second takes it
+            assert (await client.get("/")).text == "hi"
+        assert "/" in app._inline
         app.events.subscribe(RequestCompleted, completed.append)
         assert (await client.get("/")).text == "hi"
         app.events.unsubscribe(RequestCompleted, completed.append)
-        assert (await client.get("/")).text == "hi"
+        for _ in range(2):
+            assert (await client.get("/")).text == "hi"
+        assert "/" in app._inline
         app.events.subscribe(RequestCompleted, completed.append)
         await client.get("/")
     assert [(event.path, event.route, event.status) for event in completed] == [("/", "/", 200)] * 2
+
+
+def test_the_event_bus_is_the_apps_for_its_whole_life() -> None:
+    app = new_app()
+    with pytest.raises(AttributeError):
+        app.events = EventBus()  # type: ignore[misc]
 
 
 async def test_a_request_after_shutdown_starts_the_app_again() -> None:

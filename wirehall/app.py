@@ -179,7 +179,7 @@ class Wirehall(Registrar):
         self._encode: Encode | None = (
             msgspec.json.Encoder(enc_hook=json_enc_hook).encode if json_enc_hook is not None else None
         )
-        self.events = EventBus()
+        self._events = EventBus()
         self.router = Router()
         self.api_docs = ApiDocs(
             self.router.routes,
@@ -243,6 +243,12 @@ class Wirehall(Registrar):
         self.add_routes(routes)
         if metrics:
             self.enable_metrics(path=metrics if isinstance(metrics, str) else DEFAULT_METRICS_PATH)
+
+    @property
+    def events(self) -> EventBus:
+        """The app's event bus: one per app, for its whole life (the app follows its
+        subscriptions to know which requests are observed)."""
+        return self._events
 
     # registration -------------------------------------------------------
 
@@ -544,7 +550,8 @@ class Wirehall(Registrar):
                 inline = by_method.get(scope["method"])
                 if inline is not None:
                     # what `_route` and the route's `plain_endpoint` handler do, without their
-                    # frames: the same messages (tests/http/test_fast.py compares them)
+                    # frames: the same messages (tests/http/test_fast.py compares them; only a
+                    # debug 500's traceback names this frame instead of the handler's)
                     route, endpoint, status, text_tails, rest, fail = inline
                     scope["route"] = route
                     scope["path_params"] = {}
