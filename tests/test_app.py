@@ -941,3 +941,42 @@ async def test_a_request_after_shutdown_starts_the_app_again() -> None:
             assert (await call(app, http_scope("/")))[-1]["body"] == b"hi"
         await app.shutdown()
     assert starts == [1, 1]
+
+
+async def test_the_shortcut_makes_the_apps_host_check_first() -> None:
+    app = new_app(allowed_hosts=["example.com"])
+
+    @app.get("/")
+    async def home() -> str:
+        return "hi"
+
+    await app.startup()
+    try:
+        for _ in range(2):  # the second takes the shortcut
+            answer = await call(app, http_scope("/", headers=[("host", "example.com")]))
+            assert answer[-1]["body"] == b"hi"
+        assert "/" in app._inline
+        refused = await call(app, http_scope("/", headers=[("host", "evil.example")]))
+        assert refused[0]["status"] == 400
+        assert refused[-1]["body"] == b'{"error":"invalid Host header"}'
+        missing = await call(app, http_scope("/"))  # no Host at all
+        assert missing[0]["status"] == 400
+    finally:
+        await app.shutdown()
+
+
+async def test_middleware_of_the_apps_own_sees_every_request() -> None:
+    app = new_app(allowed_hosts=["example.com"], middleware=[Middleware(tagging, tag="seen")])
+
+    @app.get("/")
+    async def home() -> str:
+        return "hi"
+
+    await app.startup()
+    try:
+        for _ in range(3):
+            answer = await call(app, http_scope("/", headers=[("host", "example.com")]))
+            assert (b"x-order", b"seen") in answer[0]["headers"]
+        assert app._inline == {}
+    finally:
+        await app.shutdown()

@@ -222,6 +222,7 @@ class Wirehall(Registrar):
         self._plain_requests = False
         # parameterless endpoints that `__call__` runs itself: {path: {method: parts}}
         self._inline: dict[str, dict[str, _Inline]] = {}
+        self._inline_hosts: TrustedHostMiddleware | None = None  # the Host check it makes first
         self.events.watch(self._drop_inline)
         self._start_lock = asyncio.Lock()
         self._metrics_path = ""
@@ -449,7 +450,10 @@ class Wirehall(Registrar):
         for middleware in reversed(self._middleware):
             app = middleware.cls(app, **middleware.options)
         if hosts is not None and not hosts.allows_any:
-            app = TrustedHostMiddleware(app, hosts)  # outermost: nothing runs for a foreign Host
+            guard = TrustedHostMiddleware(app, hosts)  # outermost: nothing runs for a foreign Host
+            if app == self._route:  # nothing else around the router: `__call__` asks it itself
+                self._inline_hosts = guard
+            app = guard
         return app
 
     def _origin_allows(self, origin: str, scope: Scope) -> bool:
@@ -548,7 +552,7 @@ class Wirehall(Registrar):
             by_method = self._inline.get(scope["path"])
             if by_method is not None:
                 inline = by_method.get(scope["method"])
-                if inline is not None:
+                if inline is not None and (self._inline_hosts is None or self._inline_hosts.allows(scope)):
                     # what `_route` and the route's `plain_endpoint` handler do, without their
                     # frames: the same messages (tests/http/test_fast.py compares them; only a
                     # debug 500's traceback names this frame instead of the handler's)
@@ -639,9 +643,10 @@ class Wirehall(Registrar):
     def _inline_routes(self) -> dict[str, dict[str, _Inline]]:
         """The routes `__call__` may run itself: parameterless endpoints on paths without
         parameters that no access rule concerns, once the app has started, when there is no
-        middleware (which must see every request)."""
+        middleware (which must see every request) but the app's own Host check, which
+        `__call__` makes itself (a refused Host goes through the middleware)."""
         table: dict[str, dict[str, _Inline]] = {}
-        if not self._started or self._asgi != self._route:
+        if not self._started or not (self._asgi == self._route or self._asgi is self._inline_hosts):
             return table
         for path, by_method in self.router.static_http().items():
             for method, route in by_method.items():

@@ -101,19 +101,23 @@ class TrustedHostMiddleware:
             allowed_hosts if isinstance(allowed_hosts, HostAllowlist) else HostAllowlist(allowed_hosts)
         )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def allows(self, scope: Scope) -> bool:
+        """Whether `scope` goes on to the app: not a request or a handshake, any host is
+        allowed, or its `Host` is."""
         kind = scope["type"]
         if self._hosts.allows_any or (kind != "http" and kind != "websocket"):
-            await self.app(scope, receive, send)
-            return
-        host: bytes | None = None
+            return True
         for key, value in scope.get("headers", ()):
             if key == b"host":
-                host = value
-                break
-        if host is not None and self._hosts.allows(host.decode("latin-1")):
+                return self._hosts.allows(value.decode("latin-1"))
+        return False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.allows(scope):
             await self.app(scope, receive, send)
             return
+        kind = scope["type"]
+        host = next((value for key, value in scope.get("headers", ()) if key == b"host"), None)
         logger.info(
             "refused %s to %s for Host %r (allowed: %s; set allowed_hosts or %s to serve another name)",
             kind,
