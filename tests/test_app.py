@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, ClassVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wirehall import (
     AppStarted,
@@ -980,3 +982,59 @@ async def test_middleware_of_the_apps_own_sees_every_request() -> None:
         assert app._inline == {}
     finally:
         await app.shutdown()
+
+
+_STEPS = st.lists(
+    st.sampled_from(["get", "head", "subscribe", "unsubscribe", "shutdown", "startup"]), max_size=25
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(steps=_STEPS)
+def test_any_sequence_of_requests_subscriptions_and_restarts_is_observed_exactly(steps: list[str]) -> None:
+    """Whatever the order, every request made while somebody listens is published, no other
+    one is, and every answer is the endpoint's: the shortcut never outlives what it assumed."""
+    app = new_app()
+    starts: list[int] = []
+    app.on_startup(lambda: starts.append(1))
+
+    @app.get("/")
+    async def home() -> str:
+        return "hi"
+
+    completed: list[RequestCompleted] = []
+
+    async def run() -> int:
+        listening = False
+        expected = 0
+        for step in steps:
+            if step in ("get", "head"):
+                method = step.upper()
+                messages = await call(app, http_scope("/", method=method))
+                assert messages[0]["status"] == 200
+                assert messages[-1]["body"] == (b"hi" if method == "GET" else b"")
+                expected += listening
+            elif step == "subscribe" and not listening:
+                app.events.subscribe(RequestCompleted, completed.append)
+                listening = True
+            elif step == "unsubscribe" and listening:
+                app.events.unsubscribe(RequestCompleted, completed.append)
+                listening = False
+            elif step == "shutdown":
+                await app.shutdown()
+            elif step == "startup":
+                await app.startup()
+        await app.shutdown()
+        return expected
+
+    expected = asyncio.run(run())
+    assert len(completed) == expected
+    assert all((event.route, event.status) == ("/", 200) for event in completed)
+    # the app started once per stretch between shutdowns with a request or a startup in it
+    stretches: list[set[str]] = [set()]
+    for step in steps:
+        if step == "shutdown":
+            stretches.append(set())
+        else:
+            stretches[-1].add(step)
+    assert len(starts) == sum(1 for stretch in stretches if stretch & {"get", "head", "startup"})
