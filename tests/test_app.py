@@ -882,12 +882,21 @@ async def test_the_matched_route_is_in_the_scope_and_in_request_completed() -> N
 # parameterless endpoints on paths without parameters: run by `__call__` itself ---------------
 
 
-async def test_the_shortcut_still_puts_the_route_in_the_scope() -> None:
-    app = new_app()
+def hello_app(**options: Any) -> tuple[Wirehall, list[int]]:
+    """An app whose `GET /` answers "hi" from a parameterless endpoint, and its startups."""
+    app = new_app(**options)
+    starts: list[int] = []
+    app.on_startup(lambda: starts.append(1))
 
     @app.get("/")
     async def home() -> str:
         return "hi"
+
+    return app, starts
+
+
+async def test_the_shortcut_still_puts_the_route_in_the_scope() -> None:
+    app, _ = hello_app()
 
     await app.startup()
     try:
@@ -901,11 +910,7 @@ async def test_the_shortcut_still_puts_the_route_in_the_scope() -> None:
 
 
 async def test_requests_are_observed_from_the_moment_a_subscription_is_made() -> None:
-    app = new_app()
-
-    @app.get("/")
-    async def home() -> str:
-        return "hi"
+    app, _ = hello_app()
 
     completed: list[RequestCompleted] = []
     async with TestClient(app) as client:
@@ -930,13 +935,7 @@ def test_the_event_bus_is_the_apps_for_its_whole_life() -> None:
 
 
 async def test_a_request_after_shutdown_starts_the_app_again() -> None:
-    app = new_app()
-    starts: list[int] = []
-    app.on_startup(lambda: starts.append(1))
-
-    @app.get("/")
-    async def home() -> str:
-        return "hi"
+    app, starts = hello_app()
 
     for _ in range(2):
         for _ in range(2):  # the second request takes the shortcut
@@ -946,11 +945,7 @@ async def test_a_request_after_shutdown_starts_the_app_again() -> None:
 
 
 async def test_the_shortcut_makes_the_apps_host_check_first() -> None:
-    app = new_app(allowed_hosts=["example.com"])
-
-    @app.get("/")
-    async def home() -> str:
-        return "hi"
+    app, _ = hello_app(allowed_hosts=["example.com"])
 
     await app.startup()
     try:
@@ -968,11 +963,7 @@ async def test_the_shortcut_makes_the_apps_host_check_first() -> None:
 
 
 async def test_middleware_of_the_apps_own_sees_every_request() -> None:
-    app = new_app(allowed_hosts=["example.com"], middleware=[Middleware(tagging, tag="seen")])
-
-    @app.get("/")
-    async def home() -> str:
-        return "hi"
+    app, _ = hello_app(allowed_hosts=["example.com"], middleware=[Middleware(tagging, tag="seen")])
 
     await app.startup()
     try:
@@ -994,13 +985,7 @@ _STEPS = st.lists(
 def test_any_sequence_of_requests_subscriptions_and_restarts_is_observed_exactly(steps: list[str]) -> None:
     """Whatever the order, every request made while somebody listens is published, no other
     one is, and every answer is the endpoint's: the shortcut never outlives what it assumed."""
-    app = new_app()
-    starts: list[int] = []
-    app.on_startup(lambda: starts.append(1))
-
-    @app.get("/")
-    async def home() -> str:
-        return "hi"
+    app, starts = hello_app()
 
     completed: list[RequestCompleted] = []
 
