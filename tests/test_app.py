@@ -900,7 +900,7 @@ async def test_the_shortcut_still_puts_the_route_in_the_scope() -> None:
 
     await app.startup()
     try:
-        scopes = [http_scope("/") for _ in range(2)]  # the first one finds the shortcut
+        scopes = [http_scope("/") for _ in range(2)]  # both take the shortcut, built at startup
         for scope in scopes:
             messages = await call(app, scope)
             assert messages[-1]["body"] == b"hi"
@@ -914,7 +914,7 @@ async def test_requests_are_observed_from_the_moment_a_subscription_is_made() ->
 
     completed: list[RequestCompleted] = []
     async with TestClient(app) as client:
-        for _ in range(2):  # the first builds the shortcut, the second takes it
+        for _ in range(2):  # nobody listens: the shortcut, built at startup
             assert (await client.get("/")).text == "hi"
         assert "/" in app._inline
         app.events.subscribe(RequestCompleted, completed.append)
@@ -949,7 +949,7 @@ async def test_the_shortcut_makes_the_apps_host_check_first() -> None:
 
     await app.startup()
     try:
-        for _ in range(2):  # the second takes the shortcut
+        for _ in range(2):  # the shortcut, built at startup
             answer = await call(app, http_scope("/", headers=[("host", "example.com")]))
             assert answer[-1]["body"] == b"hi"
         assert "/" in app._inline

@@ -217,13 +217,12 @@ class Wirehall(Registrar):
         self._stack_built = False
         self._websocket_entry: ASGIApp = self._dispatch_websocket
         self._started = False
-        self._events_version = -1
         self._observed_requests = False
         self._plain_requests = False
         # parameterless endpoints that `__call__` runs itself: {path: {method: parts}}
         self._inline: dict[str, dict[str, _Inline]] = {}
         self._inline_hosts: TrustedHostMiddleware | None = None  # the Host check it makes first
-        self.events.watch(self._drop_inline)
+        self.events.watch(self._watch_requests)
         self._start_lock = asyncio.Lock()
         self._metrics_path = ""
         self._http_meter: HttpMeter | None = None
@@ -474,7 +473,6 @@ class Wirehall(Registrar):
                 self._asgi = self._build_stack()
                 self._stack_built = True
             self._log_context = log_context_enabled()  # logging is set up before the app starts
-            self._events_version = -1  # `_route` decides again what each request goes through
             for route in self.router.routes():
                 # endpoint marks are read now: routes without one skip the access check
                 prepare(route.handler, _same_site_marked)
@@ -493,6 +491,7 @@ class Wirehall(Registrar):
                     await self.container.aclose()
                 raise
             self._started = True
+            self._watch_requests()  # with the log context, metrics and stack now known
         await self.events.publish(AppStarted())
         logger.info("wirehall app started (%d routes)", len(self.router.table()))
 
@@ -612,8 +611,6 @@ class Wirehall(Registrar):
                 scope["route"] = route  # what tracing reads for `http.route`
                 handler = route.handler
             scope["path_params"] = params
-            if self._events_version != self.events.version:
-                self._watch_requests()
             if self._plain_requests:  # no log context, no request events, no metrics
                 return handler(scope, receive, send)
             if self._log_context:
@@ -631,9 +628,9 @@ class Wirehall(Registrar):
         return _ignored(kind)
 
     def _watch_requests(self) -> None:
-        """Whether requests are observed (events), logged with a context or metered: asked
-        again whenever the event bus's subscriptions change, and at startup."""
-        self._events_version = self.events.version
+        """Whether requests are observed (events), logged with a context or metered, and so
+        which routes `__call__` may answer itself: asked at startup and again whenever the
+        event bus's subscriptions change (`EventBus.watch`)."""
         self._observed_requests = self.events.wants(RequestStarted) or self.events.wants(RequestCompleted)
         self._plain_requests = not (
             self._observed_requests or self._log_context or self._http_meter is not None
@@ -661,11 +658,6 @@ class Wirehall(Registrar):
                         plain.fail,
                     )
         return table
-
-    def _drop_inline(self) -> None:
-        """Subscriptions changed: requests go through `_route` until it has asked again
-        whether they are observed (`_watch_requests`)."""
-        self._inline = {}
 
     def _dispatch_websocket(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         match = self.router.match("websocket", "", scope["path"])

@@ -160,7 +160,7 @@ class EventBus:
 
     def watch(self, callback: Callable[[], None]) -> None:
         """Call `callback` after every (un)subscription: for a cache of `wants` that is not
-        asked again on each use (the app's shortcut past `_route`)."""
+        asked again on each use (the app's `_watch_requests`)."""
         self._watchers.append(callback)
 
     def _changed(self) -> None:

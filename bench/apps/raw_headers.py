@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.apps.raw_asgi import app as raw_app
+
 __all__ = ["app"]
 
 _START = {
@@ -26,15 +28,8 @@ _BODY = {"type": "http.response.body", "body": b"Hello, world!"}
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    kind = scope["type"]
-    if kind == "http":
+    if scope["type"] == "http":
         await send(_START)
         await send(_BODY)
-    elif kind == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    else:  # the lifespan (and WebSockets) as the raw app serves them
+        await raw_app(scope, receive, send)

@@ -120,15 +120,15 @@ async def app(request: pytest.FixtureRequest) -> Any:
     ("method", "scheme"), [("GET", "http"), ("HEAD", "http"), ("GET", "https")], ids=["get", "head", "https"]
 )
 async def test_fast_and_general_paths_send_the_same_messages(app: Wirehall, method: str, scheme: str) -> None:
-    await _messages(app, "/fast/str", method, scheme)  # through `_route`, which builds the table
+    await _messages(app, "/fast/str", method, scheme)
     # every parameterless endpoint but the one with an access rule is answered by the app
-    # itself from now on (`Wirehall._inline`)
+    # itself (`Wirehall._inline`, built at startup)
     inline = sorted(path for path in app._inline if path.startswith("/fast/"))
     assert inline == sorted(f"/fast/{name}" for name in [*RESULTS, *FAILURES])
     differ = {}
     for way in ("the app's shortcut", "the route's handler"):
         if way == "the route's handler":
-            app._inline = {}  # as a subscription leaves it: every request through `_route`
+            app._inline = {}  # as a request event subscriber leaves it: every request through `_route`
         for name in [*RESULTS, *FAILURES, "private"]:
             fast = await _messages(app, f"/fast/{name}", method, scheme)
             general = await _messages(app, f"/general/{name}", method, scheme)

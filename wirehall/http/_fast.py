@@ -291,7 +291,8 @@ def plain_endpoint(
     status code or the app an encoder: `status_code` and `encode`, which it was made from).
     A returned str, dict, list or Struct is sent as the two messages that Response would
     send, built directly. The handler's `PlainRoute` (attribute `PLAIN_ROUTE`) holds the same
-    steps for the app to run without the handler.
+    steps for the app to run without the handler, which it does for most requests (the
+    handler serves those that middleware, events or an access rule must see).
     """
     targets = (endpoint,)
     quick, tails, encoder = _quick_setup(finish, status_code, encode)
@@ -321,25 +322,7 @@ def plain_endpoint(
                 if refusal is not None:
                     await refuse(refusal[0], scope, receive, send, finish, refusal[1])
                     return
-            value = await endpoint()
-            if text_tails is not None and type(value) is str:  # the commonest answer
-                # `start_message` and `body_message`, unrolled (as in `Wirehall.__call__`)
-                body = value.encode()
-                size = len(body)
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": status,
-                        "headers": [
-                            LENGTH_HEADERS[size] if size < 1024 else (b"content-length", b"%d" % size),
-                            TEXT_PLAIN,
-                            *text_tails[scope.get("scheme") == "https"],
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
-            else:
-                await rest(value, scope, receive, send)
+            await rest(await endpoint(), scope, receive, send)
         except Exception as exc:  # noqa: BLE001 - the boundary that runs user code
             await fail(exc, scope, receive, send)
 
